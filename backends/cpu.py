@@ -1,0 +1,123 @@
+"""The `cpu` backend: Numba-compiled time loops around BLAS GEMMs.
+
+Shapes: T steps, B batch, I inputs, H hidden, G = 4H gates (i, f, g, o); time-major.
+Per layer-direction:
+    forward   x_proj = x (T*B, I) @ w_ih.T + bias      one GEMM over all steps (BLAS, all threads)
+              time loop in cpu_kernels.forward_loop     per step h @ w_hh.T and fused gate math
+    backward  time loop in cpu_kernels.backward_loop    fused gate gradients, dh = d_pre @ w_hh
+              dx = d_pre @ w_ih, dW_ih = d_pre.T @ x, dW_hh = d_pre.T @ h_prev, dbias = sum
+              as GEMMs over all T*B rows after the loop (BLAS, all threads)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numba
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (loaded now so threadpoolctl sees its BLAS)
+from threadpoolctl import ThreadpoolController
+
+from . import cpu_kernels as K
+from .base import Backend
+
+_controller = None
+
+
+def _blas_single_threaded():
+    """Context in which every BLAS (numpy's and SciPy's, used by Numba) runs on one thread:
+    the time loops already use a thread per batch slice, and two pools would oversubscribe."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    xp = np
+
+    def facts(self) -> dict:
+        return {
+            "threads": numba.get_num_threads(),
+            "cores": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "numba": numba.__version__,
+            "threading_layer": numba.config.THREADING_LAYER,
+        }
+
+    def asarray(self, a, dtype=None):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    @staticmethod
+    def _chunks(B: int) -> int:
+        return max(1, min(numba.get_num_threads(), B))
+
+    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        dt = x.dtype
+        n = self._chunks(B)
+        x = np.ascontiguousarray(x)
+        x_proj = np.empty((T, B, 4 * H), dt)
+        y = np.empty((T, B, H), dt)
+        h_n = np.empty((B, H), dt)
+        c_n = np.empty((B, H), dt)
+        if keep:
+            gates = np.empty((T, B, 4 * H), dt)
+            c_all = np.empty((T, B, H), dt)
+            h_prev = np.empty((T, B, H), dt)
+        else:
+            gates = c_all = h_prev = np.empty((1, 1, 1), dt)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        with _blas_single_threaded():
+            K.matmul_rows(x.reshape(T * B, I), np.ascontiguousarray(w_ih.T),
+                          x_proj.reshape(T * B, 4 * H), max(1, min(n, T * B)))
+            x_proj += bias
+            K.forward_loop(x_proj, np.ascontiguousarray(w_hh.T), np.ascontiguousarray(h0),
+                           np.ascontiguousarray(c0), lengths, bool(reverse), n,
+                           bool(keep), y, h_n, c_n, gates, c_all, h_prev)
+        cache = None
+        if keep:
+            cache = dict(x=x, w_ih=np.ascontiguousarray(w_ih), w_hh=np.ascontiguousarray(w_hh),
+                         gates=gates, c_all=c_all, h_prev=h_prev, c0=np.ascontiguousarray(c0),
+                         lengths=lengths, reverse=bool(reverse))
+        return y, h_n, c_n, cache
+
+    def layer_backward(self, cache, dy, dh_n, dc_n):
+        x, w_ih, w_hh, gates = cache["x"], cache["w_ih"], cache["w_hh"], cache["gates"]
+        T, B, I = x.shape
+        G = gates.shape[2]
+        H = G // 4
+        dt = x.dtype
+        n = self._chunks(B)
+        n_rows = max(1, min(numba.get_num_threads(), T * B))
+        d_pre = np.empty((T, B, G), dt)
+        dh0 = np.empty((B, H), dt)
+        dc0 = np.empty((B, H), dt)
+        dx = np.empty((T, B, I), dt)
+        dw_ih = np.empty((G, I), dt)
+        dw_hh = np.empty((G, H), dt)
+        flat = d_pre.reshape(T * B, G)
+        with _blas_single_threaded():
+            K.backward_loop(gates, cache["c_all"], cache["c0"], w_hh,
+                            np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(dh_n, dtype=dt),
+                            np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
+                            cache["reverse"], n, d_pre, dh0, dc0)
+            K.matmul_rows(flat, w_ih, dx.reshape(T * B, I), n_rows)
+            K.matmul_tn(flat, x.reshape(T * B, I), dw_ih, n_rows)
+            K.matmul_tn(flat, cache["h_prev"].reshape(T * B, H), dw_hh, n_rows)
+        dbias = flat.sum(axis=0)
+        return dx, dw_ih, dw_hh, dbias, dh0, dc0
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,1 @@
+"""The `lstm-engine` command line."""

@@ -1,0 +1,58 @@
+"""`lstm-engine`: the command-line entry point (a Click group)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from lstm_engine import backends as registry
+
+
+def _apply_threads(threads: int | None) -> None:
+    if threads is not None:
+        try:
+            registry.set_num_threads(threads)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--threads") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lstm-engine")
+def main():
+    """lstm-engine: fast LSTM training and inference on CPU (Numba) and GPU (CUDA)."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--threads", type=int, default=None, help="Threads for the cpu backend.")
+def backends(as_json: bool, threads: int | None):
+    """List the backends, whether each is available here (and why not), and device facts."""
+    _apply_threads(threads)
+    infos = [registry.probe(name) for name in registry.names()]
+    default = os.environ.get(registry.ENV_VAR) or "auto"
+    try:
+        chosen = registry.get_backend(default).name
+    except registry.BackendError as exc:
+        chosen = None
+        if not as_json:
+            click.echo(f"note: {exc}", err=True)
+    if as_json:
+        click.echo(json.dumps({
+            "default": chosen,
+            "backends": [{"name": i.name, "available": i.available, "reason": i.reason or None,
+                          "facts": i.facts} for i in infos],
+        }, indent=2))
+        return
+    for info in infos:
+        mark = "*" if info.name == chosen else " "
+        state = "available" if info.available else f"unavailable: {info.reason}"
+        click.echo(f"{mark} {info.name:<6} {state}")
+        for key, value in info.facts.items():
+            click.echo(f"         {key}: {value}")
+    click.echo(f"(* = what --backend auto picks here: {chosen})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Every fast backend against the NumPy reference: outputs, final states and every gradient,
+over the awkward cases, in float32 and float64."""
+
+import numpy as np
+import pytest
+
+from lstm_engine import LSTM, set_num_threads
+
+from conftest import assert_results_close, make_case, run_case
+
+CASES = {
+    "T1-B1": dict(T=1, B=1, I=4, H=5),
+    "B1": dict(T=9, B=1, I=3, H=8),
+    "odd-sizes": dict(T=6, B=5, I=7, H=13),
+    "ragged-1-and-T": dict(T=8, B=5, I=3, H=6, lengths=[8, 1, 5, 8, 2]),
+    "bidirectional-ragged": dict(T=7, B=4, I=5, H=6, bidirectional=True, lengths=[3, 7, 1, 6]),
+    "3-layers": dict(T=5, B=3, I=4, H=7, num_layers=3),
+    "deep-bi-ragged-state": dict(T=6, B=3, I=3, H=5, num_layers=3, bidirectional=True,
+                                 lengths=[6, 2, 4], initial_state=True),
+    "initial-state": dict(T=4, B=2, I=3, H=4, initial_state=True),
+    "batch-first-ragged": dict(T=5, B=3, I=2, H=3, batch_first=True, lengths=[5, 1, 3]),
+    "dropout-2-layers": dict(T=5, B=4, I=3, H=4, num_layers=2, bidirectional=True, dropout=0.5),
+    "wide-batch": dict(T=12, B=33, I=17, H=32, lengths=list(range(12, 0, -1)) * 2 + [12] * 9),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", CASES)
+def test_matches_reference(fast_backend, name, dtype):
+    case = make_case(**CASES[name], dtype=dtype, seed=len(name))
+    ref_model, want = run_case(case, "numpy", seed=5)
+    _, got = run_case(case, fast_backend, seed=5, state=ref_model.state_dict())
+    assert_results_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("threads,B", [(1, 5), (2, 1), (2, 3), (2, 7)])
+def test_thread_split_edges(fast_backend, threads, B):
+    """B smaller than the thread count, and B not divisible by it."""
+    if fast_backend != "cpu":
+        pytest.skip("thread splitting is the cpu backend's")
+    import numba
+    before = numba.get_num_threads()
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("not enough threads in Numba's pool")
+    set_num_threads(threads)
+    try:
+        case = make_case(T=6, B=B, I=3, H=5, bidirectional=True, lengths=np.arange(B) % 6 + 1,
+                         dtype=np.float64, seed=B)
+        ref_model, want = run_case(case, "numpy")
+        _, got = run_case(case, "cpu", state=ref_model.state_dict())
+        assert_results_close(got, want, np.float64)
+    finally:
+        set_num_threads(before)
+
+
+def test_inference_mode_keeps_nothing(fast_backend):
+    case = make_case(T=4, B=2, I=3, H=4, num_layers=2, dropout=0.5, dtype=np.float32)
+    model = LSTM(**case["config"], backend=fast_backend, seed=0)
+    ref = LSTM(**case["config"], backend="numpy", seed=0)
+    out, _ = model.forward(case["x"], training=False)
+    ref_out, _ = ref.forward(case["x"], training=False)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="forward"):
+        model.backward(case["d_outputs"])
+
+
+def test_fast_tanh_is_within_1e6_of_float64():
+    pytest.importorskip("numba")
+    from lstm_engine.backends.cpu_kernels import tanh_kernel
+    z = np.linspace(-20, 20, 400_001).astype(np.float32)
+    out = np.empty_like(z)
+    tanh_kernel(z, out)
+    err = np.abs(out.astype(np.float64) - np.tanh(z.astype(np.float64)))
+    assert err.max() < 1e-6
+    assert out.max() <= 1.0 and out.min() >= -1.0
+    out_nan = np.empty(1, np.float32)
+    tanh_kernel(np.array([np.nan], np.float32), out_nan)
+    assert np.isnan(out_nan[0])
