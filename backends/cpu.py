@@ -44,7 +44,7 @@ class CpuBackend(Backend):
             "cores": os.cpu_count(),
             "cpu": _cpu_model(),
             "numba": numba.__version__,
-            "threading_layer": numba.config.THREADING_LAYER,
+            "threading_layer": _threading_layer(),
         }
 
     def asarray(self, a, dtype=None):
@@ -110,6 +110,13 @@ class CpuBackend(Backend):
             K.matmul_tn(flat, cache["h_prev"].reshape(T * B, H), dw_hh, n_rows)
         dbias = flat.sum(axis=0)
         return dx, dw_ih, dw_hh, dbias, dh0, dc0
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()          # known once a parallel kernel has run
+    except ValueError:
+        return f"{numba.config.THREADING_LAYER} (not started yet)"
 
 
 def _cpu_model() -> str:

@@ -91,6 +91,12 @@ def _half_like_ov(z):
     return lambda z: 0.5
 
 
+@njit(error_model="numpy")
+def chunk(k, n_chunks, total):
+    """Bounds [lo, hi) of the k-th of n_chunks near-equal contiguous slices of range(total)."""
+    return k * total // n_chunks, (k + 1) * total // n_chunks
+
+
 @njit(cache=True, error_model="numpy")
 def tanh_kernel(z, out):
     """act_tanh over a flat array; exists so tests can measure the approximation's error."""
@@ -104,8 +110,7 @@ def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, keep,
     T, B, G = x_proj.shape
     H = G // 4
     for k in prange(n_chunks):
-        b0 = k * B // n_chunks
-        b1 = (k + 1) * B // n_chunks
+        b0, b1 = chunk(k, n_chunks, B)
         h = h0[b0:b1].copy()
         c = c0[b0:b1].copy()
         z = np.empty((b1 - b0, G), dtype=x_proj.dtype)
@@ -151,8 +156,7 @@ def backward_loop(gates, c_all, c0, w_hh, dy, dh_n, dc_n, lengths, reverse, n_ch
     H = G // 4
     one = gates.dtype.type(1)
     for k in prange(n_chunks):
-        b0 = k * B // n_chunks
-        b1 = (k + 1) * B // n_chunks
+        b0, b1 = chunk(k, n_chunks, B)
         dh = dh_n[b0:b1].copy()
         dc = dc_n[b0:b1].copy()
         dh_rec = np.empty((b1 - b0, H), dtype=gates.dtype)
@@ -200,8 +204,7 @@ def matmul_rows(a, b, out, n_chunks):
     """out = a @ b, the rows of a split across threads."""
     M = a.shape[0]
     for k in prange(n_chunks):
-        r0 = k * M // n_chunks
-        r1 = (k + 1) * M // n_chunks
+        r0, r1 = chunk(k, n_chunks, M)
         np.dot(a[r0:r1], b, out[r0:r1])
 
 
@@ -211,8 +214,7 @@ def matmul_tn(a, b, out, n_chunks):
     M = a.shape[0]
     parts = np.empty((n_chunks,) + out.shape, dtype=out.dtype)
     for k in prange(n_chunks):
-        r0 = k * M // n_chunks
-        r1 = (k + 1) * M // n_chunks
+        r0, r1 = chunk(k, n_chunks, M)
         np.dot(a[r0:r1].T, b[r0:r1], parts[k])
     out[:] = parts[0]
     for k in range(1, n_chunks):
