@@ -25,15 +25,23 @@ def main():
 
 
 @main.command()
+@click.option("--backend", default=None, metavar="NAME",
+              help="Check that NAME (auto, numpy, cpu, ...) runs here: exit status 1 with the "
+                   f"reason if not. Default: ${registry.ENV_VAR}, else auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--threads", type=int, default=None, help="Threads for the cpu backend.")
-def backends(as_json: bool, threads: int | None):
+def backends(backend: str | None, as_json: bool, threads: int | None):
     """List the backends, whether each is available here (and why not), and device facts."""
     _apply_threads(threads)
+    if backend is not None:
+        try:
+            registry.get_backend(backend)
+        except registry.BackendError as exc:
+            raise click.ClickException(str(exc)) from None
     infos = [registry.probe(name) for name in registry.names()]
-    default = os.environ.get(registry.ENV_VAR) or "auto"
+    wanted = backend or os.environ.get(registry.ENV_VAR) or "auto"
     try:
-        chosen = registry.get_backend(default).name
+        chosen = registry.get_backend(wanted).name
     except registry.BackendError as exc:
         chosen = None
         if not as_json:
@@ -51,7 +59,7 @@ def backends(as_json: bool, threads: int | None):
         click.echo(f"{mark} {info.name:<6} {state}")
         for key, value in info.facts.items():
             click.echo(f"         {key}: {value}")
-    click.echo(f"(* = what --backend auto picks here: {chosen})")
+    click.echo(f"(* = the backend {wanted!r} resolves to here: {chosen})")
 
 
 if __name__ == "__main__":

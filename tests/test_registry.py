@@ -61,3 +61,10 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, backends.ENV_VAR: ""})
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_backend_check():
+    ok = CliRunner().invoke(main, ["backends", "--backend", "numpy"])
+    assert ok.exit_code == 0 and "resolves to here: numpy" in ok.output
+    bad = CliRunner().invoke(main, ["backends", "--backend", "tpu"])
+    assert bad.exit_code == 1 and "unknown backend 'tpu'" in bad.output
