@@ -2,11 +2,12 @@
 
 Shapes: T steps, B batch, I inputs, H hidden, G = 4H gates (i, f, g, o); time-major.
 Per layer-direction:
-    forward   x_proj = x (T*B, I) @ w_ih.T + bias      one GEMM over all steps (BLAS, all threads)
+    forward   x_proj = x (T*B, I) @ w_ih.T + bias      one GEMM over all steps
               time loop in cpu_kernels.forward_loop     per step h @ w_hh.T and fused gate math
     backward  time loop in cpu_kernels.backward_loop    fused gate gradients, dh = d_pre @ w_hh
               dx = d_pre @ w_ih, dW_ih = d_pre.T @ x, dW_hh = d_pre.T @ h_prev, dbias = sum
-              as GEMMs over all T*B rows after the loop (BLAS, all threads)
+              as GEMMs over all T*B rows after the loop
+All of it runs on Numba's threads, each calling a single-threaded BLAS on its own block.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from .base import Backend
 _controller = None
 
 
-def _blas_single_threaded():
-    """Context in which every BLAS (numpy's and SciPy's, used by Numba) runs on one thread:
-    the time loops already use a thread per batch slice, and two pools would oversubscribe."""
+def _blas_controller() -> ThreadpoolController:
     global _controller
     if _controller is None:
         _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    return _controller
+
+
+def _blas_single_threaded():
+    """Context in which every BLAS (numpy's and SciPy's, used by Numba) runs on one thread:
+    the kernels already use a thread per block, and two pools would oversubscribe the cores."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class CpuBackend(Backend):
@@ -45,6 +50,8 @@ class CpuBackend(Backend):
             "cpu": _cpu_model(),
             "numba": numba.__version__,
             "threading_layer": _threading_layer(),
+            "blas": ", ".join(f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture')})"
+                              for lib in _blas_controller().info() if lib.get("user_api") == "blas"),
         }
 
     def asarray(self, a, dtype=None):

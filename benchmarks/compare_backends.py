@@ -130,6 +130,8 @@ def machine_facts() -> dict:
         "numba": cpu.facts.get("numba") if cpu.available else None,
         "threads": cpu.facts.get("threads") if cpu.available else None,
         "blas": _blas_info(),
+        # OpenBLAS reads these when it loads; they change which kernels (AVX2, AVX-512) run
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "NUMBA_"))},
     }
 
 
