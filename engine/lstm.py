@@ -215,8 +215,8 @@ class LSTM:
             layer_out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)
             mask = None
             if training and self.dropout > 0 and layer < L - 1:
-                keep = self._rng.random(layer_out.shape) >= self.dropout
-                mask = self.backend.asarray(keep / (1.0 - self.dropout), dtype=self.dtype)
+                kept = self._rng.random(layer_out.shape) >= self.dropout
+                mask = self.backend.asarray(kept / (1.0 - self.dropout), dtype=self.dtype)
                 layer_out = layer_out * mask
             tape["layers"].append(caches)
             tape["masks"].append(mask)

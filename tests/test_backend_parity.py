@@ -76,3 +76,12 @@ def test_fast_tanh_is_within_1e6_of_float64():
     out_nan = np.empty(1, np.float32)
     tanh_kernel(np.array([np.nan], np.float32), out_nan)
     assert np.isnan(out_nan[0])
+
+
+def test_to_backend_moves_parameters(fast_backend):
+    case = make_case(T=4, B=3, I=2, H=3, num_layers=2, bidirectional=True, dtype=np.float64)
+    model = LSTM(**case["config"], backend=fast_backend, seed=2)
+    out, _ = model.forward(case["x"], training=False)
+    assert model.to_backend("numpy") is model and model.backend.name == "numpy"
+    ref_out, _ = model.forward(case["x"], training=False)
+    np.testing.assert_allclose(model.backend.to_numpy(ref_out), np.asarray(out), atol=1e-12)
