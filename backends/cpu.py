@@ -58,8 +58,9 @@ class CpuBackend(Backend):
         return np.ascontiguousarray(a, dtype=dtype)
 
     @staticmethod
-    def _chunks(B: int) -> int:
-        return max(1, min(numba.get_num_threads(), B))
+    def _chunks(count: int) -> int:
+        """Threads for work that splits into `count` independent rows."""
+        return max(1, min(numba.get_num_threads(), count))
 
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
         T, B, I = x.shape
@@ -80,7 +81,7 @@ class CpuBackend(Backend):
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         with _blas_single_threaded():
             K.matmul_rows(x.reshape(T * B, I), np.ascontiguousarray(w_ih.T),
-                          x_proj.reshape(T * B, 4 * H), max(1, min(n, T * B)))
+                          x_proj.reshape(T * B, 4 * H), self._chunks(T * B))
             x_proj += bias
             K.forward_loop(x_proj, np.ascontiguousarray(w_hh.T), np.ascontiguousarray(h0),
                            np.ascontiguousarray(c0), lengths, bool(reverse), n,
@@ -99,7 +100,7 @@ class CpuBackend(Backend):
         H = G // 4
         dt = x.dtype
         n = self._chunks(B)
-        n_rows = max(1, min(numba.get_num_threads(), T * B))
+        n_rows = self._chunks(T * B)
         d_pre = np.empty((T, B, G), dt)
         dh0 = np.empty((B, H), dt)
         dc0 = np.empty((B, H), dt)

@@ -120,25 +120,16 @@ def bench_torch(shape, warmup: int, repeat: int, threads: int) -> dict:
 
 
 def machine_facts() -> dict:
-    cpu = backends.probe("cpu")
     return {
-        "cpu": cpu.facts.get("cpu") if cpu.available else platform.processor(),
+        "cpu": platform.processor(),       # replaced by the cpu backend's facts where it runs
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "lstm_engine": lstm_engine.__version__,
-        "numba": cpu.facts.get("numba") if cpu.available else None,
-        "threads": cpu.facts.get("threads") if cpu.available else None,
-        "blas": _blas_info(),
+        **backends.probe("cpu").facts,
         # OpenBLAS reads these when it loads; they change which kernels (AVX2, AVX-512) run
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "OMP_", "NUMBA_"))},
     }
-
-
-def _blas_info() -> list:
-    from threadpoolctl import threadpool_info
-    return [{k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-            for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
 def main(argv=None) -> dict:
