@@ -18,6 +18,8 @@ and talks to a backend only through this class.
 
 from __future__ import annotations
 
+import contextlib
+
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -40,6 +42,11 @@ class Backend(ABC):
     def to_numpy(self, a) -> np.ndarray:
         """`a` as a host NumPy array."""
         return np.asarray(a)
+
+    def session(self):
+        """A context to run a whole training or prediction step in (around the small array
+        work between the kernels too); the cpu backend keeps BLAS single-threaded there."""
+        return contextlib.nullcontext()
 
     def facts(self) -> dict:
         """Device facts for `lstm-engine backends` (threads, library versions, GPU...)."""

@@ -57,6 +57,11 @@ class CpuBackend(Backend):
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
 
+    def session(self):
+        # Numba's OpenMP threads keep spinning between kernels; numpy's BLAS threads in the
+        # glue between them would compete with those for the cores (2x slower steps, measured).
+        return _blas_single_threaded()
+
     @staticmethod
     def _chunks(count: int) -> int:
         """Threads for work that splits into `count` independent rows."""

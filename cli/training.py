@@ -1,0 +1,209 @@
+"""`lstm-engine run`, `train`, `evaluate` and `predict`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .settings import apply_threads, parse_set, read_config_file
+
+DEFAULT_TASK = "language-id"
+
+
+def _task_names():
+    from lstm_engine.tasks import TASKS
+    return sorted(TASKS)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _training_options(f):
+    options = [
+        click.argument("task", required=False, default=DEFAULT_TASK, metavar="[TASK]"),
+        click.option("--backend", default=None, metavar="NAME", help="numpy, cpu, cuda or auto (default)."),
+        click.option("--data", default=None, metavar="PATH",
+                     help="Data to train on instead of the task's default corpus."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None),
+        click.option("--hidden-size", type=click.IntRange(min=1), default=None),
+        click.option("--num-layers", type=click.IntRange(min=1), default=None),
+        click.option("--bidirectional/--unidirectional", default=None),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate."),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=None),
+        click.option("--seed", type=int, default=None),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the cpu backend."),
+        click.option("--out", default=None, metavar="DIR",
+                     help="Run folder (default: runs/<task>-<time>). With --resume: the run to continue."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        click.option("--config", "config_file", default=None, metavar="FILE.toml",
+                     help="Settings file; flags override it."),
+        click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+                     help="Any other setting (dropout=0.2, pooling=mean, patience=3, ...)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout."),
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bars on stderr (default: only on a terminal)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _train(test: bool, task, backend, data, epochs, batch_size, hidden_size, num_layers, bidirectional,
+           lr, optimizer, seed, threads, out, resume, config_file, set_pairs, as_json, progress):
+    from lstm_engine import runs
+    from lstm_engine.backends import BackendError
+    from lstm_engine.checkpoint import CheckpointError
+    from lstm_engine.trainer import TrainingDiverged
+
+    if task not in _task_names():
+        raise click.BadParameter(f"expected one of {', '.join(_task_names())}, got {task!r}", param_hint="TASK")
+    apply_threads(threads)
+    flags = dict(data=data, epochs=epochs, batch_size=batch_size, hidden_size=hidden_size,
+                 num_layers=num_layers, bidirectional=bidirectional, lr=lr, optimizer=optimizer, seed=seed)
+    settings = {**read_config_file(config_file), **parse_set(set_pairs),
+                **{k: v for k, v in flags.items() if v is not None}}
+    if resume and out is None:
+        raise click.UsageError("--resume needs --out DIR, the run folder to continue")
+    if out is None:
+        out = str(Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    elif not resume and (Path(out) / "last.safetensors").exists():
+        raise click.UsageError(f"{out} already holds a run; continue it with --resume, or choose another --out")
+    try:
+        summary = runs.run(task, settings, out, backend=backend or "auto", resume=resume, test=test,
+                           progress=progress)
+    except TrainingDiverged as e:
+        raise _fail(e) from None
+    except (BackendError, CheckpointError, FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        raise _fail(e) from None
+    _report(summary, as_json)
+    if summary["status"] == "interrupted":
+        sys.exit(130)
+
+
+def _report(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2, ensure_ascii=False))
+        return
+    sizes = summary["sizes"]
+    click.echo(f"{summary['task']} on {summary['backend']}: {summary['status']} after {summary['epochs']} "
+               f"epochs ({summary['train_seconds']:.1f} s training); train/validation/test "
+               f"{sizes['train']}/{sizes['validation']}/{sizes['test']} examples, {summary['num_classes']} classes")
+    if summary["status"] == "interrupted":
+        click.echo(f"interrupted; a resumable checkpoint is in {summary['out']}. Continue with:\n  {summary['resume']}")
+        return
+    test = summary.get("test")
+    if test and test.get("n"):
+        click.echo(f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {test['n']} examples")
+        for bucket, r in test.get("accuracy_by_length", {}).items():
+            if r["n"]:
+                click.echo(f"  length {bucket:>6}: accuracy {r['accuracy']:.4f} ({r['n']})")
+    click.echo(f"run folder: {summary['out']}")
+
+
+@click.command()
+@_training_options
+def run(**kwargs):
+    """Train TASK (default: language-id) on its data, test it, and write the run folder."""
+    _train(True, **kwargs)
+
+
+@click.command()
+@_training_options
+def train(**kwargs):
+    """Train TASK and keep the checkpoints, without the test evaluation."""
+    _train(False, **kwargs)
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--data", default=None, metavar="PATH", help="Evaluate on this data instead of the run's own.")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
+              show_default=True, help="Which split; 'all' joins the three (for data you bring).")
+@click.option("--backend", default=None, metavar="NAME")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(checkpoint, data, split, backend, as_json):
+    """Score a checkpoint (file or run folder) on labelled data."""
+    from lstm_engine.data import Examples
+    from lstm_engine.tasks import load_predictor
+    try:
+        pred = load_predictor(checkpoint, backend=backend or "auto")
+        options = dict(pred.data_options, **({"data": data} if data else {}))
+        splits = pred.task.load_data(options)
+        if split == "all":
+            examples = Examples(sum((s.inputs for s in splits.values()), []),
+                                sum((s.labels for s in splits.values()), []))
+        else:
+            examples = splits[split]
+        result = pred.evaluate(examples)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        raise _fail(e) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if not result.get("n"):
+        raise click.ClickException(f"no examples to evaluate in the {split} split "
+                                   f"({result['dropped_unknown_label']} had labels the model does not know)")
+    click.echo(f"{split}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
+               f"on {result['n']} examples ({result['dropped_unknown_label']} left out: unknown labels)")
+    for bucket, r in result.get("accuracy_by_length", {}).items():
+        if r["n"]:
+            click.echo(f"  length {bucket:>6}: accuracy {r['accuracy']:.4f} ({r['n']})")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1)
+@click.option("--backend", default=None, metavar="NAME")
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Labels per input, most probable first.")
+def predict(checkpoint, inputs, backend, top):
+    """Predict with a checkpoint (file or run folder).
+
+    language-id: INPUTS are texts; without them, one text per line of stdin (blank lines give
+    blank output lines). speech tasks: INPUTS are WAV or .npz files. Prints
+    label<TAB>probability per input (then <TAB>source for files).
+    """
+    from lstm_engine.tasks import load_predictor
+    try:
+        pred = load_predictor(checkpoint, backend=backend or "auto")
+        if pred.task.kind == "text":
+            texts = list(inputs) if inputs else _stdin_lines()
+            _print_text_predictions(pred, texts, top)
+        else:
+            if not inputs:
+                raise click.UsageError("give one or more WAV or .npz files to predict on")
+            values, names = pred.task.read_inputs(list(inputs), pred.encoder)
+            for name, row in zip(names, pred.predict_proba(values)):
+                click.echo("\t".join(_top(pred.labels, row, top)) + f"\t{name}")
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        raise _fail(e) from None
+
+
+def _top(labels, row, k):
+    order = row.argsort()[::-1][:k]
+    return [f"{labels[i]}\t{row[i]:.4f}" for i in order]
+
+
+def _stdin_lines() -> list[str]:
+    lines = []
+    for n, raw in enumerate(click.get_binary_stream("stdin"), start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"stdin line {n} is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                             f"texts must be UTF-8") from None
+    return lines
+
+
+def _print_text_predictions(pred, texts: list[str], top: int) -> None:
+    filled = [i for i, t in enumerate(texts) if t.strip()]
+    probs = pred.predict_proba([texts[i] for i in filled]) if filled else []
+    rows = dict(zip(filled, probs))
+    for i in range(len(texts)):
+        click.echo("\t".join(_top(pred.labels, rows[i], top)) if i in rows else "")

@@ -1,0 +1,196 @@
+"""Sequence models on top of the LSTM stack: a classifier (one label per sequence) and a
+tagger (one label per valid step).
+
+Input is either token ids (T, B) into an embedding table (``vocab_size`` given) or feature
+frames (T, B, F) (``input_size`` given). Parameters carry torch-style names
+(``embedding.weight``, ``lstm.weight_ih_l0``, ``head.weight``, ``head.bias``), so a
+checkpoint reads like the state_dict of the equivalent ``torch.nn.Module``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import layers
+from .lstm import LSTM
+
+
+class SequenceClassifier:
+    """Embedding or features -> LSTM stack -> pooling over valid steps -> dropout -> dense.
+
+    ``per_step=True`` makes it a tagger: the dense head is applied at every step and there is
+    no pooling. The loss is softmax cross-entropy (mean over sequences, or over valid steps).
+    """
+
+    def __init__(self, num_classes: int, *, vocab_size: int | None = None, embedding_dim: int = 64,
+                 input_size: int | None = None, hidden_size: int = 128, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, pooling: str = "last",
+                 per_step: bool = False, forget_bias: float = 1.0, dtype=np.float32,
+                 backend="auto", seed: int | None = None):
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError("give exactly one of vocab_size (token input) and input_size (feature input)")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if pooling not in layers.POOLINGS:
+            raise ValueError(f"pooling must be one of {layers.POOLINGS}, got {pooling!r}")
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        self.config = dict(num_classes=int(num_classes), vocab_size=vocab_size, embedding_dim=int(embedding_dim),
+                           input_size=input_size, hidden_size=int(hidden_size), num_layers=int(num_layers),
+                           bidirectional=bool(bidirectional), dropout=float(dropout), pooling=pooling,
+                           per_step=bool(per_step), forget_bias=float(forget_bias),
+                           dtype=np.dtype(dtype).name)
+        lstm_in = int(embedding_dim) if vocab_size is not None else int(input_size)
+        self.lstm = LSTM(lstm_in, hidden_size, num_layers, bidirectional=bidirectional, dropout=dropout,
+                         forget_bias=forget_bias, dtype=dtype, backend=backend, seed=seed)
+        self.rng = self.lstm._rng                      # one generator: one state to checkpoint
+        self._init_head()
+        self._saved = None
+
+    @classmethod
+    def from_config(cls, config: dict, backend="auto", seed: int | None = None) -> "SequenceClassifier":
+        return cls(backend=backend, seed=seed, **config)
+
+    # -- parameters --------------------------------------------------------------------
+    @property
+    def backend(self):
+        return self.lstm.backend
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.lstm.dtype
+
+    def _init_head(self) -> None:
+        cfg = self.config
+        self.extra: dict[str, Any] = {}
+        if cfg["vocab_size"] is not None:
+            table = self.rng.standard_normal((cfg["vocab_size"], cfg["embedding_dim"]))  # as nn.Embedding
+            table[0] = 0.0                                                              # padding row
+            self.extra["embedding.weight"] = self.backend.asarray(table, dtype=self.dtype)
+        width = cfg["hidden_size"] * self.lstm.num_directions
+        bound = 1.0 / np.sqrt(width)                                                    # as nn.Linear
+        self.extra["head.weight"] = self.backend.asarray(
+            self.rng.uniform(-bound, bound, (cfg["num_classes"], width)), dtype=self.dtype)
+        self.extra["head.bias"] = self.backend.asarray(
+            self.rng.uniform(-bound, bound, cfg["num_classes"]), dtype=self.dtype)
+
+    def parameters(self) -> dict[str, Any]:
+        """Name -> backend array, the live arrays (optimizers update them in place)."""
+        named = {}
+        if "embedding.weight" in self.extra:
+            named["embedding.weight"] = self.extra["embedding.weight"]
+        named.update({f"lstm.{k}": v for k, v in self.lstm.params.items()})
+        named["head.weight"] = self.extra["head.weight"]
+        named["head.bias"] = self.extra["head.bias"]
+        return named
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: np.array(self.backend.to_numpy(v)) for k, v in self.parameters().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        expected = {k: tuple(v.shape) for k, v in self.parameters().items()}
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if missing or unexpected:
+            raise KeyError(f"state_dict does not match this model: missing {missing}, unexpected {unexpected}")
+        for name, shape in expected.items():
+            if tuple(np.shape(state[name])) != shape:
+                raise ValueError(f"state_dict[{name!r}] has shape {tuple(np.shape(state[name]))}, expected {shape}")
+        self.lstm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lstm.")})
+        for k in self.extra:
+            self.extra[k] = self.backend.asarray(np.asarray(state[k]), dtype=self.dtype)
+
+    def to_backend(self, backend) -> "SequenceClassifier":
+        state = self.state_dict()
+        self.lstm.to_backend(backend)
+        self.load_state_dict(state)
+        self._saved = None
+        return self
+
+    # -- forward and backward ----------------------------------------------------------
+    def forward(self, inputs, lengths, training: bool = False):
+        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints.
+
+        Returns logits (B, C), or (T, B, C) for a tagger (padded steps hold garbage).
+        """
+        xp, cfg = self.backend.xp, self.config
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if cfg["vocab_size"] is not None:
+            tokens = xp.asarray(inputs)
+            if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
+                raise ValueError(f"inputs must be (T, B) integer token ids, got shape "
+                                 f"{tuple(tokens.shape)} dtype {tokens.dtype}")
+            x = layers.embedding_forward(xp, self.extra["embedding.weight"], tokens)
+        else:
+            tokens = None
+            x = self.backend.asarray(inputs, dtype=self.dtype)
+        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training)
+        D = self.lstm.num_directions
+        if cfg["per_step"]:
+            features, pool_saved = out, None
+        else:
+            features, pool_saved = layers.pool_forward(xp, cfg["pooling"], out, h_n, lengths, D)
+        mask = None
+        if training and cfg["dropout"] > 0:
+            mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype)
+            features = features * mask
+        logits = layers.dense_forward(xp, self.extra["head.weight"], self.extra["head.bias"], features)
+        self._saved = (tokens, lengths, out.shape, pool_saved, mask, features) if training else None
+        return logits
+
+    __call__ = forward
+
+    def loss(self, logits, targets, lengths=None):
+        """Cross-entropy of logits against int targets: (B,) for a classifier, (T, B) with
+        ``lengths`` for a tagger. Returns (loss float, d_logits same shape as logits)."""
+        xp = self.backend.xp
+        targets = xp.asarray(targets)
+        if not self.config["per_step"]:
+            loss, d, _ = layers.cross_entropy(xp, logits, targets)
+            return loss, d
+        T, B, C = logits.shape
+        weights = layers.valid_mask(xp, lengths, T, logits.dtype).reshape(-1)
+        loss, d, _ = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
+        return loss, d.reshape(T, B, C)
+
+    def backward(self, d_logits) -> dict[str, Any]:
+        """Gradients of every parameter (same names as ``parameters()``) from d_logits."""
+        if self._saved is None:
+            raise RuntimeError("backward() needs a forward(..., training=True) first")
+        xp, cfg, D = self.backend.xp, self.config, self.lstm.num_directions
+        tokens, lengths, out_shape, pool_saved, mask, features = self._saved
+        self._saved = None
+        d_features, d_w, d_b = layers.dense_backward(xp, self.extra["head.weight"], features, d_logits)
+        if mask is not None:
+            d_features = d_features * mask
+        d_h_n = None
+        if cfg["per_step"]:
+            d_out = d_features
+        else:
+            d_out, d_top = layers.pool_backward(xp, cfg["pooling"], d_features, pool_saved, out_shape, lengths, D)
+            if d_top is not None:
+                L = self.lstm.num_layers
+                d_h_n = xp.zeros((L * D,) + d_top.shape[1:], dtype=self.dtype)
+                d_h_n[-D:] = d_top
+        g = self.lstm.backward(d_out, d_h_n=d_h_n)
+        grads = {}
+        if tokens is not None:
+            grads["embedding.weight"] = layers.embedding_backward(xp, self.extra["embedding.weight"], tokens, g.input)
+        grads.update({f"lstm.{k}": v for k, v in g.params.items()})
+        grads["head.weight"] = d_w
+        grads["head.bias"] = d_b
+        return grads
+
+    def predict_proba(self, inputs, lengths):
+        """Class probabilities as a host array: (B, C), or (T, B, C) for a tagger."""
+        logits = self.forward(inputs, lengths, training=False)
+        return np.asarray(self.backend.to_numpy(layers.softmax(self.backend.xp, logits)))
+
+    def __repr__(self) -> str:
+        c = self.config
+        source = f"vocab_size={c['vocab_size']}, embedding_dim={c['embedding_dim']}" \
+            if c["vocab_size"] is not None else f"input_size={c['input_size']}"
+        head = "per_step=True" if c["per_step"] else f"pooling={c['pooling']!r}"
+        return f"SequenceClassifier({source}, {self.lstm!r}, {head}, num_classes={c['num_classes']})"

@@ -1,0 +1,33 @@
+"""Datasets for the tasks: where examples come from and how they are split.
+
+Every loader returns ``Splits``: a dict with the keys ``train``, ``validation`` and ``test``,
+each an ``Examples`` (inputs and their string labels, in a fixed order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Examples:
+    """Inputs with their labels: text strings (language-id) or float32 arrays of shape
+    (frames, features) (speech). ``labels`` are names (e.g. ``"de"``, ``"7"``)."""
+    inputs: list[Any] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if len(self.inputs) != len(self.labels):
+            raise ValueError(f"inputs and labels differ in length: {len(self.inputs)} != {len(self.labels)}")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def subset(self, indices) -> "Examples":
+        return Examples([self.inputs[i] for i in indices], [self.labels[i] for i in indices])
+
+
+Splits = dict[str, Examples]

@@ -1,0 +1,535 @@
+"""The default language-identification corpus, built from the gettext catalogs of the machine.
+
+A Debian/Ubuntu system carries thousands of translated message catalogs under
+``/usr/share/locale/<lang>/LC_MESSAGES/*.mo``: the same English source messages translated
+into well over a hundred languages. That is a free, offline, parallel corpus. This module
+turns it into ``Splits`` of (text, language) examples.
+
+How the corpus is made, and why:
+
+- Labels are base language codes as the locale folders spell them (ISO 639-1 where it
+  exists, else the three-letter code: ``ast``, ``fil``). Territories, scripts and variants
+  are merged into their language (``pt_BR`` -> ``pt``, ``sr@latin`` -> ``sr``, ``zh_TW`` ->
+  ``zh``), and a few retired codes into their successors (``no`` -> ``nb``, ``mo`` -> ``ro``),
+  because a classifier cannot tell them apart from short UI strings anyway.
+- English comes from the source strings (msgid) of every catalog. The ``en_*`` catalogs are
+  read for their msgids only: their translations are nearly all copies of the msgids.
+  Pseudo-locales (``en@quot``, ``en@boldquot``, ``en@shaw``) and ``iso_*`` catalogs (mostly
+  names of countries, languages and currencies, not sentences) are skipped.
+- Each string is cleaned of what is not language: format specifiers, accelerators, markup,
+  entities, option names, URLs, e-mail addresses, paths and identifiers. It is kept only
+  with at least ``min_letters`` letters that make up most of it.
+- A translation is dropped when it is an untranslated copy of its msgid or reads as English.
+  A string that ends up under two labels is ambiguous and is dropped from all of them.
+- Texts are de-duplicated per language (exact, case-sensitive, after cleaning).
+- The split of every string is decided by a stable hash of its cleaned English source
+  message, so a message and all its translations land in one split and the test split holds
+  only messages never seen in training, in any language. (A text shared by several source
+  messages takes the split of the smallest hash, so it too is in one split only.)
+- Languages with fewer than ``min_strings`` texts are dropped; ``max_per_language`` keeps a
+  fixed subset (by hash of the text) of larger ones.
+
+The built corpus is cached as one gzip'd JSON file keyed by the options and by a fingerprint
+of the catalogs (paths, sizes, modification times), so installing packages rebuilds it.
+"""
+
+from __future__ import annotations
+
+import gettext
+import gzip
+import hashlib
+import html
+import json
+import logging
+import os
+import re
+import statistics
+import tempfile
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import SPLITS, Examples, Splits
+from .text_formats import check_fractions, split_of
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "/usr/share/locale"
+
+#: Bump when the cleaning or selection changes, so that old cache files are not reused.
+CORPUS_FORMAT = 2
+
+#: Letters must make up at least this share of a text's non-space characters.
+MIN_LETTER_FRACTION = 0.6
+
+#: Locale folder names: language, optional _TERRITORY or _Script, optional @modifier.
+_LOCALE_DIR = re.compile(r"^(?P<lang>[a-z]{2,3})(?:_(?:[A-Z]{2}|[A-Z][a-z]+|\d{3}))?(?:@(?P<mod>\w+))?$")
+
+#: Modifiers that mark a transliteration or typography of English, not a language.
+_PSEUDO_MODIFIERS = {"quot", "boldquot", "shaw"}
+
+#: Retired or duplicate codes that name the same language as another folder.
+_ALIASES = {"no": "nb", "mo": "ro", "iw": "he", "in": "id", "ji": "yi", "jw": "jv"}
+
+#: Lower-case words that are English and not words of the other languages written in Latin
+#: script. Upper-case ones do not count: SQL and shell keywords (WHERE, NOT NULL, FOR EACH)
+#: are left in English on purpose inside real translations.
+_ENGLISH_MARKER_WORDS = (
+    "the and with this that you your from which cannot could should would been were "
+    "failed unable invalid please does there their when into only must not each "
+    "specified without other after before these those what where how being using used "
+    "current found")
+_ENGLISH_MARKERS = frozenset(_ENGLISH_MARKER_WORDS.split())
+
+#: A "translation" reads as English when at least this many of its words, and this share of
+#: them, are English markers: one stray English word is common in real translations.
+_ENGLISH_MIN_MARKERS, _ENGLISH_MIN_SHARE = 2, 0.25
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+# --- language codes ---------------------------------------------------------------------
+
+def normalise_language(dirname: str) -> str | None:
+    """The label for a locale folder name, or None for folders that are not a language."""
+    match = _LOCALE_DIR.match(dirname)
+    if match is None or match["mod"] in _PSEUDO_MODIFIERS:
+        return None
+    lang = match["lang"]
+    return _ALIASES.get(lang, lang)
+
+
+# --- cleaning ---------------------------------------------------------------------------
+
+_ENTITY = re.compile(r"&(?:[A-Za-z]+|#\d+|#[xX][0-9A-Fa-f]+);")
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+# "(_F)" / "(&F)" after a CJK label: the accelerator key of a menu entry.
+_ACCEL_SUFFIX = re.compile(r"\s*[(（]\s*[_&][A-Za-z0-9]\s*[)）]")
+# Non-language pieces, each with the characters one of which it cannot do without: a regex
+# runs only on the texts that hold one, which keeps cleaning a million strings fast.
+_NOISE = [(trigger, re.compile(pattern)) for trigger, pattern in [
+    (("://",), r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+"),                       # URLs
+    (("www.",), r"\bwww\.\S+"),
+    (("@",), r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),                             # e-mail addresses
+    (("/",), r"(?<![\w.])(?:~|\.{1,2})?/[\w.@+-]+(?:/[\w.@+-]*)*"),       # paths (not and/or)
+    (("-",), r"(?<![\w-])--?[A-Za-z][\w-]*(?:=\S*)?"),                    # options: --foo-bar, -x
+    # %(name)s; printf %s %d %1$s %'d %-10.3f %lld %%, and the custom letters of binutils
+    # (%P %H %B); no space flag, so that "50% of" stays text; Qt-style %1.
+    (("%",), (r"%\([^)\s]*\)[-+ #0]*\d*(?:\.\d+)?[a-zA-Z%]"
+              r"|%(?:\d+\$)?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzZt]|I64|I32)?[A-Za-z%]"
+              r"|%\d+")),
+    (("$",), r"\$\{?[A-Za-z_]\w*\}?"),                                      # ${VAR} $VAR
+    (("{",), r"\{[\w.:!\[\]-]*\}"),                                         # {0} {name} {0:d} {}
+    (("_",), r"\b[A-Z0-9]+_[A-Z0-9_]+\b|\b[A-Za-z0-9]+(?:_[A-Za-z0-9]+){2,}\b"),  # CONSTANTS, snake_case_names
+    # identifiers and keys: a.b, file.txt, a::b, a->b, calendar:MY (but not "e. g" or "10:30")
+    ((".", ":", "->"), r"(?<![A-Za-z0-9_.])[A-Za-z][A-Za-z0-9_]*(?:(?:::?|\.|->)[A-Za-z0-9_]+)+"),
+]]
+# Accelerator marks inside a word: "_File", "Pre_ferences", "&Open".
+_ACCEL = re.compile(r"[_&](?=\w)")
+# What cleaning leaves behind: quotes and brackets around nothing but punctuation ("''",
+# "[ | ]", "< >"), stray separators at the start.
+_OPENERS, _CLOSERS = "`'\"‘“«„‚「『([<{", "’'\"”»“‘」』)]>}"
+_EMPTY_PAIR = re.compile(f"[{re.escape(_OPENERS)}][^\\w{re.escape(_OPENERS + _CLOSERS)}]{{0,6}}[{re.escape(_CLOSERS)}]")
+_LEADING = re.compile(r"^[\s:;,.|/\\-]+")
+
+
+def clean_text(text: str) -> str:
+    """``text`` without what is not language (see the module docstring), on one line."""
+    if "&" in text:
+        text = _ENTITY.sub(lambda m: html.unescape(m.group()), text)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    if "(" in text or "（" in text:
+        text = _ACCEL_SUFFIX.sub("", text)
+    for triggers, pattern in _NOISE:
+        if any(trigger in text for trigger in triggers):
+            text = pattern.sub(" ", text)
+    text = _ACCEL.sub("", text).replace("_", " ")
+    for _ in range(3):  # nested: "[<%s>]" -> "[< >]" -> "[ ]" -> ""
+        text, found = _EMPTY_PAIR.subn(" ", text)
+        if not found:
+            break
+    return _LEADING.sub("", " ".join(text.split()))
+
+
+def has_enough_letters(text: str, min_letters: int) -> bool:
+    """At least ``min_letters`` letters, and letters are most of the non-space characters."""
+    letters = sum(map(str.isalpha, text))
+    if letters < min_letters:
+        return False
+    others = len(text) - letters - text.count(" ")
+    if letters >= MIN_LETTER_FRACTION * (letters + others):
+        return True
+    # Vowel signs and other combining marks are not isalpha() but belong to the letters of
+    # Indic and other scripts; count them only here, where it matters (it is slow).
+    marks = sum(unicodedata.category(ch).startswith("M") for ch in text if not ch.isalpha())
+    return letters + marks >= MIN_LETTER_FRACTION * (letters + others)
+
+
+def reads_as_english(text: str) -> bool:
+    words = _WORD.findall(text)
+    markers = sum(word in _ENGLISH_MARKERS for word in words)
+    return markers >= _ENGLISH_MIN_MARKERS and markers >= _ENGLISH_MIN_SHARE * len(words)
+
+
+# --- reading the catalogs ---------------------------------------------------------------
+
+@dataclass
+class BuildReport:
+    """What a build read and dropped, for the ``data`` command and for debugging."""
+    root: str = ""
+    catalogs_read: int = 0
+    catalogs_failed: list[str] = field(default_factory=list)
+    catalogs_skipped_iso: int = 0
+    folders_skipped: list[str] = field(default_factory=list)
+    entries: int = 0
+    ambiguous_dropped: int = 0  # (label, text) pairs removed because the text had two labels
+    languages_below_min: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    from_cache: bool = False
+
+
+def _language_folders(root: Path, report: BuildReport) -> list[tuple[str, Path]]:
+    folders = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir():
+            continue
+        label = normalise_language(entry.name)
+        if label is None:
+            report.folders_skipped.append(entry.name)
+        else:
+            folders.append((label, Path(entry.path)))
+    return folders
+
+
+def _catalog_files(root: Path, report: BuildReport) -> list[tuple[str, Path, os.stat_result]]:
+    """(label, path, stat) of every catalog a build reads, in a fixed order."""
+    files = []
+    for label, folder in _language_folders(root, report):
+        messages = folder / "LC_MESSAGES"
+        if not messages.is_dir():
+            continue
+        for entry in sorted(os.scandir(messages), key=lambda e: e.name):
+            if not entry.name.endswith(".mo") or not entry.is_file():
+                continue
+            if entry.name.startswith("iso_"):
+                report.catalogs_skipped_iso += 1
+                continue
+            files.append((label, Path(entry.path), entry.stat()))
+    return files
+
+
+def _read_catalog(path: Path) -> dict | None:
+    """The catalog's entries, or None when it cannot be read. A broken catalog is one lost
+    file, not a failed build. (Python's parser also rejects a few real ones: it decodes the
+    header as UTF-8 before it reads the header's charset, so a Latin-1 name there fails.)"""
+    try:
+        with open(path, "rb") as fp:
+            return gettext.GNUTranslations(fp)._catalog
+    except Exception as e:  # noqa: BLE001
+        log.debug("skipping unreadable catalog %s: %s", path, e)
+        return None
+
+
+def _source_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+class _Collector:
+    """Accumulates cleaned texts per label, each with the hash that decides its split."""
+
+    def __init__(self, min_letters: int):
+        self.min_letters = min_letters
+        self.texts: dict[str, dict[str, int]] = {}
+        # msgids repeat in every language's copy of a catalog: clean each once.
+        self._sources: dict[str, tuple[str, int]] = {}
+
+    def source(self, msgid: str) -> tuple[str, int]:
+        """(cleaned msgid, split hash) -- and the msgid is an English text."""
+        known = self._sources.get(msgid)
+        if known is None:
+            cleaned = clean_text(msgid)
+            known = (cleaned, _source_hash(cleaned or msgid))
+            self._sources[msgid] = known
+            if has_enough_letters(cleaned, self.min_letters):
+                self._add("en", cleaned, known[1])
+        return known
+
+    def translation(self, label: str, msgid: str, msgstr: str) -> None:
+        source, key = self.source(msgid)  # the English text, even if this translation is dropped
+        # Cheap rejections first: most entries are short UI labels or untranslated copies.
+        if msgstr == msgid or len(msgstr) < self.min_letters:
+            return
+        text = clean_text(msgstr)
+        if (not has_enough_letters(text, self.min_letters) or text.casefold() == source.casefold()
+                or reads_as_english(text)):
+            return
+        self._add(label, text, key)
+
+    def _add(self, label: str, text: str, key: int) -> None:
+        texts = self.texts.setdefault(label, {})
+        old = texts.get(text)
+        texts[text] = key if old is None else min(old, key)
+
+
+def _collect(files, min_letters: int, report: BuildReport) -> dict[str, dict[str, int]]:
+    collector = _Collector(min_letters)
+    for label, path, _ in files:
+        catalog = _read_catalog(path)
+        if catalog is None:
+            report.catalogs_failed.append(str(path))
+            continue
+        report.catalogs_read += 1
+        for key, msgstr in catalog.items():
+            msgid = key[0] if isinstance(key, tuple) else key  # plural forms: (msgid, n)
+            if not msgid:  # the header entry
+                continue
+            msgid = msgid.rpartition("\x04")[2]  # drop a msgctxt prefix
+            report.entries += 1
+            if label == "en":
+                collector.source(msgid)
+            else:
+                collector.translation(label, msgid, msgstr)
+    return collector.texts
+
+
+# --- selecting and splitting ------------------------------------------------------------
+
+def _drop_ambiguous(texts: dict[str, dict[str, int]], report: BuildReport) -> None:
+    """A string under two labels cannot be classified: remove it from every label."""
+    seen = Counter(text for per_label in texts.values() for text in per_label)
+    shared = {text for text, count in seen.items() if count > 1}
+    for per_label in texts.values():
+        for text in shared.intersection(per_label):
+            del per_label[text]
+            report.ambiguous_dropped += 1
+
+
+def _text_order(text: str) -> bytes:
+    # Salted: English texts are their own msgids, so an unsalted hash would equal their split
+    # hash, and a cap (which keeps the smallest) would put every English text in train.
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"cap-order").digest()
+
+
+def _select_and_split(texts, min_strings, max_per_language, fractions, report) -> dict[str, dict[str, list[str]]]:
+    """{split: {label: [texts]}}; within a label the order is a fixed pseudo-random one (hash
+    of the text), so that a cap or a prefix is not biased towards any kind of message."""
+    parts = {name: {} for name in SPLITS}
+    for label in sorted(texts):
+        per_label = texts[label]
+        if len(per_label) < min_strings:
+            report.languages_below_min[label] = len(per_label)
+            continue
+        ordered = sorted(per_label, key=_text_order)
+        if max_per_language is not None:
+            ordered = ordered[:max_per_language]
+        for text in ordered:
+            split = split_of(per_label[text] / 2.0 ** 64, fractions)
+            parts[split].setdefault(label, []).append(text)
+    return parts
+
+
+def _to_splits(parts: dict[str, dict[str, list[str]]]) -> Splits:
+    splits = {}
+    for name in SPLITS:
+        inputs, labels = [], []
+        for label in sorted(parts[name]):
+            inputs.extend(parts[name][label])
+            labels.extend([label] * len(parts[name][label]))
+        splits[name] = Examples(inputs, labels)
+    return splits
+
+
+# --- errors -----------------------------------------------------------------------------
+
+_HOW_TO_GET_DATA = (
+    "The default language-identification corpus is built from the gettext catalogs in "
+    "/usr/share/locale/<lang>/LC_MESSAGES/*.mo, which Debian/Ubuntu packages install with "
+    "their translations (e.g. `apt-get install gettext coreutils` already ship some; desktop "
+    "and system packages add many more). Docker images often strip /usr/share/locale "
+    "(a dpkg path-exclude in /etc/dpkg/dpkg.cfg.d/); remove that rule and reinstall packages, "
+    "or bring your own data with --data: a WiLI-2018 folder, a Tatoeba sentences.csv, or a "
+    "label<TAB>text TSV file.")
+
+
+def _missing_root(root: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"no gettext catalogs: {root} does not exist. {_HOW_TO_GET_DATA}")
+
+
+def _no_languages(root: Path, min_strings: int, report: BuildReport) -> ValueError:
+    found = ", ".join(f"{lang}={n}" for lang, n in sorted(report.languages_below_min.items())) or "none"
+    return ValueError(f"no language in {root} has at least {min_strings} usable strings "
+                      f"({report.catalogs_read} catalogs read; strings per language: {found}). "
+                      f"{_HOW_TO_GET_DATA}")
+
+
+# --- building ---------------------------------------------------------------------------
+
+def _build(root: Path, files, *, min_strings, max_per_language, min_letters, fractions,
+           report: BuildReport) -> dict[str, dict[str, list[str]]]:
+    start = time.perf_counter()
+    texts = _collect(files, min_letters, report)
+    _drop_ambiguous(texts, report)
+    parts = _select_and_split(texts, min_strings, max_per_language, fractions, report)
+    report.seconds = time.perf_counter() - start
+    if not any(parts[name] for name in SPLITS):
+        raise _no_languages(root, min_strings, report)
+    return parts
+
+
+def _check_options(min_strings, max_per_language, min_letters, fractions):
+    """The options as ints and a fractions tuple (settings may arrive as strings)."""
+    min_strings, min_letters = int(min_strings), int(min_letters)
+    max_per_language = None if max_per_language is None else int(max_per_language)
+    if min_strings < 1:
+        raise ValueError(f"min_strings must be at least 1, got {min_strings}")
+    if max_per_language is not None and max_per_language < 1:
+        raise ValueError(f"max_per_language must be at least 1 or None, got {max_per_language}")
+    if min_letters < 1:
+        raise ValueError(f"min_letters must be at least 1, got {min_letters}")
+    return min_strings, max_per_language, min_letters, check_fractions(fractions)
+
+
+def build_gettext_corpus(root=DEFAULT_ROOT, *, min_strings=1000, max_per_language=None, min_letters=10,
+                         fractions=(0.8, 0.1, 0.1)) -> tuple[Splits, BuildReport]:
+    """Build the corpus from scratch (no cache); also returns what the build read and dropped."""
+    return load_gettext_corpus_with_report(root, min_strings=min_strings, max_per_language=max_per_language,
+                                           min_letters=min_letters, fractions=fractions, use_cache=False)
+
+
+# --- cache ------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    """``$LSTM_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/lstm-engine``, else ``~/.cache/lstm-engine``."""
+    if os.environ.get("LSTM_ENGINE_CACHE"):
+        return Path(os.environ["LSTM_ENGINE_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lstm-engine"
+    return Path.home() / ".cache" / "lstm-engine"
+
+
+def _cache_key(root: Path, files, options: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": CORPUS_FORMAT, "root": str(root.resolve()), **options},
+                             sort_keys=True).encode())
+    for label, path, stat in files:
+        digest.update(f"\n{path}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _read_cache(path: Path, key: str):
+    """(parts, report) from a cache file, or None when it is missing, stale or corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+        if data["format"] != CORPUS_FORMAT or data["key"] != key:
+            return None
+        parts = {name: {str(label): list(texts) for label, texts in data["splits"][name].items()}
+                 for name in SPLITS}
+        report = BuildReport(**data["report"])
+    except Exception as e:  # noqa: BLE001 -- a damaged cache costs a rebuild, nothing more
+        log.warning("rebuilding the gettext corpus: cache file %s is unreadable (%s)", path, e)
+        return None
+    return parts, report
+
+
+def _write_cache(path: Path, key: str, parts, report: BuildReport) -> None:
+    """Write atomically (temporary file in the same folder, then rename), so that a reader never
+    sees half a file and concurrent builds do not corrupt each other. A cache that cannot be
+    written is only a warning."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as f:
+            payload = {"format": CORPUS_FORMAT, "key": key, "report": asdict(report), "splits": parts}
+            f.write(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        log.warning("could not write the gettext corpus cache %s: %s", path, e)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_gettext_corpus_with_report(root=DEFAULT_ROOT, *, min_strings=1000, max_per_language=None,
+                                    min_letters=10, fractions=(0.8, 0.1, 0.1), cache_dir=None,
+                                    use_cache=True) -> tuple[Splits, BuildReport]:
+    """``load_gettext_corpus`` that also returns the build report (``from_cache`` says whether
+    the cache answered)."""
+    min_strings, max_per_language, min_letters, fractions = _check_options(
+        min_strings, max_per_language, min_letters, fractions)
+    root = Path(root)
+    if not root.is_dir():
+        raise _missing_root(root)
+    report = BuildReport(root=str(root))
+    files = _catalog_files(root, report)
+    options = {"min_strings": min_strings, "max_per_language": max_per_language, "min_letters": min_letters,
+               "fractions": list(fractions)}
+    cache_path = None
+    if use_cache:
+        key = _cache_key(root, files, options)
+        cache_path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        cache_path = cache_path / f"gettext-corpus-{key}.json.gz"
+        cached = _read_cache(cache_path, key)
+        if cached is not None:
+            parts, report = cached
+            report.from_cache = True
+            return _to_splits(parts), report
+    parts = _build(root, files, min_strings=min_strings, max_per_language=max_per_language,
+                   min_letters=min_letters, fractions=fractions, report=report)
+    if cache_path is not None:
+        _write_cache(cache_path, key, parts, report)
+    return _to_splits(parts), report
+
+
+def load_gettext_corpus(root=DEFAULT_ROOT, *, min_strings=1000, max_per_language=None, min_letters=10,
+                        fractions=(0.8, 0.1, 0.1), cache_dir=None, use_cache=True) -> Splits:
+    """The language-identification corpus built from the gettext catalogs under ``root``
+    (see the module docstring), from the cache when it is up to date.
+
+    Within each split the examples are grouped by language (sorted) and, inside a language,
+    in a fixed pseudo-random order: shuffle before training.
+
+    Raises FileNotFoundError when ``root`` is missing and ValueError when no language has
+    ``min_strings`` usable strings; both messages say how to get data."""
+    splits, _ = load_gettext_corpus_with_report(
+        root, min_strings=min_strings, max_per_language=max_per_language, min_letters=min_letters,
+        fractions=fractions, cache_dir=cache_dir, use_cache=use_cache)
+    return splits
+
+
+# --- statistics -------------------------------------------------------------------------
+
+def corpus_stats(splits: Splits) -> dict:
+    """Counts per language and split, totals, and text lengths (in characters)."""
+    languages: dict[str, dict[str, int]] = {}
+    lengths = []
+    for name in SPLITS:
+        examples = splits.get(name, Examples())
+        for text, label in zip(examples.inputs, examples.labels):
+            counts = languages.setdefault(label, {split: 0 for split in SPLITS})
+            counts[name] += 1
+            lengths.append(len(text))
+    for counts in languages.values():
+        counts["total"] = sum(counts[split] for split in SPLITS)
+    totals = sorted(counts["total"] for counts in languages.values())
+    n = len(lengths)
+    return {
+        "languages": dict(sorted(languages.items())),
+        "num_languages": len(languages),
+        "total": n,
+        "per_split": {name: len(splits.get(name, Examples())) for name in SPLITS},
+        "per_language": {"min": totals[0], "median": statistics.median(totals), "max": totals[-1]} if totals else {},
+        "mean_length": sum(lengths) / n if n else 0.0,
+        "median_length": statistics.median(lengths) if n else 0,
+        "length_buckets": {
+            "<=20": sum(l <= 20 for l in lengths) / n if n else 0.0,
+            "21-50": sum(20 < l <= 50 for l in lengths) / n if n else 0.0,
+            ">50": sum(l > 50 for l in lengths) / n if n else 0.0,
+        },
+    }

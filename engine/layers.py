@@ -1,0 +1,116 @@
+"""The small layers around the LSTM stack, each a forward and a backward function.
+
+They take the backend's array module ``xp`` (NumPy or CuPy share this subset), so the whole
+classifier stays on one device. Shapes: T steps, B sequences, E embedding width, D*H the LSTM's
+output width, C classes; ``lengths`` (B,) counts the valid steps of each sequence, which are
+the first ``lengths[b]`` steps (right padding).
+"""
+
+from __future__ import annotations
+
+POOLINGS = ("last", "mean", "max")
+
+
+def valid_mask(xp, lengths, T: int, dtype):
+    """(T, B, 1) mask: 1 at the valid steps of each sequence, 0 at padding."""
+    steps = xp.arange(T).reshape(T, 1, 1)
+    return (steps < xp.asarray(lengths).reshape(1, -1, 1)).astype(dtype)
+
+
+def embedding_forward(xp, weight, tokens):
+    """tokens (T, B) int -> (T, B, E)."""
+    return weight[tokens]
+
+
+def embedding_backward(xp, weight, tokens, d_out, padding_idx: int | None = 0):
+    """Gradient of the embedding table; repeated tokens accumulate (``add.at``), and the
+    padding row gets none, as with ``torch.nn.Embedding(padding_idx=0)``."""
+    grad = xp.zeros_like(weight)
+    xp.add.at(grad, tokens.reshape(-1), d_out.reshape(-1, weight.shape[1]))
+    if padding_idx is not None:
+        grad[padding_idx] = 0
+    return grad
+
+
+def pool_forward(xp, kind: str, outputs, h_n, lengths, num_directions: int):
+    """Reduce (T, B, D*H) outputs over each sequence's valid steps to (B, D*H).
+
+    ``last`` takes the top layer's final states: for a bidirectional stack, the forward
+    direction at the last valid step and the reverse direction at step 0 (both ends).
+    Returns the pooled array and what ``pool_backward`` needs.
+    """
+    T = outputs.shape[0]
+    if kind == "last":
+        top = h_n[-num_directions:]                                  # (D, B, H)
+        return xp.concatenate(list(top), axis=1), None
+    mask = valid_mask(xp, lengths, T, outputs.dtype)
+    if kind == "mean":
+        counts = xp.asarray(lengths).reshape(-1, 1).astype(outputs.dtype)
+        return (outputs * mask).sum(axis=0) / counts, mask
+    if kind == "max":
+        # Padded steps are zeros; push them below any real value so they never win.
+        masked = xp.where(mask > 0, outputs, xp.asarray(-xp.inf, dtype=outputs.dtype))
+        arg = masked.argmax(axis=0)                                  # (B, D*H)
+        return xp.take_along_axis(masked, arg[None], axis=0)[0], arg
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {kind!r}")
+
+
+def pool_backward(xp, kind: str, d_pooled, saved, out_shape, lengths, num_directions: int):
+    """Gradients of ``pool_forward``: returns (d_outputs or None, d_h_n top rows or None)."""
+    T, B, DH = out_shape
+    if kind == "last":
+        H = DH // num_directions
+        return None, xp.stack([d_pooled[:, d * H:(d + 1) * H] for d in range(num_directions)])
+    if kind == "mean":
+        counts = xp.asarray(lengths).reshape(-1, 1).astype(d_pooled.dtype)
+        return saved * (d_pooled / counts)[None], None
+    d_out = xp.zeros(out_shape, dtype=d_pooled.dtype)
+    xp.put_along_axis(d_out, saved[None], d_pooled[None], axis=0)    # max: to the winner only
+    return d_out, None
+
+
+def dense_forward(xp, weight, bias, x):
+    """x (..., K) @ weight (C, K).T + bias -> (..., C), as ``torch.nn.Linear``."""
+    return x @ weight.T + bias
+
+
+def dense_backward(xp, weight, x, d_out):
+    """Returns (d_x, d_weight, d_bias) for ``dense_forward``; leading axes are flattened."""
+    K, C = weight.shape[1], weight.shape[0]
+    x2, d2 = x.reshape(-1, K), d_out.reshape(-1, C)
+    return (d_out @ weight), d2.T @ x2, d2.sum(axis=0)
+
+
+def cross_entropy(xp, logits, targets, weights=None):
+    """Mean softmax cross-entropy of logits (N, C) against int targets (N,).
+
+    ``weights`` (N,) (0/1 for padded steps of a per-step head) makes it a weighted mean.
+    Returns (loss as a Python float, d_logits, probabilities).
+    """
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = xp.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    probs = exp / total
+    rows = xp.arange(logits.shape[0])
+    log_p = shifted[rows, targets] - xp.log(total[:, 0])
+    if weights is None:
+        weights = xp.ones(logits.shape[0], dtype=logits.dtype)
+    denom = float(weights.sum())
+    loss = -float((log_p * weights).sum()) / denom
+    d_logits = probs.copy()
+    d_logits[rows, targets] -= 1
+    d_logits *= (weights / denom)[:, None]
+    return loss, d_logits, probs
+
+
+def softmax(xp, logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = xp.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def dropout_mask(xp, rng, shape, rate: float, dtype):
+    """Inverted dropout: kept units are scaled by 1/(1-rate). Drawn on the host from the
+    model's generator so that a seed gives the same masks on every backend."""
+    kept = rng.random(shape) >= rate
+    return xp.asarray(kept / (1.0 - rate), dtype=dtype)

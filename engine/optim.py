@@ -1,0 +1,155 @@
+"""Optimizers (by name), global-norm gradient clipping and learning-rate schedules.
+
+Optimizers follow ``torch.optim``'s update rules and hyperparameter names, update the model's
+arrays in place, and keep their state as name -> array so a checkpoint can hold it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class Optimizer:
+    name = "?"
+
+    def __init__(self, lr: float, weight_decay: float = 0.0):
+        if not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.steps = 0
+        self.state: dict[str, dict[str, Any]] = {}     # slot name -> param name -> array
+
+    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
+        """Update every parameter in ``params`` in place from ``grads`` (same names)."""
+        self.steps += 1
+        lr = self.lr if lr is None else lr
+        for name, p in params.items():
+            self._update(name, p, grads[name], lr)
+
+    def _slot(self, slot: str, name: str, like):
+        table = self.state.setdefault(slot, {})
+        if name not in table:
+            table[name] = like * 0
+        return table[name]
+
+    def hyperparameters(self) -> dict:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: v = momentum*v + g (+ weight decay), p -= lr*v (Nesterov optional)."""
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(lr, weight_decay)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _update(self, name, p, g, lr):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            v = self._slot("momentum_buffer", name, p)
+            v *= self.momentum
+            v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p -= lr * g
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam (L2 weight decay added to the gradient)."""
+    name = "adam"
+    decoupled = False
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+
+    def _update(self, name, p, g, lr):
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1.0 - lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p
+        m = self._slot("exp_avg", name, p)
+        v = self._slot("exp_avg_sq", name, p)
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        step_size = lr / (1.0 - b1 ** self.steps)
+        denom = (v / (1.0 - b2 ** self.steps)) ** 0.5 + self.eps
+        p -= step_size * (m / denom)
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: decoupled weight decay (default 0.01, as in PyTorch)."""
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
+
+
+def make_optimizer(name: str, lr: float | None = None, **options) -> Optimizer:
+    """An optimizer by name (``sgd``, ``adam``, ``adamw``); ``lr=None`` keeps its default."""
+    key = str(name).lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    if lr is not None:
+        options["lr"] = lr
+    return OPTIMIZERS[key](**options)
+
+
+def clip_grad_norm(grads: dict, max_norm: float | None, xp) -> float:
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm``
+    (``torch.nn.utils.clip_grad_norm_``); returns the norm before clipping."""
+    total = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    if max_norm is not None and math.isfinite(total) and total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return total
+
+
+# -- learning-rate schedules: step -> multiplier of the base lr -----------------------------
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def lr_multiplier(step: int, total_steps: int, schedule: str = "constant", warmup_steps: int = 0,
+                  step_size: int = 1000, gamma: float = 0.5, min_factor: float = 0.0) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
+
+    ``warmup_steps`` ramps linearly from 1/warmup to 1 first; then ``constant`` keeps 1,
+    ``step`` multiplies by ``gamma`` every ``step_size`` steps (StepLR), ``cosine`` anneals to
+    ``min_factor`` at ``total_steps`` (CosineAnnealingLR).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    s = step - warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return gamma ** (s // max(1, step_size))
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, s / span)
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))

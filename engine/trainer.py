@@ -1,0 +1,213 @@
+"""The training loop: batches, loss, backpropagation, clipping, the optimizer and schedule,
+evaluation, and callbacks that watch it (progress, logs, checkpoints, early stopping).
+
+Reproducibility: epoch e shuffles with ``default_rng([seed, e])`` and dropout draws from the
+model's generator, whose state is checkpointed, so a run resumed from any checkpoint (also
+one saved mid-epoch) continues exactly as the uninterrupted run would on the same backend.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .batching import Encoded, bucket_batches, collate
+from .metrics import scores
+from .optim import Optimizer, clip_grad_norm, lr_multiplier
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0                    # epochs completed
+    batch: int = 0                    # batches completed in the current epoch
+    step: int = 0                     # optimizer steps in all
+    best: float | None = None         # best monitored validation metric
+    best_epoch: int | None = None
+    bad_epochs: int = 0               # epochs since the best (early stopping)
+    history: list = field(default_factory=list)
+    stopped: str | None = None        # why training ended early: "interrupted", "early_stopping"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    clip_norm: float | None = 1.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    step_size: int = 1000
+    gamma: float = 0.5
+    monitor: str = "accuracy"          # validation metric for best checkpoint / early stopping
+    eval_batch_size: int = 256
+
+
+class Callback:
+    """Hooks the trainer calls; override what you need. ``trainer.state`` is the TrainState."""
+
+    def on_train_begin(self, trainer): ...
+    def on_epoch_begin(self, trainer, num_batches: int): ...
+    def on_batch_end(self, trainer, loss: float, lr: float): ...
+    def on_epoch_end(self, trainer, record: dict): ...
+    def on_stop(self, trainer): ...
+    def on_train_end(self, trainer): ...
+
+
+class Trainer:
+    def __init__(self, model, optimizer: Optimizer, config: TrainConfig | None = None,
+                 callbacks=(), state: TrainState | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config or TrainConfig()
+        self.callbacks = list(callbacks)
+        self.state = state or TrainState()
+        self._stop_reason: str | None = None
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Stop after the current batch (safe point: parameters and state agree)."""
+        self._stop_reason = reason
+
+    def _emit(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def total_steps(self, n_train: int) -> int:
+        return self.config.epochs * math.ceil(n_train / self.config.batch_size)
+
+    def fit(self, train: Encoded, validation: Encoded | None = None) -> TrainState:
+        """Train until ``config.epochs`` epochs are done (counting those already in
+        ``state``), early stopping, or Ctrl-C (which stops after the current batch)."""
+        if len(train) == 0:
+            raise ValueError("the training set is empty")
+        cfg, st = self.config, self.state
+        st.stopped = None
+        lengths = train.lengths
+        total = self.total_steps(len(train))
+        previous = _install_sigint(self)
+        try:
+            self._emit("on_train_begin")
+            while st.epoch < cfg.epochs and self._stop_reason is None:
+                batches = bucket_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, st.epoch]))
+                self._emit("on_epoch_begin", len(batches))
+                losses = []
+                for idx in batches[st.batch:]:
+                    loss, lr = self._train_step(train, idx, total)
+                    losses.append(loss)
+                    st.batch += 1
+                    st.step += 1
+                    self._emit("on_batch_end", loss, lr)
+                    if self._stop_reason is not None:
+                        break
+                if self._stop_reason is not None:
+                    break
+                record = {"epoch": st.epoch + 1, "step": st.step,
+                          "train_loss": float(np.mean(losses)) if losses else None}
+                if validation is not None and len(validation):
+                    record.update({f"val_{k}": v for k, v in self.evaluate(validation).items()
+                                   if k in ("loss", "accuracy", "macro_f1")})
+                st.epoch += 1
+                st.batch = 0
+                self._update_best(record)
+                st.history.append(record)
+                self._emit("on_epoch_end", record)
+            if self._stop_reason is not None:
+                st.stopped = self._stop_reason
+                self._emit("on_stop")
+        finally:
+            self._stop_reason = None
+            _restore_sigint(previous)
+        self._emit("on_train_end")
+        return st
+
+    def _train_step(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
+        cfg, model = self.config, self.model
+        with model.backend.session():
+            return self._train_step_inner(train, idx, total_steps)
+
+    def _train_step_inner(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
+        cfg, model = self.config, self.model
+        inputs, lengths, targets = collate(train, idx, model.dtype)
+        logits = model.forward(inputs, lengths, training=True)
+        loss, d_logits = model.loss(logits, targets, lengths)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss} at step {self.state.step + 1} (epoch "
+                f"{self.state.epoch + 1}); training stopped and the last good checkpoint was kept. "
+                f"Try a lower --lr or a tighter clip_norm.")
+        grads = model.backward(d_logits)
+        clip_grad_norm(grads, cfg.clip_norm, model.backend.xp)
+        lr = self.optimizer.lr * lr_multiplier(self.state.step, total_steps, cfg.schedule, cfg.warmup_steps,
+                                               cfg.step_size, cfg.gamma)
+        self.optimizer.step(model.parameters(), grads, lr)
+        return loss, lr
+
+    def _update_best(self, record: dict) -> None:
+        st, key = self.state, f"val_{self.config.monitor}"
+        value = record.get(key)
+        if value is None:
+            return
+        better = st.best is None or (value < st.best if self.config.monitor == "loss" else value > st.best)
+        record["best"] = bool(better)
+        if better:
+            st.best, st.best_epoch, st.bad_epochs = value, record["epoch"], 0
+        else:
+            st.bad_epochs += 1
+
+    def predict_proba(self, data: Encoded) -> np.ndarray:
+        return predict_proba(self.model, data, self.config.eval_batch_size)
+
+    def evaluate(self, data: Encoded) -> dict:
+        return evaluate(self.model, data, self.config.eval_batch_size)
+
+    def state_dict(self) -> dict:
+        return asdict(self.state)
+
+
+def predict_proba(model, data: Encoded, batch_size: int = 256) -> np.ndarray:
+    """(N, C) class probabilities for every sequence, in the data's order."""
+    out = None
+    for idx in bucket_batches(data.lengths, batch_size, None):
+        inputs, lengths, _ = collate(data, idx, model.dtype)
+        with model.backend.session():
+            probs = model.predict_proba(inputs, lengths)
+        if out is None:
+            out = np.empty((len(data), probs.shape[-1]), dtype=np.float64)
+        out[idx] = probs
+    return out
+
+
+def evaluate(model, data: Encoded, batch_size: int = 256) -> dict:
+    """Loss, accuracy, macro-F1, per-class F1 and the confusion matrix on a labelled set."""
+    probs = predict_proba(model, data, batch_size)
+    targets = np.asarray(data.targets, dtype=np.int64)
+    picked = probs[np.arange(len(targets)), targets]
+    result = scores(targets, probs.argmax(axis=1), probs.shape[1])
+    result["loss"] = float(-np.log(np.maximum(picked, 1e-12)).mean())
+    return result
+
+
+def _install_sigint(trainer: Trainer):
+    """Ctrl-C asks the trainer to stop at the next safe point; a second Ctrl-C interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if trainer._stop_reason is not None:
+            raise KeyboardInterrupt
+        trainer.request_stop("interrupted")
+    signal.signal(signal.SIGINT, handler)
+    return previous
+
+
+def _restore_sigint(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)

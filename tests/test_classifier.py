@@ -1,0 +1,136 @@
+"""The sequence classifier and tagger: finite-difference gradients on the reference in float64,
+every fast backend against the reference, and the layers' edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_engine.classifier import SequenceClassifier
+
+from conftest import FAST_BACKENDS
+
+CASES = {
+    "tokens-last": dict(vocab_size=11, embedding_dim=5, pooling="last"),
+    "tokens-last-bi": dict(vocab_size=9, embedding_dim=3, pooling="last", bidirectional=True),
+    "features-mean-bi-deep": dict(input_size=4, pooling="mean", bidirectional=True, num_layers=2),
+    "features-max-bi": dict(input_size=4, pooling="max", bidirectional=True),
+    "tagger-bi": dict(input_size=3, per_step=True, bidirectional=True),
+    "tokens-dropout": dict(vocab_size=7, embedding_dim=4, pooling="mean", dropout=0.3, num_layers=2),
+}
+LENGTHS = np.array([6, 3, 1, 5])
+
+
+def _batch(kw, rng, T=6, B=4):
+    if "vocab_size" in kw:
+        x = rng.integers(1, kw["vocab_size"], (T, B))
+        x[np.arange(T)[:, None] >= LENGTHS[None, :B]] = 0                  # padding id
+    else:
+        x = rng.standard_normal((T, B, kw["input_size"]))
+    y = rng.integers(0, 3, (T, B)) if kw.get("per_step") else rng.integers(0, 3, B)
+    return x, y
+
+
+def _loss_and_grads(model, x, y, seed_state=None):
+    if seed_state is not None:
+        model.rng.bit_generator.state = seed_state
+    logits = model.forward(x, LENGTHS, training=True)
+    loss, d = model.loss(logits, y, LENGTHS)
+    return loss, model.backward(d)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_gradients_match_finite_differences(name):
+    kw = CASES[name]
+    rng = np.random.default_rng(1)
+    model = SequenceClassifier(3, hidden_size=5, dtype=np.float64, backend="numpy", seed=2, **kw)
+    x, y = _batch(kw, rng)
+    state = model.rng.bit_generator.state        # the same dropout masks for every evaluation
+    _, grads = _loss_and_grads(model, x, y, state)
+    for pname, p in model.parameters().items():
+        flat = p.reshape(-1)
+        picks = rng.choice(flat.size, min(8, flat.size), replace=False)
+        for k in picks:
+            old = flat[k]
+            flat[k] = old + 1e-6
+            up, _ = _loss_and_grads(model, x, y, state)
+            flat[k] = old - 1e-6
+            down, _ = _loss_and_grads(model, x, y, state)
+            flat[k] = old
+            numeric = (up - down) / 2e-6
+            assert abs(numeric - grads[pname].reshape(-1)[k]) < 1e-7 + 1e-5 * abs(numeric), (pname, k)
+    if "vocab_size" in kw:
+        assert not grads["embedding.weight"][0].any(), "the padding row must get no gradient"
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_backend_matches_reference(backend, name, dtype):
+    kw = CASES[name]
+    x, y = _batch(kw, np.random.default_rng(3))
+    results = []
+    for b in ("numpy", backend):
+        model = SequenceClassifier(3, hidden_size=6, dtype=dtype, backend=b, seed=4, **kw)
+        loss, grads = _loss_and_grads(model, x, y)
+        to_np = model.backend.to_numpy
+        results.append((loss, {k: to_np(v) for k, v in grads.items()}))
+    (loss_ref, g_ref), (loss_fast, g_fast) = results
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    assert loss_fast == pytest.approx(loss_ref, rel=tol * 10)
+    for k in g_ref:
+        scale = max(1.0, float(np.abs(g_ref[k]).max()))
+        np.testing.assert_allclose(g_fast[k], g_ref[k], rtol=tol * 10, atol=tol * scale, err_msg=k)
+
+
+def test_max_pooling_ignores_padding_even_when_outputs_are_negative():
+    model = SequenceClassifier(2, input_size=2, hidden_size=3, pooling="max", backend="numpy", seed=0,
+                               dtype=np.float64)
+    x = np.full((4, 2, 2), -5.0)
+    x[2:, 0] = 100.0                           # garbage in the padding of sequence 0
+    lengths = np.array([2, 4])
+    short = model.forward(x[:2, :1], np.array([2]))
+    padded = model.forward(x, lengths)
+    np.testing.assert_allclose(padded[0], short[0], rtol=1e-12)
+
+
+def test_last_pooling_uses_both_ends_of_a_bidirectional_stack():
+    model = SequenceClassifier(2, input_size=2, hidden_size=3, pooling="last", bidirectional=True,
+                               backend="numpy", seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 1, 2))
+    out, (h_n, _) = model.lstm.forward(x, np.array([3]), training=False)
+    logits = model.forward(x, np.array([3]))
+    pooled = np.concatenate([out[2, 0, :3], out[0, 0, 3:]])   # forward at its last step, reverse at 0
+    np.testing.assert_allclose(logits[0], model.extra["head.weight"] @ pooled + model.extra["head.bias"])
+
+
+def test_state_dict_round_trip_and_errors():
+    a = SequenceClassifier(4, vocab_size=10, embedding_dim=3, hidden_size=5, backend="numpy", seed=0)
+    b = SequenceClassifier(4, vocab_size=10, embedding_dim=3, hidden_size=5, backend="numpy", seed=1)
+    b.load_state_dict(a.state_dict())
+    tokens = np.array([[2, 3], [4, 0]])
+    np.testing.assert_array_equal(a.forward(tokens, [2, 1]), b.forward(tokens, [2, 1]))
+    assert list(a.state_dict())[:2] == ["embedding.weight", "lstm.weight_ih_l0"]
+    bad = a.state_dict()
+    bad["head.weight"] = bad["head.weight"][:2]
+    with pytest.raises(ValueError, match="head.weight"):
+        b.load_state_dict(bad)
+    with pytest.raises(KeyError, match="missing"):
+        b.load_state_dict({})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(), "exactly one of vocab_size"),
+    (dict(vocab_size=5, input_size=3), "exactly one of vocab_size"),
+    (dict(vocab_size=5, pooling="sum"), "pooling must be one of"),
+    (dict(vocab_size=5, dropout=1.5), "dropout must be"),
+])
+def test_bad_configuration_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SequenceClassifier(3, backend="numpy", **kwargs)
+
+
+def test_token_input_must_be_integer_ids():
+    model = SequenceClassifier(3, vocab_size=5, embedding_dim=2, hidden_size=3, backend="numpy")
+    with pytest.raises(ValueError, match="integer token ids"):
+        model.forward(np.zeros((2, 2, 1)), [2, 2])

