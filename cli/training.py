@@ -192,7 +192,7 @@ def _top(labels, row, k):
 
 def _stdin_lines() -> list[str]:
     lines = []
-    for n, raw in enumerate(click.get_binary_stream("stdin"), start=1):
+    for n, raw in enumerate(sys.stdin.buffer, start=1):
         try:
             lines.append(raw.decode("utf-8").rstrip("\r\n"))
         except UnicodeDecodeError as e:
