@@ -27,6 +27,11 @@ import numpy as np
 import lstm_engine
 from lstm_engine import LSTM, backends
 
+# benchmarks/ is not a package: make the sibling module importable however this file is loaded.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lstm_workloads import gemm_flops, parse_shape, torch_calls  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 
 #: name: (B, T, I, H, layers, bidirectional)
@@ -35,25 +40,6 @@ SHAPES = {
     "speech": (32, 200, 40, 256, 1, False),
     "char": (64, 150, 64, 256, 2, False),
 }
-
-
-def parse_shape(text: str):
-    parts = text.split(",")
-    if not 4 <= len(parts) <= 6:
-        raise argparse.ArgumentTypeError("--shape is B,T,I,H[,layers[,bi]]")
-    B, T, I, H = (int(p) for p in parts[:4])
-    layers = int(parts[4]) if len(parts) > 4 else 1
-    bi = len(parts) > 5 and parts[5].lower() in ("bi", "1", "true", "yes")
-    return (B, T, I, H, layers, bi)
-
-
-def gemm_flops(B, T, I, H, layers, bi, backward: bool) -> float:
-    D = 2 if bi else 1
-    total = 0.0
-    for layer in range(layers):
-        in_size = I if layer == 0 else D * H
-        total += D * 2.0 * B * T * 4 * H * (in_size + H)
-    return total * (3 if backward else 1)
 
 
 def machine_gemm_rate(repeat: int = 5) -> float:
@@ -104,14 +90,7 @@ def bench_torch(shape, warmup: int, repeat: int, threads: int) -> dict:
     B, T, I, H, layers, bi = shape
     model = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=bi)
     x = torch.randn(T, B, I)
-
-    def fwd():
-        with torch.no_grad():
-            model(x)
-
-    def fwd_bwd():
-        out, _ = model(x)
-        out.sum().backward()
+    fwd, fwd_bwd = torch_calls(torch, model, x)
 
     first_f, fwd_ms = _time(fwd, warmup, repeat)
     first_fb, fb_ms = _time(fwd_bwd, warmup, repeat)
@@ -134,7 +113,7 @@ def machine_facts() -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", type=parse_shape, action="append",
+    parser.add_argument("--shape", type=lambda text: parse_shape(text)[:6], action="append",
                         help="B,T,I,H[,layers[,bi]]; repeatable (default: the built-in shapes)")
     parser.add_argument("--backends", default=",".join(backends.available()))
     parser.add_argument("--no-torch", action="store_true")

@@ -10,7 +10,7 @@ import click
 from lstm_engine import backends as registry
 
 from .data import data
-from .settings import apply_threads
+from .settings import apply_threads, device_option
 from .training import evaluate, predict, run, train
 
 
@@ -26,6 +26,7 @@ def main():
                    f"reason if not. Default: ${registry.ENV_VAR}, else auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--threads", type=int, default=None, help="Threads for the cpu backend.")
+@device_option
 def backends(backend: str | None, as_json: bool, threads: int | None):
     """List the backends, whether each is available here (and why not), and device facts."""
     apply_threads(threads)

@@ -3,6 +3,7 @@ in that order of precedence (later wins), over the task's defaults."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -53,3 +54,17 @@ def apply_threads(threads: int | None) -> None:
             set_num_threads(threads)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--threads") from None
+
+
+def _set_device(ctx, param, value):
+    if value is not None:
+        from lstm_engine.backends.cuda import DEVICE_ENV
+        os.environ[DEVICE_ENV] = str(value)
+    return value
+
+
+#: --device-id for every command that picks a backend: which GPU the cuda backend uses. It must
+#: be set before the backend is first made (the registry keeps one instance).
+device_option = click.option("--device-id", type=click.IntRange(min=0), default=None, expose_value=False,
+                             callback=_set_device, help="GPU for the cuda backend (default 0, or "
+                             "$LSTM_ENGINE_CUDA_DEVICE).")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .settings import apply_threads, parse_set, read_config_file
+from .settings import apply_threads, device_option, parse_set, read_config_file
 
 DEFAULT_TASK = "language-id"
 
@@ -27,6 +27,7 @@ def _training_options(f):
     options = [
         click.argument("task", required=False, default=DEFAULT_TASK, metavar="[TASK]"),
         click.option("--backend", default=None, metavar="NAME", help="numpy, cpu, cuda or auto (default)."),
+        device_option,
         click.option("--data", default=None, metavar="PATH",
                      help="Data to train on instead of the task's default corpus."),
         click.option("--epochs", type=click.IntRange(min=1), default=None),
@@ -126,6 +127,7 @@ def train(**kwargs):
 @click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
               show_default=True, help="Which split; 'all' joins the three (for data you bring).")
 @click.option("--backend", default=None, metavar="NAME")
+@device_option
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(checkpoint, data, split, backend, as_json):
     """Score a checkpoint (file or run folder) on labelled data."""
@@ -160,6 +162,7 @@ def evaluate(checkpoint, data, split, backend, as_json):
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.argument("inputs", nargs=-1)
 @click.option("--backend", default=None, metavar="NAME")
+@device_option
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
               help="Labels per input, most probable first.")
 def predict(checkpoint, inputs, backend, top):

