@@ -13,7 +13,6 @@ All of it runs on Numba's threads, each calling a single-threaded BLAS on its ow
 from __future__ import annotations
 
 import os
-import platform
 
 import numba
 import numpy as np
@@ -21,6 +20,7 @@ import scipy.linalg.cython_blas  # noqa: F401  (loaded now so threadpoolctl sees
 from threadpoolctl import ThreadpoolController
 
 from . import cpu_kernels as K
+from ..bench import cpu_model
 from .base import Backend
 
 _controller = None
@@ -47,7 +47,7 @@ class CpuBackend(Backend):
         return {
             "threads": numba.get_num_threads(),
             "cores": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "numba": numba.__version__,
             "threading_layer": _threading_layer(),
             "blas": ", ".join(f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture')})"
@@ -130,14 +130,3 @@ def _threading_layer() -> str:
         return numba.threading_layer()          # known once a parallel kernel has run
     except ValueError:
         return f"{numba.config.THREADING_LAYER} (not started yet)"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -20,17 +20,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-# benchmarks/ is not a package: make the sibling module importable however this file is loaded.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lstm_workloads import DEEPBENCH_TRAINING, STANDARD_SHAPES, gemm_flops, parse_shape, torch_calls  # noqa: E402
+from lstm_engine.bench import DEEPBENCH_TRAINING, STANDARD_SHAPES, gemm_flops, parse_shape, time_call, torch_calls
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,26 +56,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--only: unknown shape(s) {', '.join(unknown)}; expected some of: {', '.join(SHAPES)}")
         args.shapes = {n: SHAPES[n] for n in wanted}
     return args
-
-
-def time_call(fn, sync, warmup: int, repeat: int) -> dict:
-    """First call's ms, then the median ms of `repeat` calls after `warmup`; each call is
-    followed by `sync()` inside the timing, since GPU launches return before the work ends."""
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return {"first_ms": first * 1e3, "median_ms": statistics.median(times) * 1e3,
-            "min_ms": min(times) * 1e3}
 
 
 def ratio(ours: float | None, theirs: float | None) -> float | None:
@@ -153,10 +129,10 @@ def bench_cuda(backend, shape, warmup, repeat) -> dict:
         out, _ = model.forward(x)
         model.backward(cupy.ones_like(out))
 
-    f = time_call(fwd, sync, warmup, repeat)
+    f = time_call(fwd, warmup, repeat, sync)
     r = {"fwd_ms": f["median_ms"], "first_fwd_ms": f["first_ms"]}
     if not fwd_only:
-        fb = time_call(fwd_bwd, sync, warmup, repeat)
+        fb = time_call(fwd_bwd, warmup, repeat, sync)
         r.update(fwd_bwd_ms=fb["median_ms"], first_fwd_bwd_ms=fb["first_ms"])
     r["graphs_captured"] = backend.graphs.captures
     return r
@@ -170,10 +146,10 @@ def bench_torch(torch, shape, warmup, repeat, device_id) -> dict:
     sync = torch.cuda.synchronize
     fwd, fwd_bwd = torch_calls(torch, model, x)
 
-    f = time_call(fwd, sync, warmup, repeat)
+    f = time_call(fwd, warmup, repeat, sync)
     r = {"fwd_ms": f["median_ms"], "first_fwd_ms": f["first_ms"]}
     if not fwd_only:
-        fb = time_call(fwd_bwd, sync, warmup, repeat)
+        fb = time_call(fwd_bwd, warmup, repeat, sync)
         r.update(fwd_bwd_ms=fb["median_ms"], first_fwd_bwd_ms=fb["first_ms"])
     return r
 

@@ -9,6 +9,7 @@ import click
 
 from lstm_engine import backends as registry
 
+from .bench import bench
 from .data import data
 from .settings import apply_threads, device_option
 from .training import evaluate, predict, run, train
@@ -59,7 +60,7 @@ def backends(backend: str | None, as_json: bool, threads: int | None):
     click.echo(f"(* = the backend {wanted!r} resolves to here: {chosen})")
 
 
-for _command in (run, train, evaluate, predict, data):
+for _command in (run, train, evaluate, predict, data, bench):
     main.add_command(_command)
 
 if __name__ == "__main__":

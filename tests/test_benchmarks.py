@@ -1,8 +1,12 @@
-"""The benchmark script runs end to end on a tiny shape, so it cannot silently break."""
+"""The benchmark suite and scripts run end to end on tiny shapes, so they cannot silently break."""
 
 import json
 
 import pytest
+from click.testing import CliRunner
+
+from lstm_engine import bench as suite
+from lstm_engine.cli.main import main as cli
 
 from conftest import load_benchmark
 
@@ -26,12 +30,66 @@ def test_compare_backends_smoke(bench, tmp_path):
     assert "| case |" in bench.markdown_table(data)
 
 
-def test_flop_count(bench):
+def test_flop_count():
     # one layer, one direction: 2*B*T*4H*(I+H) forward; three times that with backward
-    assert bench.gemm_flops(2, 3, 4, 5, 1, False, backward=False) == 2 * 2 * 3 * 20 * 9
-    assert bench.gemm_flops(2, 3, 4, 5, 1, False, backward=True) == 3 * 2 * 2 * 3 * 20 * 9
+    assert suite.gemm_flops(2, 3, 4, 5, 1, False, backward=False) == 2 * 2 * 3 * 20 * 9
+    assert suite.gemm_flops(2, 3, 4, 5, 1, False, backward=True) == 3 * 2 * 2 * 3 * 20 * 9
     # a second bidirectional layer reads 2H inputs
-    assert bench.gemm_flops(1, 1, 4, 5, 2, True, backward=False) == 2 * 2 * 20 * 9 + 2 * 2 * 20 * 15
+    assert suite.gemm_flops(1, 1, 4, 5, 2, True, backward=False) == 2 * 2 * 20 * 9 + 2 * 2 * 20 * 15
+
+
+def test_standard_shapes_and_shape_parsing():
+    assert list(suite.STANDARD_SHAPES) == ["latency", "speech", "speech-2L-bi", "char", "deepbench"]
+    assert suite.STANDARD_SHAPES["latency"][-1] is True                 # forward only
+    assert suite.parse_shape("32,200,40,256,2,bi")[:6] == (32, 200, 40, 256, 2, True)
+    for bad in ("1,2,3", "a,b,c,d", "0,1,1,1", "1,2,3,4,5,6,7"):
+        with pytest.raises(ValueError, match="--shape"):
+            suite.parse_shape(bad)
+
+
+def test_run_suite_measures_time_rates_and_memory():
+    result = suite.run_suite(["numpy", "cpu"], {"tiny": (4, 20, 8, 16, 1, False)}, warmup=0, repeat=1,
+                             memory=["numpy"], gemm_gflops=100.0)
+    (row,) = result["shapes"]
+    numpy_cell, cpu_cell = row["engines"]["numpy"], row["engines"]["cpu"]
+    assert numpy_cell["fwd_ms"] > 0 and numpy_cell["fwd_bwd_ms"] > 0 and numpy_cell["fwd_bwd_gflops"] > 0
+    assert numpy_cell["fwd_bwd_fraction_of_gemm_rate"] == pytest.approx(numpy_cell["fwd_bwd_gflops"] / 100.0)
+    assert cpu_cell["fwd_bwd_speedup_vs_numpy"] > 0 and "peak_step_mib" not in cpu_cell
+    assert numpy_cell["peak_step_mib"] is not None and numpy_cell["peak_step_mib"] >= 0
+    assert result["machine"]["cores"] >= 1 and result["first_call_ms"]["cpu"] > 0
+    assert "| tiny |" in suite.markdown_table(result)
+    with pytest.raises(ValueError, match="engines is empty"):
+        suite.run_suite([], {"tiny": (1, 1, 1, 1, 1, False)})
+
+
+def test_peak_memory_of_a_real_step_is_counted():
+    # the step keeps (T, B, 4H) gates: 50*8*256*4 bytes = 0.4 MiB at least
+    probe = suite.peak_step_memory("numpy", (8, 50, 16, 64, 1, False))
+    assert probe.get("peak_step_mib") is not None and probe["peak_step_mib"] > 0.3, probe
+    assert suite.peak_step_memory("numpy", (1, 5, 4, 4, 1, False, True))["memory_skipped"] == "forward-only shape"
+
+
+def test_cli_bench_json():
+    r = CliRunner().invoke(cli, ["bench", "--shape", "2,3,4,5", "--no-torch", "--repeat", "1", "--warmup", "0",
+                                 "--no-memory", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["shapes"][0]["engines"]["numpy"]["fwd_bwd_ms"] > 0
+    r = CliRunner().invoke(cli, ["bench", "--backend", "warp-drive"])
+    assert r.exit_code != 0 and "warp-drive" in r.output
+
+
+def test_sweeps_smoke(tmp_path):
+    module = load_benchmark("sweeps")
+    result = module.main(["--quick", "--no-torch", "--out-dir", str(tmp_path)])
+    data = json.loads((tmp_path / "sweeps.json").read_text())
+    assert data == json.loads(json.dumps(result))
+    assert set(data["sweeps"]) == {"T", "B", "H"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "sweeps.png").stat().st_size > 0
 
 
 def test_speech_digits_benchmark_smoke(tmp_path):

@@ -53,7 +53,7 @@ def test_flop_count(bench):
 
 def test_time_call_syncs_every_timed_call(bench):
     calls = []
-    out = bench.time_call(lambda: calls.append("f"), lambda: calls.append("s"), warmup=2, repeat=3)
+    out = bench.time_call(lambda: calls.append("f"), warmup=2, repeat=3, sync=lambda: calls.append("s"))
     assert calls == ["f", "s", "f", "f", "s"] + ["f", "s"] * 3
     assert out["first_ms"] >= 0 and out["median_ms"] >= out["min_ms"] >= 0
 
