@@ -14,7 +14,8 @@ Shapes (all C-contiguous, time-major):
 Threads: the batch is cut into `n_chunks` contiguous slices and each thread runs the whole
 time loop for its slice, so there is one fork/join per call rather than one per step, and
 each thread keeps w_hh hot in its own cache. BLAS must run single-threaded inside (the
-caller limits it).
+caller limits it). A slice of fewer than `gemv_below` rows does its recurrent product one row
+at a time (GEMV): OpenBLAS's GEMM is several times slower at 2-7 rows than that many GEMVs.
 
 float32 uses a clamped rational tanh (Eigen's form; max abs error ~3e-7) that vectorizes;
 math.tanh would stay a scalar libm call since Numba has no SVML here. float64 keeps math.tanh
@@ -105,7 +106,7 @@ def tanh_kernel(z, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, keep,
+def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, gemv_below, keep,
                  y, h_n, c_n, gates, c_all, h_prev):
     T, B, G = x_proj.shape
     H = G // 4
@@ -118,7 +119,11 @@ def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, keep,
             t = T - 1 - s if reverse else s
             if keep:
                 h_prev[t, b0:b1] = h
-            np.dot(h, w_hh_t, z)
+            if b1 - b0 < gemv_below:
+                for r in range(b1 - b0):
+                    np.dot(h[r], w_hh_t, z[r])
+            else:
+                np.dot(h, w_hh_t, z)
             for r in range(b1 - b0):
                 b = b0 + r
                 xp = x_proj[t, b]
@@ -150,7 +155,7 @@ def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, keep,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def backward_loop(gates, c_all, c0, w_hh, dy, dh_n, dc_n, lengths, reverse, n_chunks,
+def backward_loop(gates, c_all, c0, w_hh, dy, dh_n, dc_n, lengths, reverse, n_chunks, gemv_below,
                   d_pre, dh0, dc0):
     T, B, G = gates.shape
     H = G // 4
@@ -187,7 +192,11 @@ def backward_loop(gates, c_all, c0, w_hh, dy, dh_n, dc_n, lengths, reverse, n_ch
                         dc[r, j] = dc_t * f_g
                 else:
                     d_pre[t, b] = 0
-            np.dot(d_pre[t, b0:b1], w_hh, dh_rec)
+            if b1 - b0 < gemv_below:
+                for r in range(b1 - b0):
+                    np.dot(d_pre[t, b0 + r], w_hh, dh_rec[r])
+            else:
+                np.dot(d_pre[t, b0:b1], w_hh, dh_rec)
             for r in range(b1 - b0):
                 if t < lengths[b0 + r]:
                     dh[r] = dh_rec[r]

@@ -53,6 +53,23 @@ def test_thread_split_edges(fast_backend, threads, B):
         set_num_threads(before)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("gemv_below", [0, 100])
+def test_cpu_recurrent_product_as_gemm_or_row_gemvs(gemv_below, dtype, monkeypatch):
+    """The cpu kernels' two ways of doing a step's recurrent product (one GEMM per thread, or a
+    GEMV per row for thin slices) agree with the reference, forward and backward."""
+    from lstm_engine import backends
+    if not backends.probe("cpu").available:
+        pytest.skip("the cpu backend is not available here")
+    cpu = backends.get_backend("cpu")
+    monkeypatch.setattr(cpu, "gemv_below", gemv_below)
+    case = make_case(T=7, B=12, I=5, H=9, bidirectional=True, num_layers=2,
+                     lengths=[7, 1, 3, 7, 2, 6, 5, 7, 4, 1, 7, 6], dtype=dtype, seed=3)
+    ref_model, want = run_case(case, "numpy")
+    _, got = run_case(case, cpu, state=ref_model.state_dict())
+    assert_results_close(got, want, dtype)
+
+
 def test_inference_mode_keeps_nothing(fast_backend):
     case = make_case(T=4, B=2, I=3, H=4, num_layers=2, dropout=0.5, dtype=np.float32)
     model = LSTM(**case["config"], backend=fast_backend, seed=0)
