@@ -18,12 +18,11 @@ subprocess (--no-memory skips it).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from lstm_engine import backends
-from lstm_engine.bench import NAMED_SHAPES, markdown_table, parse_shape, run_suite, select_shapes, torch_or_reason
+from lstm_engine.bench import NAMED_SHAPES, markdown_table, parse_shape, run_suite, select_shapes, torch_or_reason, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -61,9 +60,7 @@ def main(argv=None) -> dict:
     result = run_suite(engines, args.shapes, args.warmup, args.repeat, memory=not args.no_memory,
                        log=lambda msg: print(msg, file=sys.stderr))
     result["torch_skipped"] = torch_reason or None
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_results(result, args.out)
     print(markdown_table(result))
     return result
 

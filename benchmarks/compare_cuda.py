@@ -17,7 +17,6 @@ comparison column.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_engine.bench import DEEPBENCH_TRAINING, STANDARD_SHAPES, gemm_flops, parse_shape, time_call, torch_calls
+from lstm_engine.bench import DEEPBENCH_TRAINING, STANDARD_SHAPES, gemm_flops, format_cell, parse_shape, time_call, torch_calls, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -65,10 +64,6 @@ def ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs
 
 
-def _fmt(v, spec=".2f", suffix=""):
-    return "" if v is None else f"{v:{spec}}{suffix}"
-
-
 def render_table(result: dict) -> str:
     """Markdown: one row per shape, cuda and torch side by side."""
     lines = ["| case | B | T | I | H | layers | cuda fwd ms | torch fwd ms | fwd ratio "
@@ -79,10 +74,10 @@ def render_table(result: dict) -> str:
         layers = f"{row['layers']}{' bi' if row['bidirectional'] else ''}"
         lines.append(
             f"| {row['case']} | {row['B']} | {row['T']} | {row['I']} | {row['H']} | {layers} "
-            f"| {_fmt(ours.get('fwd_ms'))} | {_fmt(theirs.get('fwd_ms'))} | {_fmt(row.get('fwd_ratio'), suffix='x')} "
-            f"| {_fmt(ours.get('fwd_bwd_ms'))} | {_fmt(theirs.get('fwd_bwd_ms'))} "
-            f"| {_fmt(row.get('fwd_bwd_ratio'), suffix='x')} | {_fmt(ours.get('fwd_bwd_tflops'), '.1f')} "
-            f"| {_fmt(ours.get('first_fwd_ms'), '.0f')} |")
+            f"| {format_cell(ours.get('fwd_ms'))} | {format_cell(theirs.get('fwd_ms'))} | {format_cell(row.get('fwd_ratio'), suffix='x')} "
+            f"| {format_cell(ours.get('fwd_bwd_ms'))} | {format_cell(theirs.get('fwd_bwd_ms'))} "
+            f"| {format_cell(row.get('fwd_bwd_ratio'), suffix='x')} | {format_cell(ours.get('fwd_bwd_tflops'), '.1f')} "
+            f"| {format_cell(ours.get('first_fwd_ms'), '.0f')} |")
     return "\n".join(lines)
 
 
@@ -207,9 +202,7 @@ def main(argv=None) -> dict:
         "compile_ms": compile_ms, "warmup": args.warmup, "repeat": args.repeat,
         "dtype": "float32", "layout": "time-major", "shapes": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_results(result, args.out)
     print(render_table(result))
     return result
 

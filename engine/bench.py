@@ -433,8 +433,16 @@ def run_suite(engines, shapes: dict, warmup: int = 2, repeat: int = 7, *, memory
             "shapes": rows}
 
 
-def _fmt(v, spec=".2f", suffix=""):
+def format_cell(v, spec=".2f", suffix=""):
+    """A table cell: empty for a missing value."""
     return "" if v is None else f"{v:{spec}}{suffix}"
+
+
+def write_results(result: dict, out) -> None:
+    """The results JSON at ``out`` (folders made as needed); says where on stderr."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def markdown_table(result: dict) -> str:
@@ -448,12 +456,12 @@ def markdown_table(result: dict) -> str:
             frac = r.get("fwd_bwd_fraction_of_gemm_rate")
             lines.append(
                 f"| {row['case']} | {row['B']} | {row['T']} | {row['I']} | {row['H']} | {layers} | {engine} "
-                f"| {_fmt(r.get('fwd_ms'))} | {_fmt(r.get('fwd_speedup_vs_torch'), suffix='x')} "
-                f"| {_fmt(r.get('fwd_bwd_ms'))} | {_fmt(r.get('fwd_bwd_gflops'), '.0f')} "
-                f"| {_fmt(None if frac is None else 100 * frac, '.0f', '%')} "
-                f"| {_fmt(r.get('fwd_bwd_speedup_vs_torch'), suffix='x')} "
-                f"| {_fmt(r.get('first_fwd_bwd_ms', r.get('first_fwd_ms')), '.1f')} "
-                f"| {_fmt(r.get('peak_step_mib'), '.1f')} | {_fmt(r.get('peak_step_mib_vs_torch'), suffix='x')} |")
+                f"| {format_cell(r.get('fwd_ms'))} | {format_cell(r.get('fwd_speedup_vs_torch'), suffix='x')} "
+                f"| {format_cell(r.get('fwd_bwd_ms'))} | {format_cell(r.get('fwd_bwd_gflops'), '.0f')} "
+                f"| {format_cell(None if frac is None else 100 * frac, '.0f', '%')} "
+                f"| {format_cell(r.get('fwd_bwd_speedup_vs_torch'), suffix='x')} "
+                f"| {format_cell(r.get('first_fwd_bwd_ms', r.get('first_fwd_ms')), '.1f')} "
+                f"| {format_cell(r.get('peak_step_mib'), '.1f')} | {format_cell(r.get('peak_step_mib_vs_torch'), suffix='x')} |")
     machine = result.get("machine", {})
     first = ", ".join(f"{e} {ms:.0f} ms" for e, ms in result.get("first_call_ms", {}).items())
     notes = (f"{machine.get('cpu', '?')}, {result.get('threads', '?')} threads; float32 GEMM (numpy, 2048^3) "
