@@ -3,9 +3,10 @@
 Shapes: T steps, B batch, I inputs, H hidden, G = 4H gates (i, f, g, o); time-major.
 Per layer-direction:
     forward   x_proj = x (T*B, I) @ w_ih.T + bias      one GEMM over all steps
-              time loop in cpu_kernels.forward_loop     per step h @ w_hh.T and fused gate math
+              time loop in cpu_kernels.forward_loop     per step h @ w_hh.T (cpu_rowdot) and fused gate math
     backward  time loop in cpu_kernels.backward_loop    fused gate gradients, dh = d_pre @ w_hh
-              dx = d_pre @ w_ih, dW_ih = d_pre.T @ x, dW_hh = d_pre.T @ h_prev, dbias = sum
+                                                        (cpu_rowdot), dbias
+              dx = d_pre @ w_ih, dW_ih = d_pre.T @ x, dW_hh = d_pre.T @ h_prev
               as GEMMs over all T*B rows after the loop
 All of it runs on Numba's threads, each calling a single-threaded BLAS on its own block.
 """
@@ -22,6 +23,7 @@ from threadpoolctl import ThreadpoolController
 from . import cpu_kernels as K
 from ..bench import cpu_model
 from .base import Backend
+from .cpu_rowdot import has_wide_vectors
 
 _controller = None
 
@@ -42,10 +44,8 @@ def _blas_single_threaded():
 class CpuBackend(Backend):
     name = "cpu"
     xp = np
-    #: A thread's slice of fewer rows than this does its per-step product as row GEMVs. Measured
-    #: on the speech shape (H=256), f+b: B=4 53 -> 18 ms, B=8 54 -> 29 ms, B=16 70 -> 62 ms
-    #: (2, 4, 8 rows per thread); at 16 rows per thread the GEMM is faster again.
-    gemv_below = 12
+    #: Whether the per-step products use the 8-row blocking that needs AVX-512's registers.
+    wide = has_wide_vectors()
 
     def facts(self) -> dict:
         return {
@@ -77,29 +77,28 @@ class CpuBackend(Backend):
         dt = x.dtype
         n = self._chunks(B)
         x = np.ascontiguousarray(x)
-        x_proj = np.empty((T, B, 4 * H), dt)
+        x_proj = np.empty((T, B, 4 * H), dt)          # becomes the saved gates when keep
         y = np.empty((T, B, H), dt)
         h_n = np.empty((B, H), dt)
         c_n = np.empty((B, H), dt)
         if keep:
-            gates = np.empty((T, B, 4 * H), dt)
             c_all = np.empty((T, B, H), dt)
             h_prev = np.empty((T, B, H), dt)
         else:
-            gates = c_all = h_prev = np.empty((1, 1, 1), dt)
+            c_all = h_prev = np.empty((1, 1, 1), dt)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         with _blas_single_threaded():
             K.matmul_rows(x.reshape(T * B, I), np.ascontiguousarray(w_ih.T),
                           x_proj.reshape(T * B, 4 * H), self._chunks(T * B))
             x_proj += bias
-            K.forward_loop(x_proj, np.ascontiguousarray(w_hh.T), np.ascontiguousarray(h0),
-                           np.ascontiguousarray(c0), lengths, bool(reverse), n, self.gemv_below,
-                           bool(keep), y, h_n, c_n, gates, c_all, h_prev)
+            K.forward_loop(x_proj, np.ascontiguousarray(w_hh), np.ascontiguousarray(h0),
+                           np.ascontiguousarray(c0), lengths, bool(reverse), n, self.wide,
+                           bool(keep), y, h_n, c_n, c_all, h_prev)
         cache = None
         if keep:
             cache = dict(x=x, w_ih=np.ascontiguousarray(w_ih), w_hh=np.ascontiguousarray(w_hh),
-                         gates=gates, c_all=c_all, h_prev=h_prev, c0=np.ascontiguousarray(c0),
-                         lengths=lengths, reverse=bool(reverse))
+                         gates=x_proj, c_all=c_all, h_prev=h_prev,
+                         c0=np.ascontiguousarray(c0), lengths=lengths, reverse=bool(reverse))
         return y, h_n, c_n, cache
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
@@ -109,23 +108,23 @@ class CpuBackend(Backend):
         H = G // 4
         dt = x.dtype
         n = self._chunks(B)
-        n_rows = self._chunks(T * B)
         d_pre = np.empty((T, B, G), dt)
+        dbias = np.empty(G, dt)
         dh0 = np.empty((B, H), dt)
         dc0 = np.empty((B, H), dt)
         dx = np.empty((T, B, I), dt)
         dw_ih = np.empty((G, I), dt)
         dw_hh = np.empty((G, H), dt)
-        flat = d_pre.reshape(T * B, G)
         with _blas_single_threaded():
-            K.backward_loop(gates, cache["c_all"], cache["c0"], w_hh,
+            K.backward_loop(gates, cache["c_all"], cache["c0"], np.ascontiguousarray(w_hh.T),
                             np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(dh_n, dtype=dt),
                             np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
-                            cache["reverse"], n, self.gemv_below, d_pre, dh0, dc0)
+                            cache["reverse"], n, self.wide, d_pre, dbias, dh0, dc0)
+            flat = d_pre.reshape(T * B, G)
+            n_rows = self._chunks(T * B)
             K.matmul_rows(flat, w_ih, dx.reshape(T * B, I), n_rows)
             K.matmul_tn(flat, x.reshape(T * B, I), dw_ih, n_rows)
             K.matmul_tn(flat, cache["h_prev"].reshape(T * B, H), dw_hh, n_rows)
-        dbias = flat.sum(axis=0)
         return dx, dw_ih, dw_hh, dbias, dh0, dc0
 
 

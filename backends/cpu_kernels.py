@@ -3,9 +3,9 @@
 Shapes (all C-contiguous, time-major):
     T steps, B batch, H hidden; G = 4H gate columns in the order i, f, g, o.
     x_proj  (T, B, G)  x @ w_ih.T + bias for every step, computed before the loop by one GEMM
-    w_hh_t  (H, G)     w_hh transposed, so a step's recurrent GEMM is h (Bc, H) @ w_hh_t
-    w_hh    (G, H)     as stored, for the backward recurrence dh = d_pre @ w_hh
-    gates   (T, B, G)  activated gates saved for backward
+    w_hh    (G, H)     as stored: a step's recurrent product is h (Bc, H) @ w_hh.T
+    w_hh_t  (H, G)     w_hh transposed, for the backward recurrence dh = d_pre @ w_hh
+    gates   (T, B, G)  the activated gates, saved for backward: written over x_proj in place
     c_all   (T, B, H)  the carried cell state after each step
     h_prev  (T, B, H)  the carried hidden state before each step (also the dW_hh GEMM operand)
     d_pre   (T, B, G)  gradient of the gate pre-activations, input to the GEMMs after the loop
@@ -13,9 +13,9 @@ Shapes (all C-contiguous, time-major):
 
 Threads: the batch is cut into `n_chunks` contiguous slices and each thread runs the whole
 time loop for its slice, so there is one fork/join per call rather than one per step, and
-each thread keeps w_hh hot in its own cache. BLAS must run single-threaded inside (the
-caller limits it). A slice of fewer than `gemv_below` rows does its recurrent product one row
-at a time (GEMV): OpenBLAS's GEMM is several times slower at 2-7 rows than that many GEMVs.
+each thread keeps w_hh hot in its own cache. The per-step products are cpu_rowdot.rows_dot
+(`wide` picks its AVX-512 blocking); the GEMMs over all steps are BLAS, single-threaded
+inside (the caller limits it).
 
 float32 uses a clamped rational tanh (Eigen's form; max abs error ~3e-7) that vectorizes;
 math.tanh would stay a scalar libm call since Numba has no SVML here. float64 keeps math.tanh
@@ -29,6 +29,8 @@ import math
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
+
+from .cpu_rowdot import rows_dot
 
 _CLAMP = np.float32(7.90531110763549805)
 _A1 = np.float32(4.89352455891786e-03)
@@ -106,8 +108,8 @@ def tanh_kernel(z, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, gemv_below, keep,
-                 y, h_n, c_n, gates, c_all, h_prev):
+def forward_loop(x_proj, w_hh, h0, c0, lengths, reverse, n_chunks, wide, keep,
+                 y, h_n, c_n, c_all, h_prev):
     T, B, G = x_proj.shape
     H = G // 4
     for k in prange(n_chunks):
@@ -119,35 +121,31 @@ def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, gemv_below,
             t = T - 1 - s if reverse else s
             if keep:
                 h_prev[t, b0:b1] = h
-            if b1 - b0 < gemv_below:
-                for r in range(b1 - b0):
-                    np.dot(h[r], w_hh_t, z[r])
-            else:
-                np.dot(h, w_hh_t, z)
+            rows_dot(h, w_hh, z, wide)
             for r in range(b1 - b0):
                 b = b0 + r
-                xp = x_proj[t, b]
+                g = x_proj[t, b]
                 zr = z[r]
                 if t < lengths[b]:
                     for j in range(H):
-                        i_g = act_sigmoid(zr[j] + xp[j])
-                        f_g = act_sigmoid(zr[H + j] + xp[H + j])
-                        g_g = act_tanh(zr[2 * H + j] + xp[2 * H + j])
-                        o_g = act_sigmoid(zr[3 * H + j] + xp[3 * H + j])
+                        i_g = act_sigmoid(zr[j] + g[j])
+                        f_g = act_sigmoid(zr[H + j] + g[H + j])
+                        g_g = act_tanh(zr[2 * H + j] + g[2 * H + j])
+                        o_g = act_sigmoid(zr[3 * H + j] + g[3 * H + j])
                         c_t = f_g * c[r, j] + i_g * g_g
                         h_t = o_g * act_tanh(c_t)
                         c[r, j] = c_t
                         h[r, j] = h_t
                         y[t, b, j] = h_t
                         if keep:
-                            gates[t, b, j] = i_g
-                            gates[t, b, H + j] = f_g
-                            gates[t, b, 2 * H + j] = g_g
-                            gates[t, b, 3 * H + j] = o_g
+                            g[j] = i_g
+                            g[H + j] = f_g
+                            g[2 * H + j] = g_g
+                            g[3 * H + j] = o_g
                 else:
                     y[t, b] = 0
                     if keep:
-                        gates[t, b] = 0
+                        g[:] = 0
                 if keep:
                     c_all[t, b] = c[r]
         h_n[b0:b1] = h
@@ -155,28 +153,30 @@ def forward_loop(x_proj, w_hh_t, h0, c0, lengths, reverse, n_chunks, gemv_below,
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def backward_loop(gates, c_all, c0, w_hh, dy, dh_n, dc_n, lengths, reverse, n_chunks, gemv_below,
-                  d_pre, dh0, dc0):
+def backward_loop(gates, c_all, c0, w_hh_t, dy, dh_n, dc_n, lengths, reverse, n_chunks, wide,
+                  d_pre, d_bias, dh0, dc0):
     T, B, G = gates.shape
     H = G // 4
     one = gates.dtype.type(1)
+    bias_parts = np.zeros((n_chunks, G), dtype=gates.dtype)
     for k in prange(n_chunks):
         b0, b1 = chunk(k, n_chunks, B)
         dh = dh_n[b0:b1].copy()
         dc = dc_n[b0:b1].copy()
         dh_rec = np.empty((b1 - b0, H), dtype=gates.dtype)
+        db = bias_parts[k]
         for s in range(T):
             # backward visits steps in the opposite order of forward
             t = s if reverse else T - 1 - s
             t_before = t + 1 if reverse else t - 1        # the step forward ran just before t
             for r in range(b1 - b0):
                 b = b0 + r
+                dpr = d_pre[t, b]
                 if t < lengths[b]:
                     gt = gates[t, b]
                     ct = c_all[t, b]
                     cp = c0[b] if (t_before < 0 or t_before >= T) else c_all[t_before, b]
                     dyr = dy[t, b]
-                    dpr = d_pre[t, b]
                     for j in range(H):
                         i_g = gt[j]
                         f_g = gt[H + j]
@@ -190,18 +190,16 @@ def backward_loop(gates, c_all, c0, w_hh, dy, dh_n, dc_n, lengths, reverse, n_ch
                         dpr[2 * H + j] = dc_t * i_g * (one - g_g * g_g)
                         dpr[3 * H + j] = dh_t * tc * o_g * (one - o_g)
                         dc[r, j] = dc_t * f_g
+                    db += dpr
                 else:
-                    d_pre[t, b] = 0
-            if b1 - b0 < gemv_below:
-                for r in range(b1 - b0):
-                    np.dot(d_pre[t, b0 + r], w_hh, dh_rec[r])
-            else:
-                np.dot(d_pre[t, b0:b1], w_hh, dh_rec)
+                    dpr[:] = 0
+            rows_dot(d_pre[t, b0:b1], w_hh_t, dh_rec, wide)
             for r in range(b1 - b0):
                 if t < lengths[b0 + r]:
                     dh[r] = dh_rec[r]
         dh0[b0:b1] = dh
         dc0[b0:b1] = dc
+    d_bias[:] = bias_parts.sum(axis=0)
 
 
 # The GEMMs over all T*B rows run on Numba's threads too, each thread calling a
@@ -228,3 +226,4 @@ def matmul_tn(a, b, out, n_chunks):
     out[:] = parts[0]
     for k in range(1, n_chunks):
         out += parts[k]
+

@@ -54,15 +54,33 @@ def test_thread_split_edges(fast_backend, threads, B):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("gemv_below", [0, 100])
-def test_cpu_recurrent_product_as_gemm_or_row_gemvs(gemv_below, dtype, monkeypatch):
-    """The cpu kernels' two ways of doing a step's recurrent product (one GEMM per thread, or a
-    GEMV per row for thin slices) agree with the reference, forward and backward."""
+@pytest.mark.parametrize("wide", [True, False])
+def test_cpu_row_products_match_matmul(wide, dtype):
+    """The cpu backend's register-blocked per-step product: every block path (8x2 rows when
+    wide, 4x2, single rows, the odd last column) against NumPy's matmul."""
+    pytest.importorskip("numba")
+    from lstm_engine.backends.cpu_rowdot import rows_dot
+    rng = np.random.default_rng(0)
+    for R, K, N in [(1, 1, 1), (1, 5, 4), (3, 7, 5), (4, 9, 8), (8, 16, 6), (13, 33, 17),
+                    (17, 40, 20), (16, 64, 3)]:
+        a = rng.standard_normal((R, K)).astype(dtype)
+        w = rng.standard_normal((N, K)).astype(dtype)
+        out = np.full((R, N), np.nan, dtype)
+        rows_dot(a, w, out, wide)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(out, a @ w.T, rtol=tol, atol=tol, err_msg=f"{R}x{K}x{N}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("wide", [True, False])
+def test_cpu_both_blockings_match_reference(wide, dtype, monkeypatch):
+    """The cpu backend with and without the AVX-512 row blocking, forward and backward, over
+    slices of 6 rows per thread and fewer (ragged, bidirectional, 2 layers)."""
     from lstm_engine import backends
     if not backends.probe("cpu").available:
         pytest.skip("the cpu backend is not available here")
     cpu = backends.get_backend("cpu")
-    monkeypatch.setattr(cpu, "gemv_below", gemv_below)
+    monkeypatch.setattr(cpu, "wide", wide)
     case = make_case(T=7, B=12, I=5, H=9, bidirectional=True, num_layers=2,
                      lengths=[7, 1, 3, 7, 2, 6, 5, 7, 4, 1, 7, 6], dtype=dtype, seed=3)
     ref_model, want = run_case(case, "numpy")
