@@ -1,14 +1,15 @@
-"""The `cpu` backend: Numba-compiled time loops around BLAS GEMMs.
+"""The `cpu` backend: Numba-compiled time loops around a SIMD GEMM micro-kernel.
 
 Shapes: T steps, B batch, I inputs, H hidden, G = 4H gates (i, f, g, o); time-major.
-Per layer-direction:
-    forward   x_proj = x (T*B, I) @ w_ih.T + bias      one GEMM over all steps
-              time loop in cpu_kernels.forward_loop     per step h @ w_hh.T (cpu_rowdot) and fused gate math
-    backward  time loop in cpu_kernels.backward_loop    fused gate gradients, dh = d_pre @ w_hh
-                                                        (cpu_rowdot), dbias
-              dx = d_pre @ w_ih, dW_ih = d_pre.T @ x, dW_hh = d_pre.T @ h_prev
-              as GEMMs over all T*B rows after the loop
-All of it runs on Numba's threads, each calling a single-threaded BLAS on its own block.
+Per layer-direction (see cpu_kernels for the shapes):
+    forward   time loop in cpu_kernels.forward_loop: per step [x_t, h] @ [w_ih, w_hh].T
+              (or h @ w_hh.T plus x @ w_ih.T hoisted out of the loop for thin batch
+              slices), bias and the gate math fused after it
+    backward  time loop in cpu_kernels.backward_loop: fused gate gradients, then
+              [dx_t, dh] = d_pre @ [w_ih, w_hh] per step (or dh only, and dx after the loop)
+              [dW_ih, dW_hh] = d_pre.T @ [x, h_prev] as one product over all T*B rows
+Weights are packed into panels (cpu_gemm.pack) once per call; everything runs on Numba's
+threads, and no BLAS is called.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import os
 
 import numba
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (loaded now so threadpoolctl sees its BLAS)
 from threadpoolctl import ThreadpoolController
 
+from . import cpu_gemm as M
 from . import cpu_kernels as K
 from ..bench import cpu_model
 from .base import Backend
-from .cpu_rowdot import has_wide_vectors
 
 _controller = None
 
@@ -36,16 +36,22 @@ def _blas_controller() -> ThreadpoolController:
 
 
 def _blas_single_threaded():
-    """Context in which every BLAS (numpy's and SciPy's, used by Numba) runs on one thread:
-    the kernels already use a thread per block, and two pools would oversubscribe the cores."""
+    """Context in which numpy's BLAS runs on one thread: the kernels already use every core,
+    and a second pool of spinning threads would oversubscribe them."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class CpuBackend(Backend):
     name = "cpu"
     xp = np
-    #: Whether the per-step products use the 8-row blocking that needs AVX-512's registers.
-    wide = has_wide_vectors()
+    #: Whether the products use the 64-byte vectors and 8-row register blocks of AVX-512.
+    wide = M.has_wide_vectors()
+    #: A thread with at least this many batch rows folds the input projection into its
+    #: per-step product ([x_t, h] @ [w_ih, w_hh].T), so x @ w_ih.T is never written out and
+    #: read back; thinner slices hoist it into one product over all steps, since their
+    #: per-step products are bound by loading the weights (a 1-row block runs at ~1/4 the
+    #: rate of an 8-row one).
+    fuse_from_rows = 4
 
     def facts(self) -> dict:
         return {
@@ -54,6 +60,8 @@ class CpuBackend(Backend):
             "cpu": cpu_model(),
             "numba": numba.__version__,
             "threading_layer": _threading_layer(),
+            "gemm": ("SIMD micro-kernel, 64-byte vectors, 8-row blocks (AVX-512)" if self.wide
+                     else "SIMD micro-kernel, 32-byte vectors, 4-row blocks"),
             "blas": ", ".join(f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture')})"
                               for lib in _blas_controller().info() if lib.get("user_api") == "blas"),
         }
@@ -62,8 +70,8 @@ class CpuBackend(Backend):
         return np.ascontiguousarray(a, dtype=dtype)
 
     def session(self):
-        # Numba's OpenMP threads keep spinning between kernels; numpy's BLAS threads in the
-        # glue between them would compete with those for the cores (2x slower steps, measured).
+        # Numba's threads keep spinning between kernels; numpy's BLAS threads in the glue
+        # between them would compete with those for the cores (2x slower steps, measured).
         return _blas_single_threaded()
 
     @staticmethod
@@ -71,61 +79,69 @@ class CpuBackend(Backend):
         """Threads for work that splits into `count` independent rows."""
         return max(1, min(numba.get_num_threads(), count))
 
+    def _fused(self, B: int) -> bool:
+        return B // self._chunks(B) >= self.fuse_from_rows
+
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
         T, B, I = x.shape
         H = w_hh.shape[1]
+        G = 4 * H
         dt = x.dtype
-        n = self._chunks(B)
+        wide, fused = self.wide, self._fused(B)
         x = np.ascontiguousarray(x)
-        x_proj = np.empty((T, B, 4 * H), dt)          # becomes the saved gates when keep
+        w_ih, w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
         y = np.empty((T, B, H), dt)
         h_n = np.empty((B, H), dt)
         c_n = np.empty((B, H), dt)
+        if fused:
+            pre = np.empty((1, 1, 1), dt)
+            w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1).T, wide)
+            gates = np.empty((T, B, G), dt) if keep else pre
+        else:
+            pre = np.empty((T, B, G), dt)
+            M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, wide), pre.reshape(T * B, G),
+                        wide, self._chunks(T * B))
+            w_step = M.pack(w_hh.T, wide)
+            gates = pre                                   # overwritten in place when keep
         if keep:
             c_all = np.empty((T, B, H), dt)
-            h_prev = np.empty((T, B, H), dt)
+            NR = M.panel_width(dt.itemsize, wide)
+            xh = np.empty((-(-(I + H) // NR), T * B, NR), dt)
         else:
-            c_all = h_prev = np.empty((1, 1, 1), dt)
+            c_all, xh = np.empty((1, 1, 1), dt), np.empty((1, 1, 1), dt)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        with _blas_single_threaded():
-            K.matmul_rows(x.reshape(T * B, I), np.ascontiguousarray(w_ih.T),
-                          x_proj.reshape(T * B, 4 * H), self._chunks(T * B))
-            x_proj += bias
-            K.forward_loop(x_proj, np.ascontiguousarray(w_hh), np.ascontiguousarray(h0),
-                           np.ascontiguousarray(c0), lengths, bool(reverse), n, self.wide,
-                           bool(keep), y, h_n, c_n, c_all, h_prev)
+        K.forward_loop(x, pre, np.ascontiguousarray(bias, dtype=dt), w_step,
+                       np.ascontiguousarray(h0), np.ascontiguousarray(c0), lengths,
+                       bool(reverse), self._chunks(B), wide, fused, bool(keep),
+                       y, h_n, c_n, gates, c_all, xh)
         cache = None
         if keep:
-            cache = dict(x=x, w_ih=np.ascontiguousarray(w_ih), w_hh=np.ascontiguousarray(w_hh),
-                         gates=x_proj, c_all=c_all, h_prev=h_prev,
+            cache = dict(I=I, w_ih=w_ih, w_hh=w_hh, gates=gates, c_all=c_all, xh=xh,
                          c0=np.ascontiguousarray(c0), lengths=lengths, reverse=bool(reverse))
         return y, h_n, c_n, cache
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
-        x, w_ih, w_hh, gates = cache["x"], cache["w_ih"], cache["w_hh"], cache["gates"]
-        T, B, I = x.shape
-        G = gates.shape[2]
+        I, w_ih, w_hh, gates = cache["I"], cache["w_ih"], cache["w_hh"], cache["gates"]
+        T, B, G = gates.shape
         H = G // 4
-        dt = x.dtype
-        n = self._chunks(B)
+        dt = gates.dtype
+        wide, fused = self.wide, self._fused(B)
+        w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1) if fused else w_hh, wide)
         d_pre = np.empty((T, B, G), dt)
         dbias = np.empty(G, dt)
         dh0 = np.empty((B, H), dt)
         dc0 = np.empty((B, H), dt)
         dx = np.empty((T, B, I), dt)
-        dw_ih = np.empty((G, I), dt)
-        dw_hh = np.empty((G, H), dt)
-        with _blas_single_threaded():
-            K.backward_loop(gates, cache["c_all"], cache["c0"], np.ascontiguousarray(w_hh.T),
-                            np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(dh_n, dtype=dt),
-                            np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
-                            cache["reverse"], n, self.wide, d_pre, dbias, dh0, dc0)
-            flat = d_pre.reshape(T * B, G)
-            n_rows = self._chunks(T * B)
-            K.matmul_rows(flat, w_ih, dx.reshape(T * B, I), n_rows)
-            K.matmul_tn(flat, x.reshape(T * B, I), dw_ih, n_rows)
-            K.matmul_tn(flat, cache["h_prev"].reshape(T * B, H), dw_hh, n_rows)
-        return dx, dw_ih, dw_hh, dbias, dh0, dc0
+        K.backward_loop(gates, cache["c_all"], cache["c0"], w_step,
+                        np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(dh_n, dtype=dt),
+                        np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
+                        cache["reverse"], self._chunks(B), wide, fused, d_pre, dbias, dx, dh0, dc0)
+        flat = d_pre.reshape(T * B, G)
+        if not fused:
+            M.gemm_rows(flat, M.pack(w_ih, wide), dx.reshape(T * B, I), wide, self._chunks(T * B))
+        dw = np.empty((G, I + H), dt)                     # [dW_ih, dW_hh] in one product
+        M.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G))
+        return dx, np.ascontiguousarray(dw[:, :I]), np.ascontiguousarray(dw[:, I:]), dbias, dh0, dc0
 
 
 def _threading_layer() -> str:

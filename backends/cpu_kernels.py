@@ -1,21 +1,28 @@
 """Numba kernels of the `cpu` backend: the recurrent part of one LSTM layer-direction.
 
-Shapes (all C-contiguous, time-major):
-    T steps, B batch, H hidden; G = 4H gate columns in the order i, f, g, o.
-    x_proj  (T, B, G)  x @ w_ih.T + bias for every step, computed before the loop by one GEMM
-    w_hh    (G, H)     as stored: a step's recurrent product is h (Bc, H) @ w_hh.T
-    w_hh_t  (H, G)     w_hh transposed, for the backward recurrence dh = d_pre @ w_hh
-    gates   (T, B, G)  the activated gates, saved for backward: written over x_proj in place
+Shapes (C-contiguous, time-major):
+    T steps, B batch, I inputs, H hidden; G = 4H gate columns in the order i, f, g, o.
+    x       (T, B, I)  the layer's input
+    bias    (G,)       b_ih + b_hh, added in the loop
+    The input projection is either hoisted or fused (`fused`, chosen by the caller):
+    hoisted pre     (T, B, G)  x @ w_ih.T for every step, one product before the loop
+            w_step  (P, H, NR) w_hh.T packed (cpu_gemm.pack): per step z = h @ w_hh.T + pre[t]
+    fused   w_step  (P, I+H, NR) [w_ih, w_hh].T packed: per step z = [x_t, h] @ [w_ih, w_hh].T,
+                    so x_proj is never written to memory and read back
+    backward w_step (P, G, NR) w_hh packed (hoisted: dh = d_pre @ w_hh, dx after the loop)
+                    or [w_ih, w_hh] packed (fused: [dx_t, dh] = d_pre @ [w_ih, w_hh])
+    gates   (T, B, G)  the activated gates, saved for backward (hoisted: over pre, in place)
     c_all   (T, B, H)  the carried cell state after each step
-    h_prev  (T, B, H)  the carried hidden state before each step (also the dW_hh GEMM operand)
-    d_pre   (T, B, G)  gradient of the gate pre-activations, input to the GEMMs after the loop
+    xh      (P, T*B, NR)  row t*B + b of [x, h_prev]: the input and the hidden state before
+                       each step, stored packed as the right operand of
+                       [dW_ih, dW_hh] = d_pre.T @ [x, h_prev], one product after the loop
+    d_pre   (T, B, G)  gradient of the gate pre-activations
     lengths (B,)       step t of row b is active when t < lengths[b]
 
 Threads: the batch is cut into `n_chunks` contiguous slices and each thread runs the whole
 time loop for its slice, so there is one fork/join per call rather than one per step, and
-each thread keeps w_hh hot in its own cache. The per-step products are cpu_rowdot.rows_dot
-(`wide` picks its AVX-512 blocking); the GEMMs over all steps are BLAS, single-threaded
-inside (the caller limits it).
+each thread keeps the packed w_hh hot in its own L2. The products are cpu_gemm's (`wide`
+picks its AVX-512 register blocking).
 
 float32 uses a clamped rational tanh (Eigen's form; max abs error ~3e-7) that vectorizes;
 math.tanh would stay a scalar libm call since Numba has no SVML here. float64 keeps math.tanh
@@ -30,7 +37,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .cpu_rowdot import rows_dot
+from .cpu_gemm import gemm
 
 _CLAMP = np.float32(7.90531110763549805)
 _A1 = np.float32(4.89352455891786e-03)
@@ -108,62 +115,80 @@ def tanh_kernel(z, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def forward_loop(x_proj, w_hh, h0, c0, lengths, reverse, n_chunks, wide, keep,
-                 y, h_n, c_n, c_all, h_prev):
-    T, B, G = x_proj.shape
-    H = G // 4
+def forward_loop(x, pre, bias, w_step, h0, c0, lengths, reverse, n_chunks, wide, fused, keep,
+                 y, h_n, c_n, gates, c_all, xh):
+    T, B, I = x.shape
+    H = h0.shape[1]
+    G = 4 * H
+    Ix = I if fused else 0              # the step product's operand is [x_t, h] or h
+    NR = w_step.shape[2]
     for k in prange(n_chunks):
         b0, b1 = chunk(k, n_chunks, B)
-        h = h0[b0:b1].copy()
+        a = np.empty((b1 - b0, Ix + H), dtype=x.dtype)
+        for r in range(b1 - b0):
+            a[r, Ix:] = h0[b0 + r]
         c = c0[b0:b1].copy()
-        z = np.empty((b1 - b0, G), dtype=x_proj.dtype)
+        z = np.empty((b1 - b0, G), dtype=x.dtype)
         for s in range(T):
             t = T - 1 - s if reverse else s
-            if keep:
-                h_prev[t, b0:b1] = h
-            rows_dot(h, w_hh, z, wide)
+            for r in range(b1 - b0):
+                if fused:
+                    a[r, :I] = x[t, b0 + r]
+                if keep:
+                    # the row t*B + b of [x, h_prev], stored packed for dW = d_pre.T @ xh
+                    m = t * B + b0 + r
+                    xr = x[t, b0 + r]
+                    hr = a[r, Ix:]
+                    for q in range(xh.shape[0]):
+                        for kk in range(q * NR, min(q * NR + NR, I + H)):
+                            xh[q, m, kk - q * NR] = xr[kk] if kk < I else hr[kk - I]
+            gemm(a, w_step, z, wide, 0, Ix + H, False)
             for r in range(b1 - b0):
                 b = b0 + r
-                g = x_proj[t, b]
                 zr = z[r]
+                hr = a[r, Ix:]                  # a view: indexing a[r, Ix + j] would not vectorize
+                if not fused:
+                    zr += pre[t, b]
                 if t < lengths[b]:
                     for j in range(H):
-                        i_g = act_sigmoid(zr[j] + g[j])
-                        f_g = act_sigmoid(zr[H + j] + g[H + j])
-                        g_g = act_tanh(zr[2 * H + j] + g[2 * H + j])
-                        o_g = act_sigmoid(zr[3 * H + j] + g[3 * H + j])
+                        i_g = act_sigmoid(zr[j] + bias[j])
+                        f_g = act_sigmoid(zr[H + j] + bias[H + j])
+                        g_g = act_tanh(zr[2 * H + j] + bias[2 * H + j])
+                        o_g = act_sigmoid(zr[3 * H + j] + bias[3 * H + j])
                         c_t = f_g * c[r, j] + i_g * g_g
                         h_t = o_g * act_tanh(c_t)
                         c[r, j] = c_t
-                        h[r, j] = h_t
+                        hr[j] = h_t
                         y[t, b, j] = h_t
                         if keep:
-                            g[j] = i_g
-                            g[H + j] = f_g
-                            g[2 * H + j] = g_g
-                            g[3 * H + j] = o_g
+                            gates[t, b, j] = i_g
+                            gates[t, b, H + j] = f_g
+                            gates[t, b, 2 * H + j] = g_g
+                            gates[t, b, 3 * H + j] = o_g
                 else:
                     y[t, b] = 0
                     if keep:
-                        g[:] = 0
+                        gates[t, b] = 0
                 if keep:
                     c_all[t, b] = c[r]
-        h_n[b0:b1] = h
+        for r in range(b1 - b0):
+            h_n[b0 + r] = a[r, Ix:]
         c_n[b0:b1] = c
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def backward_loop(gates, c_all, c0, w_hh_t, dy, dh_n, dc_n, lengths, reverse, n_chunks, wide,
-                  d_pre, d_bias, dh0, dc0):
+def backward_loop(gates, c_all, c0, w_step, dy, dh_n, dc_n, lengths, reverse, n_chunks, wide,
+                  fused, d_pre, d_bias, dx, dh0, dc0):
     T, B, G = gates.shape
     H = G // 4
+    Ix = dx.shape[2] if fused else 0    # the step product gives [dx_t, dh] or dh
     one = gates.dtype.type(1)
     bias_parts = np.zeros((n_chunks, G), dtype=gates.dtype)
     for k in prange(n_chunks):
         b0, b1 = chunk(k, n_chunks, B)
         dh = dh_n[b0:b1].copy()
         dc = dc_n[b0:b1].copy()
-        dh_rec = np.empty((b1 - b0, H), dtype=gates.dtype)
+        back = np.empty((b1 - b0, Ix + H), dtype=gates.dtype)
         db = bias_parts[k]
         for s in range(T):
             # backward visits steps in the opposite order of forward
@@ -193,37 +218,12 @@ def backward_loop(gates, c_all, c0, w_hh_t, dy, dh_n, dc_n, lengths, reverse, n_
                     db += dpr
                 else:
                     dpr[:] = 0
-            rows_dot(d_pre[t, b0:b1], w_hh_t, dh_rec, wide)
+            gemm(d_pre[t, b0:b1], w_step, back, wide, 0, G, False)
             for r in range(b1 - b0):
+                if fused:
+                    dx[t, b0 + r] = back[r, :Ix]
                 if t < lengths[b0 + r]:
-                    dh[r] = dh_rec[r]
+                    dh[r] = back[r, Ix:]
         dh0[b0:b1] = dh
         dc0[b0:b1] = dc
     d_bias[:] = bias_parts.sum(axis=0)
-
-
-# The GEMMs over all T*B rows run on Numba's threads too, each thread calling a
-# single-threaded BLAS on its own block: a second (BLAS) thread pool would keep spinning
-# on the cores after its GEMM and slow the time loop that follows it by ~2x.
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def matmul_rows(a, b, out, n_chunks):
-    """out = a @ b, the rows of a split across threads."""
-    M = a.shape[0]
-    for k in prange(n_chunks):
-        r0, r1 = chunk(k, n_chunks, M)
-        np.dot(a[r0:r1], b, out[r0:r1])
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def matmul_tn(a, b, out, n_chunks):
-    """out = a.T @ b, the shared rows (the reduction) split across threads."""
-    M = a.shape[0]
-    parts = np.empty((n_chunks,) + out.shape, dtype=out.dtype)
-    for k in prange(n_chunks):
-        r0, r1 = chunk(k, n_chunks, M)
-        np.dot(a[r0:r1].T, b[r0:r1], parts[k])
-    out[:] = parts[0]
-    for k in range(1, n_chunks):
-        out += parts[k]
-

@@ -55,32 +55,48 @@ def test_thread_split_edges(fast_backend, threads, B):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("wide", [True, False])
-def test_cpu_row_products_match_matmul(wide, dtype):
-    """The cpu backend's register-blocked per-step product: every block path (8x2 rows when
-    wide, 4x2, single rows, the odd last column) against NumPy's matmul."""
+def test_cpu_gemm_matches_matmul(wide, dtype):
+    """The cpu backend's SIMD products against NumPy's matmul: every row block (8, 4 and 1
+    rows wide, 4 and 1 narrow), partial last panels, a part of the reduction, accumulation
+    into out, a transposed left operand, and the threaded driver."""
     pytest.importorskip("numba")
-    from lstm_engine.backends.cpu_rowdot import rows_dot
+    from lstm_engine.backends.cpu_gemm import gemm, gemm_rows, pack
     rng = np.random.default_rng(0)
-    for R, K, N in [(1, 1, 1), (1, 5, 4), (3, 7, 5), (4, 9, 8), (8, 16, 6), (13, 33, 17),
-                    (17, 40, 20), (16, 64, 3)]:
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for R, K, N in [(1, 1, 1), (3, 7, 5), (4, 9, 16), (8, 16, 33), (13, 33, 17), (17, 40, 70),
+                    (9, 300, 64), (30, 600, 3)]:
         a = rng.standard_normal((R, K)).astype(dtype)
-        w = rng.standard_normal((N, K)).astype(dtype)
+        w = rng.standard_normal((K, N)).astype(dtype)
+        wp = pack(w, wide)
+        want = a @ w
         out = np.full((R, N), np.nan, dtype)
-        rows_dot(a, w, out, wide)
-        tol = 1e-12 if dtype == np.float64 else 1e-5
-        np.testing.assert_allclose(out, a @ w.T, rtol=tol, atol=tol, err_msg=f"{R}x{K}x{N}")
+        gemm(a, wp, out, wide, 0, K, False)
+        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K, err_msg=f"{R}x{K}x{N}")
+        k0 = K // 3
+        out = np.ones((R, N), dtype)
+        gemm(a, wp, out, wide, k0, K, True)
+        np.testing.assert_allclose(out, 1 + a[:, k0:] @ w[k0:], rtol=tol, atol=tol * K)
+        out = np.full((R, N), np.nan, dtype)
+        gemm_rows(np.ascontiguousarray(a.T).T, wp, out, wide, 2)    # a transposed view
+        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K)
+        out = np.full((R, N), np.nan, dtype)
+        gemm_rows(a, wp, out, wide, 3)
+        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fuse_from_rows", [1, 10**9], ids=["fused", "hoisted"])
 @pytest.mark.parametrize("wide", [True, False])
-def test_cpu_both_blockings_match_reference(wide, dtype, monkeypatch):
-    """The cpu backend with and without the AVX-512 row blocking, forward and backward, over
-    slices of 6 rows per thread and fewer (ragged, bidirectional, 2 layers)."""
+def test_cpu_kernel_variants_match_reference(wide, fuse_from_rows, dtype, monkeypatch):
+    """The cpu backend with and without the AVX-512 register blocking, and with the input
+    projection fused into the step product or hoisted out of the loop, forward and backward
+    (ragged, bidirectional, 2 layers; 6 rows per thread, so the 4- and 1-row blocks)."""
     from lstm_engine import backends
     if not backends.probe("cpu").available:
         pytest.skip("the cpu backend is not available here")
     cpu = backends.get_backend("cpu")
     monkeypatch.setattr(cpu, "wide", wide)
+    monkeypatch.setattr(cpu, "fuse_from_rows", fuse_from_rows)
     case = make_case(T=7, B=12, I=5, H=9, bidirectional=True, num_layers=2,
                      lengths=[7, 1, 3, 7, 2, 6, 5, 7, 4, 1, 7, 6], dtype=dtype, seed=3)
     ref_model, want = run_case(case, "numpy")
