@@ -40,7 +40,7 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {
     "numpy": _Entry(".reference", "NumpyBackend"),
-    "cpu": _Entry(".cpu", "CpuBackend", needs=("numba", "scipy", "threadpoolctl"), extra="lstm-engine"),
+    "cpu": _Entry(".cpu", "CpuBackend", needs=("numba", "threadpoolctl"), extra="lstm-engine"),
     # No `needs`: CudaBackend.unavailable_reason() names the extra to install (cuda12 or
     # cuda13, by driver) and tells a missing CuPy from a missing GPU.
     "cuda": _Entry(".cuda", "CudaBackend", extra="lstm-engine[cuda12]"),

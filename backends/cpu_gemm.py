@@ -44,7 +44,7 @@ def has_wide_vectors() -> bool:
 NV = 2              # vectors per panel row
 
 
-def _block(MR: int, vector_bytes: int):
+def _block(MR: int, vector_bytes: int, KU: int = 1):
     """An intrinsic kernel(a, wp, out, r, p, k0, k1, ncols, acc): for rows r..r+MR-1 of a and
     panel p, out[r + i, p*NR + c] (+)= sum_{k0 <= k < k1} a[r + i, k] * wp[p, k, c] for the
     first `ncols` columns c of the panel (the rest are padding and are not stored)."""
@@ -109,38 +109,55 @@ def _block(MR: int, vector_bytes: int):
                 col = builder.add(builder.mul(p_, const(NV * VW)), const(j * VW))
                 return builder.inttoptr(at(o_base, o_s, row, col), vptr)
 
-            # the sums start at zero, or at out's values when accumulating
-            sums = [[cgutils.alloca_once(builder, vty) for _ in range(NV)] for _ in range(MR)]
+            # KU sets of sums take consecutive reduction steps in turn: with one row, a single
+            # set would wait on the FMA latency (4 cycles) instead of loading the next step
+            sums = [[[cgutils.alloca_once(builder, vty) for _ in range(NV)] for _ in range(MR)]
+                    for _ in range(KU)]
             zero = ir.Constant(vty, None)
-            for i in range(MR):
-                for j in range(NV):
-                    builder.store(zero, sums[i][j])
+            for u in range(KU):
+                for i in range(MR):
+                    for j in range(NV):
+                        builder.store(zero, sums[u][i][j])
+            # the sums start at zero, or at out's values when accumulating
             with builder.if_then(builder.icmp_unsigned("!=", acc_, ir.Constant(acc_.type, 0))):
                 for i in range(MR):
                     for j in range(NV):
                         builder.store(builder.call(mload, [out_ptr(i, j), align, masks[j], zero]),
-                                      sums[i][j])
+                                      sums[0][i][j])
 
             zero_idx = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
             undef = ir.Constant(vty, ir.Undefined)
-            with cgutils.for_range(builder, builder.sub(k1_, k0_)) as loop:
-                k = builder.add(k0_, loop.index)
+
+            def step(k, u):
                 panel_row = at(w_base, w_s, p_, k)
-                wv = [builder.load(builder.inttoptr(builder.add(panel_row, const(j * VW * size)), vptr),
-                                   align=size, typ=vty) for j in range(NV)]
+                wv = [builder.load(builder.inttoptr(builder.add(panel_row, const(j * VW * size)),
+                                                    vptr), align=size, typ=vty)
+                      for j in range(NV)]
                 for i in range(MR):
                     s = builder.load(builder.inttoptr(
                         at(a_base, a_s, builder.add(r_, const(i)), k), sptr), typ=fty)
                     bcast = builder.shuffle_vector(
                         builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, zero_idx)
                     for j in range(NV):
-                        cur = builder.load(sums[i][j], typ=vty)
-                        builder.store(builder.call(fma, [bcast, wv[j], cur]), sums[i][j])
+                        cur = builder.load(sums[u][i][j], typ=vty)
+                        builder.store(builder.call(fma, [bcast, wv[j], cur]), sums[u][i][j])
+
+            steps = builder.sub(k1_, k0_)
+            rounds = builder.sdiv(steps, const(KU))
+            with cgutils.for_range(builder, rounds) as loop:
+                base = builder.add(k0_, builder.mul(loop.index, const(KU)))
+                for u in range(KU):
+                    step(builder.add(base, const(u)), u)
+            done = builder.mul(rounds, const(KU))
+            with cgutils.for_range(builder, builder.sub(steps, done)) as loop:
+                step(builder.add(builder.add(k0_, done), loop.index), 0)
 
             for i in range(MR):
                 for j in range(NV):
-                    builder.call(mstore, [builder.load(sums[i][j], typ=vty), out_ptr(i, j),
-                                          align, masks[j]])
+                    total = builder.load(sums[0][i][j], typ=vty)
+                    for u in range(1, KU):
+                        total = builder.fadd(total, builder.load(sums[u][i][j], typ=vty))
+                    builder.call(mstore, [total, out_ptr(i, j), align, masks[j]])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -150,8 +167,8 @@ def _block(MR: int, vector_bytes: int):
 
 # The wide kernels compile on any x86-64 host (LLVM splits 64-byte vectors where AVX-512 is
 # missing), so both sets are always available and the tests run both.
-_WIDE8, _WIDE4, _WIDE1 = _block(8, 64), _block(4, 64), _block(1, 64)
-_NARROW4, _NARROW1 = _block(4, 32), _block(1, 32)
+_WIDE8, _WIDE4, _WIDE1 = _block(8, 64), _block(4, 64), _block(1, 64, KU=4)
+_NARROW4, _NARROW1 = _block(4, 32), _block(1, 32, KU=4)
 
 
 def panel_width(dtype_size: int, wide: bool) -> int:

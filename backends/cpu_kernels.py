@@ -38,6 +38,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .cpu_gemm import gemm
+from .cpu_sync import barrier
 
 _CLAMP = np.float32(7.90531110763549805)
 _A1 = np.float32(4.89352455891786e-03)
@@ -227,3 +228,64 @@ def backward_loop(gates, c_all, c0, w_step, dy, dh_n, dc_n, lengths, reverse, n_
         dh0[b0:b1] = dh
         dc0[b0:b1] = dc
     d_bias[:] = bias_parts.sum(axis=0)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_split_loop(pre, bias, w_parts, h0, c0, lengths, reverse, n_chunks, wide, counter,
+                       y, h_n, c_n):
+    """Inference (nothing kept) for batches too thin to split across threads: thread k owns
+    the hidden units [j0, j1) = chunk(k, n_chunks, H) for the whole sequence.
+        pre      (T, B, G)            x @ w_ih.T, hoisted
+        w_parts  (n_chunks, P, H, NR) per thread, w_hh.T's columns of its units' four gates
+                                      (i, f, g, o blocks of j1 - j0 each), packed
+        hbuf     (2, B, H)            h before and after the current step: every thread
+                                      reads all of it and writes its units; a barrier ends
+                                      each step (cpu_sync), so one buffer is read while the
+                                      other is written
+    """
+    T, B, G = pre.shape
+    H = G // 4
+    hbuf = np.empty((2, B, H), dtype=pre.dtype)
+    hbuf[0] = h0
+    for k in prange(n_chunks):
+        j0, j1 = chunk(k, n_chunks, H)
+        n = j1 - j0
+        c = np.empty((B, n), dtype=pre.dtype)
+        for b in range(B):
+            c[b] = c0[b, j0:j1]
+        z = np.empty((B, 4 * n), dtype=pre.dtype)
+        # views of this thread's units in each gate block: indexing bias[q * H + j0 + j]
+        # directly would not vectorize (numba cannot prove the index non-negative)
+        bi, bf = bias[j0:j1], bias[H + j0:H + j1]
+        bg, bo = bias[2 * H + j0:2 * H + j1], bias[3 * H + j0:3 * H + j1]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            cur = hbuf[s % 2]
+            nxt = hbuf[(s + 1) % 2]
+            gemm(cur, w_parts[k], z, wide, 0, H, False)
+            for b in range(B):
+                hn = nxt[b, j0:j1]
+                yb = y[t, b, j0:j1]
+                if t < lengths[b]:
+                    pr = pre[t, b]
+                    zi, zf, zg, zo = z[b, :n], z[b, n:2 * n], z[b, 2 * n:3 * n], z[b, 3 * n:]
+                    pi, pf = pr[j0:j1], pr[H + j0:H + j1]
+                    pg, po = pr[2 * H + j0:2 * H + j1], pr[3 * H + j0:3 * H + j1]
+                    cb = c[b]
+                    for j in range(n):
+                        i_g = act_sigmoid(zi[j] + pi[j] + bi[j])
+                        f_g = act_sigmoid(zf[j] + pf[j] + bf[j])
+                        g_g = act_tanh(zg[j] + pg[j] + bg[j])
+                        o_g = act_sigmoid(zo[j] + po[j] + bo[j])
+                        c_t = f_g * cb[j] + i_g * g_g
+                        h_t = o_g * act_tanh(c_t)
+                        cb[j] = c_t
+                        hn[j] = h_t
+                        yb[j] = h_t
+                else:
+                    hn[:] = cur[b, j0:j1]
+                    yb[:] = 0
+            barrier(counter, n_chunks, s + 1)
+        for b in range(B):
+            h_n[b, j0:j1] = hbuf[T % 2, b, j0:j1]
+            c_n[b, j0:j1] = c[b]

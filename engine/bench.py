@@ -357,7 +357,7 @@ def machine_facts() -> dict:
         "usable_cores": usable,
         "python": platform.python_version(),
         "lstm_engine": __version__,
-        **{name: _version(name) for name in ("numpy", "numba", "scipy", "torch")},
+        **{name: _version(name) for name in ("numpy", "numba", "llvmlite", "torch")},
         "cpu_backend": cpu.facts if cpu.available else {"unavailable": cpu.reason},
         # OpenBLAS reads these when it loads; they change which kernels (AVX2, AVX-512) run
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},

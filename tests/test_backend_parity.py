@@ -3,10 +3,8 @@ over the awkward cases, in float32 and float64."""
 
 import numpy as np
 import pytest
-
-from lstm_engine import LSTM, set_num_threads
-
 from conftest import assert_results_close, make_case, run_case
+from lstm_engine import LSTM, set_num_threads
 
 CASES = {
     "T1-B1": dict(T=1, B=1, I=4, H=5),
@@ -102,6 +100,35 @@ def test_cpu_kernel_variants_match_reference(wide, fuse_from_rows, dtype, monkey
     ref_model, want = run_case(case, "numpy")
     _, got = run_case(case, cpu, state=ref_model.state_dict())
     assert_results_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B,H,lengths", [(1, 64, None), (3, 7, [5, 1, 3]), (2, 33, [5, 4])])
+def test_cpu_hidden_split_matches_reference(B, H, lengths, dtype, monkeypatch):
+    """Inference with the hidden units split across two threads (a barrier per step), as for
+    batches thinner than the thread count: odd unit counts, ragged rows, both directions."""
+    import numba
+    from lstm_engine import backends
+    if not backends.probe("cpu").available:
+        pytest.skip("the cpu backend is not available here")
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs two threads in Numba's pool")
+    cpu = backends.get_backend("cpu")
+    calls = []
+    monkeypatch.setattr(cpu, "_split_units", lambda B, H: calls.append(B) or 2)
+    case = make_case(T=5, B=B, I=4, H=H, num_layers=2, bidirectional=True, lengths=lengths,
+                     dtype=dtype, seed=B + H)
+    ref = LSTM(**case["config"], backend="numpy", seed=1)
+    model = LSTM(**case["config"], backend=cpu, seed=1)
+    model.load_state_dict(ref.state_dict())
+    state = (np.random.default_rng(0).standard_normal((4, B, H)).astype(dtype),) * 2
+    want, (want_h, want_c) = ref.forward(case["x"], case["lengths"], state, training=False)
+    got, (got_h, got_c) = model.forward(case["x"], case["lengths"], state, training=False)
+    assert calls, "the split path was not taken"
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, want, **tol)
+    np.testing.assert_allclose(got_h, want_h, **tol)
+    np.testing.assert_allclose(got_c, want_c, **tol)
 
 
 def test_inference_mode_keeps_nothing(fast_backend):

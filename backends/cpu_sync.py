@@ -1,0 +1,83 @@
+"""A spin barrier for the threads of one Numba parallel loop, from LLVM atomics.
+
+Shapes: counter (1,) int64, zero before the loop; every thread calls barrier(counter, n, s)
+once per round s = 1, 2, ... and returns when all n threads have arrived at round s.
+
+Why: with a batch of one or two rows the batch cannot be split across threads, so the
+hidden units are: each thread owns a slice of them (and of w_hh, which then fits its L2) and
+every time step ends with an exchange of h. A fork/join per step costs about as much as the
+step itself (5-10 us); a spin on a shared counter costs well under a microsecond. Numba has
+no CPU atomics, hence the intrinsics. It is only safe where every iteration of the prange
+runs on its own thread at the same time: the caller checks the threading layer (OpenMP or
+workqueue, not TBB, whose tasks may run one after another on a thread).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _fetch_add(typingctx, arr, value):
+    """Atomically add value to arr[0] (int64, sequentially consistent)."""
+    sig = types.int64(arr, value)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, args[1], "seq_cst")
+    return sig, codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, arr):
+    """arr[0] read with acquire ordering (and never hoisted out of a spin loop)."""
+    sig = types.int64(arr)
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.load_atomic(ary.data, "acquire", 8, typ=ir.IntType(64))
+    return sig, codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86 `pause`: a spinning core yields its pipeline to its sibling and saves power."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        fn = builder.module.declare_intrinsic("llvm.x86.sse2.pause",
+                                              fnty=ir.FunctionType(ir.VoidType(), []))
+        builder.call(fn, [])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(error_model="numpy")
+def barrier(counter, n_threads, round_):
+    """Return once all n_threads threads have called barrier(counter, n_threads, round_)."""
+    _fetch_add(counter, 1)
+    target = n_threads * round_
+    while _load_acquire(counter) < target:
+        _pause()
+
+
+
+@njit(parallel=True, error_model="numpy")
+def _start_threads(out):
+    for k in prange(out.size):
+        out[k] = k
+
+
+def threads_run_together() -> bool:
+    """Whether Numba's threading layer runs the iterations of a prange over at most
+    get_num_threads() items on separate threads at once, so a barrier between them is safe."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:                      # no parallel region has run yet: start one
+        _start_threads(np.zeros(numba.get_num_threads(), np.int64))
+        layer = numba.threading_layer()
+    return layer in ("omp", "workqueue")
