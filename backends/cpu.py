@@ -14,7 +14,9 @@ threads, and no BLAS is called.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import numba
 import numpy as np
@@ -40,6 +42,43 @@ def _blas_single_threaded():
     """Context in which numpy's BLAS runs on one thread: the kernels already use every core,
     and a second pool of spinning threads would oversubscribe them."""
     return _blas_controller().limit(limits=1, user_api="blas")
+
+
+class _Workspace:
+    """Arrays a backward step is done with (saved gates, cell states, d_pre...), kept while a
+    session is open for the next step's arrays of the same shape and dtype. Without it each
+    step's large arrays are fresh pages from the kernel (malloc maps them and unmaps them on
+    free), and faulting them in and zero-filling them cost 15-20% of a training step here."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._free: dict = {}
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        with self._lock:
+            free = self._free.get((tuple(shape), np.dtype(dtype)))
+            if free:
+                return free.pop()
+        return np.empty(shape, dtype)
+
+    def give(self, *arrays) -> None:
+        with self._lock:
+            if self._depth:
+                for a in {id(a): a for a in arrays}.values():
+                    self._free.setdefault((a.shape, a.dtype), []).append(a)
+
+    @contextlib.contextmanager
+    def opened(self):
+        with self._lock:
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if not self._depth:
+                    self._free.clear()
 
 
 class CpuBackend(Backend):
@@ -75,10 +114,16 @@ class CpuBackend(Backend):
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
 
+    def __init__(self):
+        self._workspace = _Workspace()
+
+    @contextlib.contextmanager
     def session(self):
         # Numba's threads keep spinning between kernels; numpy's BLAS threads in the glue
         # between them would compete with those for the cores (2x slower steps, measured).
-        return _blas_single_threaded()
+        # Inside, each backward step's arrays are reused by the next step (_Workspace).
+        with _blas_single_threaded(), self._workspace.opened():
+            yield
 
     @staticmethod
     def _chunks(count: int) -> int:
@@ -110,34 +155,37 @@ class CpuBackend(Backend):
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         n_split = 0 if keep else self._split_units(B, H)
         if n_split:
-            pre = np.empty((T, B, G), dt)
+            pre = self._workspace.empty((T, B, G), dt)
             M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, wide), pre.reshape(T * B, G),
                         wide, self._chunks(T * B))
             K.forward_split_loop(pre, np.ascontiguousarray(bias, dtype=dt),
                                  self._unit_parts(w_hh, n_split), np.ascontiguousarray(h0),
                                  np.ascontiguousarray(c0), lengths, bool(reverse), n_split,
                                  wide, np.zeros(1, np.int64), y, h_n, c_n)
+            self._workspace.give(pre)
             return y, h_n, c_n, None
         if fused:
             pre = np.empty((1, 1, 1), dt)
             w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1).T, wide)
-            gates = np.empty((T, B, G), dt) if keep else pre
+            gates = self._workspace.empty((T, B, G), dt) if keep else pre
         else:
-            pre = np.empty((T, B, G), dt)
+            pre = self._workspace.empty((T, B, G), dt)
             M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, wide), pre.reshape(T * B, G),
                         wide, self._chunks(T * B))
             w_step = M.pack(w_hh.T, wide)
             gates = pre                                   # overwritten in place when keep
         if keep:
-            c_all = np.empty((T, B, H), dt)
+            c_all = self._workspace.empty((T, B, H), dt)
             NR = M.panel_width(dt.itemsize, wide)
-            xh = np.empty((-(-(I + H) // NR), T * B, NR), dt)
+            xh = self._workspace.empty((-(-(I + H) // NR), T * B, NR), dt)
         else:
             c_all, xh = np.empty((1, 1, 1), dt), np.empty((1, 1, 1), dt)
         K.forward_loop(x, pre, np.ascontiguousarray(bias, dtype=dt), w_step,
                        np.ascontiguousarray(h0), np.ascontiguousarray(c0), lengths,
                        bool(reverse), self._chunks(B), wide, fused, bool(keep),
                        y, h_n, c_n, gates, c_all, xh)
+        if not keep:
+            self._workspace.give(pre)
         cache = None
         if keep:
             cache = dict(I=I, w_ih=w_ih, w_hh=w_hh, gates=gates, c_all=c_all, xh=xh,
@@ -165,7 +213,7 @@ class CpuBackend(Backend):
         dt = gates.dtype
         wide, fused = self.wide, self._fused(B)
         w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1) if fused else w_hh, wide)
-        d_pre = np.empty((T, B, G), dt)
+        d_pre = self._workspace.empty((T, B, G), dt)
         dbias = np.empty(G, dt)
         dh0 = np.empty((B, H), dt)
         dc0 = np.empty((B, H), dt)
@@ -179,6 +227,8 @@ class CpuBackend(Backend):
             M.gemm_rows(flat, M.pack(w_ih, wide), dx.reshape(T * B, I), wide, self._chunks(T * B))
         dw = np.empty((G, I + H), dt)                     # [dW_ih, dW_hh] in one product
         M.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G))
+        # the tape is used up (each forward is backpropagated once)
+        self._workspace.give(gates, cache["c_all"], cache["xh"], d_pre)
         return dx, np.ascontiguousarray(dw[:, :I]), np.ascontiguousarray(dw[:, I:]), dbias, dh0, dc0
 
 

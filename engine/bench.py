@@ -195,7 +195,8 @@ def torch_or_reason(no_torch: bool = False):
 
 
 def _build(engine: str, shape, threads: int | None):
-    """(fwd(), fwd_bwd(), sync or None, session) of `engine` on `shape`, seeded."""
+    """(fwd(), fwd_bwd(), sync or None, session) of `engine` on `shape`, seeded; session()
+    makes a fresh context to run the calls in."""
     B, T, I, H, layers, bi = shape[:6]
     x_host = np.random.default_rng(1).standard_normal((T, B, I)).astype(np.float32)
     if engine == TORCH:
@@ -205,7 +206,7 @@ def _build(engine: str, shape, threads: int | None):
         model = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=bi)
         x = torch.from_numpy(x_host)
         fwd, fwd_bwd = torch_calls(torch, model, x)
-        return fwd, fwd_bwd, None, contextlib.nullcontext()
+        return fwd, fwd_bwd, None, contextlib.nullcontext
     from lstm_engine import LSTM, backends
     backend = backends.get_backend(engine)
     model = LSTM(I, H, num_layers=layers, bidirectional=bi, backend=backend, seed=0, dtype=np.float32)
@@ -214,9 +215,10 @@ def _build(engine: str, shape, threads: int | None):
     xp = backend.xp
     # A GPU backend's calls return before the work ends: time them up to a synchronisation.
     sync = xp.cuda.get_current_stream().synchronize if hasattr(xp, "cuda") else None
-    # The session is what a training step runs in (the cpu backend keeps BLAS single-threaded
-    # there); entered once around the whole measurement, as the Trainer does around an epoch.
-    return (lambda: fwd(x), lambda: fwd_bwd(x), sync, backend.session())
+    # The session is what training runs in (the cpu backend keeps BLAS single-threaded and
+    # reuses a step's arrays there); entered once around the whole measurement, as the
+    # Trainer does around a run.
+    return (lambda: fwd(x), lambda: fwd_bwd(x), sync, backend.session)
 
 
 def bench_engine(engine: str, shape, warmup: int, repeat: int, threads: int | None = None,
@@ -231,7 +233,7 @@ def bench_engine(engine: str, shape, warmup: int, repeat: int, threads: int | No
     if unknown:
         raise ValueError(f"modes must be among {MODES}, got {unknown}")
     out = {}
-    with session:
+    with session():
         for mode in modes:
             if mode == "fwd_bwd" and shape[6]:
                 continue
@@ -247,7 +249,7 @@ def first_call_ms(engine: str, threads: int | None = None) -> float:
     """The engine's first forward+backward in this process, on a tiny shape: for cpu,
     Numba's compile (or load from its cache) of the kernels; for torch, its lazy start-up."""
     _, fwd_bwd, sync, session = _build(engine, (2, 3, 4, 5, 1, False), threads)
-    with session:
+    with session():
         return time_call(fwd_bwd, 0, 1, sync)["first_ms"]
 
 
@@ -271,9 +273,12 @@ def _probe_child(arg: str) -> None:
         from lstm_engine.backends import set_num_threads
         set_num_threads(req["threads"])
     _, fwd_bwd, sync, session = _build(req["engine"], tuple(req["shape"]), req["threads"])
-    with session:
+    with session():
         fwd_bwd()                           # warm-up: kernels, allocator pools, torch's .grad
         (sync or (lambda: None))()
+    # the measured step runs in a session of its own: the cpu backend reuses a step's arrays
+    # within a session, and arrays kept from the warm-up would hide the step's own
+    with session():
         before = _status_kib("VmRSS")
         try:
             with open("/proc/self/clear_refs", "w") as f:

@@ -93,34 +93,38 @@ class Trainer:
         total = self.total_steps(len(train))
         previous = _install_sigint(self)
         try:
-            self._emit("on_train_begin")
-            while st.epoch < cfg.epochs and self._stop_reason is None:
-                batches = bucket_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, st.epoch]))
-                self._emit("on_epoch_begin", len(batches))
-                losses = []
-                for idx in batches[st.batch:]:
-                    loss, lr = self._train_step(train, idx, total)
-                    losses.append(loss)
-                    st.batch += 1
-                    st.step += 1
-                    self._emit("on_batch_end", loss, lr)
+            # one backend session for the whole run: the cpu backend reuses a step's
+            # arrays for the next step there
+            with self.model.backend.session():
+                self._emit("on_train_begin")
+                while st.epoch < cfg.epochs and self._stop_reason is None:
+                    batches = bucket_batches(lengths, cfg.batch_size,
+                                             np.random.default_rng([cfg.seed, st.epoch]))
+                    self._emit("on_epoch_begin", len(batches))
+                    losses = []
+                    for idx in batches[st.batch:]:
+                        loss, lr = self._train_step(train, idx, total)
+                        losses.append(loss)
+                        st.batch += 1
+                        st.step += 1
+                        self._emit("on_batch_end", loss, lr)
+                        if self._stop_reason is not None:
+                            break
                     if self._stop_reason is not None:
                         break
+                    record = {"epoch": st.epoch + 1, "step": st.step,
+                              "train_loss": float(np.mean(losses)) if losses else None}
+                    if validation is not None and len(validation):
+                        record.update({f"val_{k}": v for k, v in self.evaluate(validation).items()
+                                       if k in ("loss", "accuracy", "macro_f1")})
+                    st.epoch += 1
+                    st.batch = 0
+                    self._update_best(record)
+                    st.history.append(record)
+                    self._emit("on_epoch_end", record)
                 if self._stop_reason is not None:
-                    break
-                record = {"epoch": st.epoch + 1, "step": st.step,
-                          "train_loss": float(np.mean(losses)) if losses else None}
-                if validation is not None and len(validation):
-                    record.update({f"val_{k}": v for k, v in self.evaluate(validation).items()
-                                   if k in ("loss", "accuracy", "macro_f1")})
-                st.epoch += 1
-                st.batch = 0
-                self._update_best(record)
-                st.history.append(record)
-                self._emit("on_epoch_end", record)
-            if self._stop_reason is not None:
-                st.stopped = self._stop_reason
-                self._emit("on_stop")
+                    st.stopped = self._stop_reason
+                    self._emit("on_stop")
         finally:
             self._stop_reason = None
             _restore_sigint(previous)
@@ -128,10 +132,6 @@ class Trainer:
         return st
 
     def _train_step(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
-        with self.model.backend.session():
-            return self._train_step_inner(train, idx, total_steps)
-
-    def _train_step_inner(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
         cfg, model = self.config, self.model
         inputs, lengths, targets = collate(train, idx, model.dtype)
         logits = model.forward(inputs, lengths, training=True)
