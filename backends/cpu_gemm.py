@@ -20,8 +20,9 @@ of a, and does MR * NV fused multiply-adds. Measured on one Zen 5 core (AVX-512,
 200-240 GFLOP/s on 16x256 @ 256x1024 and 16x1024 @ 1024x256; OpenBLAS 76-90.
 
 Register budget: AVX-512 has 32 vector registers: MR = 8, NV = 2 uses 16 for sums. Without
-AVX-512 (16 registers) MR = 4, NV = 2 uses 8. VW is the vector width in elements of the
-dtype (64 or 32 bytes), so float64 panels are half as wide as float32 ones.
+AVX-512 (16 registers) MR = 4, NV = 2 uses 8. Leftover rows go in blocks of 4, 2 and 1. VW
+is the vector width in elements of the dtype (64 or 32 bytes), so float64 panels are half as
+wide as float32 ones.
 """
 
 from __future__ import annotations
@@ -167,8 +168,11 @@ def _block(MR: int, vector_bytes: int, KU: int = 1):
 
 # The wide kernels compile on any x86-64 host (LLVM splits 64-byte vectors where AVX-512 is
 # missing), so both sets are always available and the tests run both.
-_WIDE8, _WIDE4, _WIDE1 = _block(8, 64), _block(4, 64), _block(1, 64, KU=4)
-_NARROW4, _NARROW1 = _block(4, 32), _block(1, 32, KU=4)
+# Fewer rows than 8 (4) are done in blocks of 4, 2 and 1, so that the panel is streamed
+# once per block; the thin blocks take two or four sets of sums (see KU).
+_WIDE8, _WIDE4 = _block(8, 64), _block(4, 64)
+_WIDE2, _WIDE1 = _block(2, 64, KU=2), _block(1, 64, KU=4)
+_NARROW4, _NARROW2, _NARROW1 = _block(4, 32), _block(2, 32, KU=2), _block(1, 32, KU=4)
 
 
 def panel_width(dtype_size: int, wide: bool) -> int:
@@ -202,19 +206,23 @@ def gemm(a, wp, out, wide, k0, k1, acc):
             while r + 8 <= R:
                 _WIDE8(a, wp, out, r, p, k0, k1, ncols, acc)
                 r += 8
-            while r + 4 <= R:
+            if r + 4 <= R:
                 _WIDE4(a, wp, out, r, p, k0, k1, ncols, acc)
                 r += 4
-            while r < R:
+            if r + 2 <= R:
+                _WIDE2(a, wp, out, r, p, k0, k1, ncols, acc)
+                r += 2
+            if r < R:
                 _WIDE1(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 1
         else:
             while r + 4 <= R:
                 _NARROW4(a, wp, out, r, p, k0, k1, ncols, acc)
                 r += 4
-            while r < R:
+            if r + 2 <= R:
+                _NARROW2(a, wp, out, r, p, k0, k1, ncols, acc)
+                r += 2
+            if r < R:
                 _NARROW1(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 1
 
 
 #: Reduction steps per pass over a panel in the products over all rows: a block of 8 rows

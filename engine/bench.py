@@ -414,7 +414,8 @@ def run_suite(engines, shapes: dict, warmup: int = 2, repeat: int = 7, *, memory
         raise ValueError("shapes is empty: give at least one shape")
     log = log or (lambda *a, **k: None)
     threads = threads or cpu_threads()
-    if gemm_gflops is None:
+    measured = gemm_gflops is None
+    if measured:
         gemm_gflops = machine_gemm_rate()
     log(f"machine float32 GEMM rate: {gemm_gflops:.0f} GFLOP/s")
     first = {e: first_call_ms(e, threads) for e in engines}
@@ -430,9 +431,18 @@ def run_suite(engines, shapes: dict, warmup: int = 2, repeat: int = 7, *, memory
             log(f"{case:>14} {engine:>6}: fwd {r['fwd_ms']:9.2f} ms"
                 + (f"  f+b {r['fwd_bwd_ms']:9.2f} ms" if "fwd_bwd_ms" in r else "")
                 + (f"  peak {r['peak_step_mib']:7.1f} MiB" if r.get("peak_step_mib") is not None else ""))
-        rows.append(add_rates({"case": case, "B": B, "T": T, "I": I, "H": H, "layers": layers,
-                               "bidirectional": bi, "forward_only": fwd_only, "engines": cells}, gemm_gflops))
-    return {"machine": machine_facts(), "gemm_gflops": gemm_gflops, "threads": threads,
+        rows.append({"case": case, "B": B, "T": T, "I": I, "H": H, "layers": layers,
+                     "bidirectional": bi, "forward_only": fwd_only, "engines": cells})
+    gemm_runs = [gemm_gflops]
+    if measured:
+        # a shared 2-core VM can lose half its speed for seconds: measured again at the end,
+        # the better of the two is the machine's rate
+        gemm_runs.append(machine_gemm_rate())
+        gemm_gflops = max(gemm_runs)
+        log(f"machine float32 GEMM rate at the end: {gemm_runs[-1]:.0f} GFLOP/s")
+    rows = [add_rates(row, gemm_gflops) for row in rows]
+    return {"machine": machine_facts(), "gemm_gflops": gemm_gflops,
+            "gemm_gflops_runs": gemm_runs, "threads": threads,
             "warmup": warmup, "repeat": repeat, "dtype": "float32", "layout": "time-major",
             "first_call_ms": first, "memory": memory if isinstance(memory, bool) else sorted(memory),
             "shapes": rows}

@@ -54,8 +54,8 @@ def test_thread_split_edges(fast_backend, threads, B):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("wide", [True, False])
 def test_cpu_gemm_matches_matmul(wide, dtype):
-    """The cpu backend's SIMD products against NumPy's matmul: every row block (8, 4 and 1
-    rows wide, 4 and 1 narrow), partial last panels, a part of the reduction, accumulation
+    """The cpu backend's SIMD products against NumPy's matmul: every row block (8, 4, 2 and
+    1 rows wide, 4, 2 and 1 narrow), partial last panels, a part of the reduction, accumulation
     into out, a transposed left operand, and the threaded driver."""
     pytest.importorskip("numba")
     from lstm_engine.backends.cpu_gemm import gemm, gemm_rows, pack
