@@ -94,8 +94,12 @@ class CpuBackend(Backend):
     fuse_from_rows = 4
     #: Inference on fewer batch rows than threads splits the hidden units across the threads
     #: instead (each owns a slice of w_hh, and a barrier ends every step), where each thread
-    #: gets at least this many units: latency shape (B=1, H=256) 2.2 -> X ms.
+    #: gets at least this many units. Latency shape (B=1, T=150, H=256) on 2 cores: 2.2 ->
+    #: 1.05 ms.
     split_units_from = 32
+
+    def __init__(self):
+        self._workspace = _Workspace()
 
     def facts(self) -> dict:
         return {
@@ -113,9 +117,6 @@ class CpuBackend(Backend):
 
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=dtype)
-
-    def __init__(self):
-        self._workspace = _Workspace()
 
     @contextlib.contextmanager
     def session(self):
