@@ -193,7 +193,7 @@ def pack(w, wide: bool):
     return np.ascontiguousarray(w.reshape(K, P, NR).transpose(1, 0, 2))
 
 
-@njit(error_model="numpy", boundscheck=False)
+@njit(cache=True, error_model="numpy", boundscheck=False)
 def gemm(a, wp, out, wide, k0, k1, acc):
     """out (+)= a[:, k0:k1] @ w[k0:k1] for w packed as wp, on the calling thread."""
     R = a.shape[0]
@@ -230,7 +230,7 @@ def gemm(a, wp, out, wide, k0, k1, acc):
 KC = 256
 
 
-@njit(parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy")
 def gemm_rows(a, wp, out, wide, n_chunks):
     """out = a @ w for many rows: the rows split across threads (in multiples of 8), the
     reduction cut into blocks of KC."""

@@ -24,6 +24,9 @@ time loop for its slice, so there is one fork/join per call rather than one per 
 each thread keeps the packed w_hh hot in its own L2. The products are cpu_gemm's (`wide`
 picks its AVX-512 register blocking).
 
+Numba's on-disk cache of these kernels is keyed on this file alone: after editing
+cpu_gemm.py or cpu_sync.py in a source checkout, delete backends/__pycache__/*.nb[ci].
+
 float32 uses a clamped rational tanh (Eigen's form; max abs error ~3e-7) that vectorizes;
 math.tanh would stay a scalar libm call since Numba has no SVML here. float64 keeps math.tanh
 so that it matches the reference to rounding.

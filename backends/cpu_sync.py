@@ -66,7 +66,7 @@ def barrier(counter, n_threads, round_):
 
 
 
-@njit(parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy")
 def _start_threads(out):
     for k in prange(out.size):
         out[k] = k
