@@ -137,7 +137,8 @@ class CpuBackend(Backend):
     def _split_units(self, B: int, H: int) -> int:
         """Threads to split the hidden units across (0: split the batch)."""
         threads = numba.get_num_threads()
-        n = min(threads, H // self.split_units_from)
+        # more spinning threads than cores would wait on descheduled ones at every barrier
+        n = min(threads, os.cpu_count() or 1, H // self.split_units_from)
         if B >= threads or n < 2 or not threads_run_together():
             return 0
         return n

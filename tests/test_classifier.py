@@ -94,6 +94,23 @@ def test_max_pooling_ignores_padding_even_when_outputs_are_negative():
     np.testing.assert_allclose(padded[0], short[0], rtol=1e-12)
 
 
+def test_max_pooling_takes_the_first_maximum_of_the_valid_steps():
+    """Ties (saturated outputs) send the gradient to one step, the first, as argmax would."""
+    from lstm_engine.layers import pool_backward, pool_forward
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        T, B, DH = (int(v) for v in rng.integers(1, 7, 3))
+        out = rng.integers(-2, 3, (T, B, DH)).astype(np.float64)     # many ties
+        lengths = rng.integers(1, T + 1, B)
+        valid = np.arange(T)[:, None, None] < lengths[None, :, None]
+        want_arg = np.where(valid, out, -np.inf).argmax(axis=0)
+        pooled, arg = pool_forward(np, "max", out, None, lengths, 1)
+        np.testing.assert_array_equal(arg, want_arg)
+        np.testing.assert_array_equal(pooled, np.take_along_axis(out, want_arg[None], 0)[0])
+        d_out, _ = pool_backward(np, "max", np.ones((B, DH)), arg, out.shape, lengths, 1)
+        assert d_out.sum() == B * DH and not d_out[~valid.repeat(DH, axis=2)].any()
+
+
 def test_last_pooling_uses_both_ends_of_a_bidirectional_stack():
     model = SequenceClassifier(2, input_size=2, hidden_size=3, pooling="last", bidirectional=True,
                                backend="numpy", seed=0, dtype=np.float64)
