@@ -89,7 +89,7 @@ def _block(MR: int, vector_bytes: int, KU: int = 1):
 
             def at(base, strides, *idx):
                 off = base
-                for i, s in zip(idx, strides):
+                for i, s in zip(idx, strides, strict=False):
                     off = builder.add(off, builder.mul(i, s))
                 return off
 
