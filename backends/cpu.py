@@ -65,7 +65,7 @@ class _Workspace:
     def give(self, *arrays) -> None:
         with self._lock:
             if self._depth:
-                for a in {id(a): a for a in arrays}.values():
+                for a in arrays:
                     self._free.setdefault((a.shape, a.dtype), []).append(a)
 
     @contextlib.contextmanager
@@ -157,9 +157,7 @@ class CpuBackend(Backend):
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         n_split = 0 if keep else self._split_units(B, H)
         if n_split:
-            pre = self._workspace.empty((T, B, G), dt)
-            M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, wide), pre.reshape(T * B, G),
-                        wide, self._chunks(T * B))
+            pre = self._project(x, w_ih)
             K.forward_split_loop(pre, np.ascontiguousarray(bias, dtype=dt),
                                  self._unit_parts(w_hh, n_split), np.ascontiguousarray(h0),
                                  np.ascontiguousarray(c0), lengths, bool(reverse), n_split,
@@ -171,9 +169,7 @@ class CpuBackend(Backend):
             w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1).T, wide)
             gates = self._workspace.empty((T, B, G), dt) if keep else pre
         else:
-            pre = self._workspace.empty((T, B, G), dt)
-            M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, wide), pre.reshape(T * B, G),
-                        wide, self._chunks(T * B))
+            pre = self._project(x, w_ih)
             w_step = M.pack(w_hh.T, wide)
             gates = pre                                   # overwritten in place when keep
         if keep:
@@ -193,6 +189,14 @@ class CpuBackend(Backend):
             cache = dict(I=I, w_ih=w_ih, w_hh=w_hh, gates=gates, c_all=c_all, xh=xh,
                          c0=np.ascontiguousarray(c0), lengths=lengths, reverse=bool(reverse))
         return y, h_n, c_n, cache
+
+    def _project(self, x, w_ih):
+        """x @ w_ih.T for every step, (T, B, G), as one product over all T*B rows."""
+        T, B, I = x.shape
+        pre = self._workspace.empty((T, B, w_ih.shape[0]), x.dtype)
+        M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, self.wide),
+                    pre.reshape(T * B, w_ih.shape[0]), self.wide, self._chunks(T * B))
+        return pre
 
     def _unit_parts(self, w_hh, n: int):
         """(n, P, H, NR): for each thread of forward_split_loop, w_hh.T's columns of its

@@ -193,6 +193,20 @@ def pack(w, wide: bool):
     return np.ascontiguousarray(w.reshape(K, P, NR).transpose(1, 0, 2))
 
 
+@njit(error_model="numpy", boundscheck=False)
+def store_packed(wp, m, src, col):
+    """Write src (1D) into row m of packed panels wp (P, M, NR), from column `col` on: the
+    packed layout of a (M, N) matrix built one row at a time."""
+    NR = wp.shape[2]
+    i = 0
+    while i < src.size:
+        q, off = col // NR, col % NR
+        n = min(NR - off, src.size - i)
+        wp[q, m, off:off + n] = src[i:i + n]
+        i += n
+        col += n
+
+
 @njit(cache=True, error_model="numpy", boundscheck=False)
 def gemm(a, wp, out, wide, k0, k1, acc):
     """out (+)= a[:, k0:k1] @ w[k0:k1] for w packed as wp, on the calling thread."""
@@ -202,26 +216,25 @@ def gemm(a, wp, out, wide, k0, k1, acc):
     for p in range(wp.shape[0]):
         ncols = min(NR, N - p * NR)
         r = 0
-        if wide:
-            while r + 8 <= R:
-                _WIDE8(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 8
-            if r + 4 <= R:
+        while wide and r + 8 <= R:
+            _WIDE8(a, wp, out, r, p, k0, k1, ncols, acc)
+            r += 8
+        while r + 4 <= R:
+            if wide:
                 _WIDE4(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 4
-            if r + 2 <= R:
-                _WIDE2(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 2
-            if r < R:
-                _WIDE1(a, wp, out, r, p, k0, k1, ncols, acc)
-        else:
-            while r + 4 <= R:
+            else:
                 _NARROW4(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 4
-            if r + 2 <= R:
+            r += 4
+        if r + 2 <= R:
+            if wide:
+                _WIDE2(a, wp, out, r, p, k0, k1, ncols, acc)
+            else:
                 _NARROW2(a, wp, out, r, p, k0, k1, ncols, acc)
-                r += 2
-            if r < R:
+            r += 2
+        if r < R:
+            if wide:
+                _WIDE1(a, wp, out, r, p, k0, k1, ncols, acc)
+            else:
                 _NARROW1(a, wp, out, r, p, k0, k1, ncols, acc)
 
 

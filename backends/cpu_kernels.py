@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .cpu_gemm import gemm
+from .cpu_gemm import gemm, store_packed
 from .cpu_sync import barrier
 
 _CLAMP = np.float32(7.90531110763549805)
@@ -111,6 +111,18 @@ def chunk(k, n_chunks, total):
     return k * total // n_chunks, (k + 1) * total // n_chunks
 
 
+@njit(error_model="numpy", inline="always")
+def cell(zi, zf, zg, zo, c_prev):
+    """One unit of the LSTM cell from its four gate pre-activations: the activated gates
+    (i, f, g, o), the new cell state and the new hidden state."""
+    i_g = act_sigmoid(zi)
+    f_g = act_sigmoid(zf)
+    g_g = act_tanh(zg)
+    o_g = act_sigmoid(zo)
+    c_t = f_g * c_prev + i_g * g_g
+    return i_g, f_g, g_g, o_g, c_t, o_g * act_tanh(c_t)
+
+
 @njit(cache=True, error_model="numpy")
 def tanh_kernel(z, out):
     """act_tanh over a flat array; exists so tests can measure the approximation's error."""
@@ -125,7 +137,6 @@ def forward_loop(x, pre, bias, w_step, h0, c0, lengths, reverse, n_chunks, wide,
     H = h0.shape[1]
     G = 4 * H
     Ix = I if fused else 0              # the step product's operand is [x_t, h] or h
-    NR = w_step.shape[2]
     for k in prange(n_chunks):
         b0, b1 = chunk(k, n_chunks, B)
         a = np.empty((b1 - b0, Ix + H), dtype=x.dtype)
@@ -141,11 +152,9 @@ def forward_loop(x, pre, bias, w_step, h0, c0, lengths, reverse, n_chunks, wide,
                 if keep:
                     # the row t*B + b of [x, h_prev], stored packed for dW = d_pre.T @ xh
                     m = t * B + b0 + r
-                    xr = x[t, b0 + r]
-                    hr = a[r, Ix:]
-                    for q in range(xh.shape[0]):
-                        for kk in range(q * NR, min(q * NR + NR, I + H)):
-                            xh[q, m, kk - q * NR] = xr[kk] if kk < I else hr[kk - I]
+                    if not fused:
+                        store_packed(xh, m, x[t, b0 + r], 0)
+                    store_packed(xh, m, a[r], I - Ix)
             gemm(a, w_step, z, wide, 0, Ix + H, False)
             for r in range(b1 - b0):
                 b = b0 + r
@@ -155,12 +164,10 @@ def forward_loop(x, pre, bias, w_step, h0, c0, lengths, reverse, n_chunks, wide,
                     zr += pre[t, b]
                 if t < lengths[b]:
                     for j in range(H):
-                        i_g = act_sigmoid(zr[j] + bias[j])
-                        f_g = act_sigmoid(zr[H + j] + bias[H + j])
-                        g_g = act_tanh(zr[2 * H + j] + bias[2 * H + j])
-                        o_g = act_sigmoid(zr[3 * H + j] + bias[3 * H + j])
-                        c_t = f_g * c[r, j] + i_g * g_g
-                        h_t = o_g * act_tanh(c_t)
+                        i_g, f_g, g_g, o_g, c_t, h_t = cell(
+                            zr[j] + bias[j], zr[H + j] + bias[H + j],
+                            zr[2 * H + j] + bias[2 * H + j], zr[3 * H + j] + bias[3 * H + j],
+                            c[r, j])
                         c[r, j] = c_t
                         hr[j] = h_t
                         y[t, b, j] = h_t
@@ -276,12 +283,9 @@ def forward_split_loop(pre, bias, w_parts, h0, c0, lengths, reverse, n_chunks, w
                     pg, po = pr[2 * H + j0:2 * H + j1], pr[3 * H + j0:3 * H + j1]
                     cb = c[b]
                     for j in range(n):
-                        i_g = act_sigmoid(zi[j] + pi[j] + bi[j])
-                        f_g = act_sigmoid(zf[j] + pf[j] + bf[j])
-                        g_g = act_tanh(zg[j] + pg[j] + bg[j])
-                        o_g = act_sigmoid(zo[j] + po[j] + bo[j])
-                        c_t = f_g * cb[j] + i_g * g_g
-                        h_t = o_g * act_tanh(c_t)
+                        _, _, _, _, c_t, h_t = cell(zi[j] + pi[j] + bi[j], zf[j] + pf[j] + bf[j],
+                                                    zg[j] + pg[j] + bg[j], zo[j] + po[j] + bo[j],
+                                                    cb[j])
                         cb[j] = c_t
                         hn[j] = h_t
                         yb[j] = h_t
