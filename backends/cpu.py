@@ -48,7 +48,7 @@ class _Workspace:
     """Arrays a backward step is done with (saved gates, cell states, d_pre...), kept while a
     session is open for the next step's arrays of the same shape and dtype. Without it each
     step's large arrays are fresh pages from the kernel (malloc maps them and unmaps them on
-    free), and faulting them in and zero-filling them cost 15-20% of a training step here."""
+    free); faulting them in and zero-filling them is measured by benchmarks/cpu_kernels.py."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -94,8 +94,7 @@ class CpuBackend(Backend):
     fuse_from_rows = 4
     #: Inference on fewer batch rows than threads splits the hidden units across the threads
     #: instead (each owns a slice of w_hh, and a barrier ends every step), where each thread
-    #: gets at least this many units. Latency shape (B=1, T=150, H=256) on 2 cores: 2.2 ->
-    #: 1.05 ms.
+    #: gets at least this many units (latency shape: benchmarks/cpu_kernels.py, hidden_split).
     split_units_from = 32
 
     def __init__(self):

@@ -100,3 +100,17 @@ def test_speech_digits_benchmark_smoke(tmp_path):
     data = json.loads(out.read_text())
     assert data["runs"][0]["n"] == 300 and 0 <= data["accuracy"]["mean"] <= 1
     assert data == json.loads(json.dumps(result))
+
+
+def test_cpu_kernels_benchmark_smoke(tmp_path):
+    from lstm_engine import backends
+    if not backends.probe("cpu").available:
+        pytest.skip("the cpu backend is not available here")
+    module = load_benchmark("cpu_kernels")
+    out = tmp_path / "k.json"
+    result = module.main(["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert data["products"][0]["gemm_gflops"] > 0 and data["products"][0]["numpy_blas_gflops"] > 0
+    for pair in (*data["workspace"].values(), *data["fused"].values(), data["hidden_split"]):
+        assert all(ms > 0 for ms in pair.values())
