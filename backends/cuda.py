@@ -215,15 +215,11 @@ class GraphCache:
             return list(self._by_key.get(key, []))
         return [w for pool in self._by_key.values() for w in pool]
 
-    def clear(self):
-        self._by_key.clear()
-
-
 class _Cache:
     """What layer_backward needs from a forward; holds its workspace until used up."""
 
-    def __init__(self, ws, x, w_ih, reverse):
-        self.ws, self.x, self.w_ih, self.reverse = ws, x, w_ih, reverse
+    def __init__(self, ws, x, w_ih):
+        self.ws, self.x, self.w_ih = ws, x, w_ih
         self.spent = False
 
 
@@ -319,9 +315,7 @@ class CudaBackend(Backend):
                             h_slots[k + 1], c_slots[k + 1], ws.y[t], gate_slots[k], ws.lengths,
                             t, B, H, int(keep)))
 
-        prepare = getattr(dev, "prepare", None)
-        if prepare is not None:
-            prepare()
+        dev.prepare()
         # One eager GEMM first: cuBLAS sets itself up (handle, workspace) outside the capture.
         dev.gemm(ws.h_start, ws.w_hh_t, out=ws.rec)
         ws.forward_graph = dev.capture(int(reverse), body)
@@ -352,7 +346,7 @@ class CudaBackend(Backend):
             cache = None
             if keep:
                 ws.w_hh[...] = w_hh
-                cache = _Cache(ws, x, xp.ascontiguousarray(w_ih), reverse)
+                cache = _Cache(ws, x, xp.ascontiguousarray(w_ih))
                 ws.holder = weakref.ref(cache)
         return y, h_n, c_n, cache
 

@@ -27,12 +27,8 @@ inline thread_local dim3 gridDim(1, 1, 1);
 
 #define __global__
 #define __device__
-#define __host__
 #define __forceinline__ inline
 // g++ spells __restrict__ the same way, so it needs no mapping.
-
-inline float __expf(float x) { return expf(x); }
-inline float __tanhf(float x) { return tanhf(x); }
 
 // Runs `kernel(args...)` for every (block, thread) of the launch, x fastest.
 template <typename Kernel, typename... Args>

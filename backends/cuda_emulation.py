@@ -128,9 +128,15 @@ class EmulatedKernels:
                 fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
                     ctypes.c_void_p if k == "p" else ctypes.c_int for k in kinds]
                 self._fns[name, ctype] = fn
-        self.launches = 0
 
-    def __call__(self, name, dtype, n_threads, args, block=BLOCK):
+    def __call__(self, name, dtype, n_threads, args):
+        fn, call_args = self.bind(name, dtype, n_threads, args)
+        fn(*call_args)
+
+    def bind(self, name, dtype, n_threads, args):
+        """(ctypes function, its arguments) for one launch, every argument checked: a capture
+        binds once and its replays call the result, as a CUDA graph keeps its launches'
+        pointers."""
         ctype = kernel_type(dtype)
         kinds = KERNELS[name]
         if len(args) != len(kinds):
@@ -147,16 +153,15 @@ class EmulatedKernels:
                 conv.append(a.ctypes.data)
             else:
                 conv.append(int(a))
-        grid = -(-int(n_threads) // block) if n_threads else 1
-        self._fns[name, ctype](grid, block, *conv)
-        self.launches += 1
+        return self._fns[name, ctype], (grid_for(int(n_threads)), BLOCK, *conv)
 
 
 class RecordedGraph:
     """What a stream capture recorded: GEMMs and launches, replayed in order."""
 
-    def __init__(self, ops, stream: int):
-        self.ops, self.stream, self.replays = ops, stream, 0
+    def __init__(self, ops, stream: int, arrays=()):
+        # `arrays`: what the bound launches point into, kept alive as long as the graph
+        self.ops, self.stream, self.replays, self._arrays = ops, stream, 0, list(arrays)
 
     def __len__(self):
         return len(self.ops)
@@ -174,7 +179,7 @@ class EmulatedDevice:
 
     def __init__(self, kernels: EmulatedKernels | None = None):
         self._kernels = kernels
-        self._recording = None
+        self._recording = self._bound = None
         self.stream_log: list[int] = []       # which stream each forward/backward ran on
 
     @property
@@ -199,8 +204,8 @@ class EmulatedDevice:
 
     def launch(self, name, dtype, n_threads, args):
         if self._recording is not None:
-            kernel_type(dtype)
-            self._recording.append((self.kernels, (name, dtype, n_threads, tuple(args))))
+            self._recording.append(self.kernels.bind(name, dtype, n_threads, args))
+            self._bound.extend(a for a in args if isinstance(a, np.ndarray))
             return
         self.kernels(name, dtype, n_threads, args)
 
@@ -212,12 +217,12 @@ class EmulatedDevice:
     def capture(self, index: int, body):
         if self._recording is not None:
             raise RuntimeError("graph capture is already in progress")
-        self._recording = []
+        self._recording, self._bound = [], []
         try:
             body()
-            return RecordedGraph(self._recording, index)
+            return RecordedGraph(self._recording, index, self._bound)
         finally:
-            self._recording = None
+            self._recording = self._bound = None
 
     def replay(self, graph: RecordedGraph):
         graph.launch()

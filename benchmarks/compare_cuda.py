@@ -24,19 +24,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from lstm_engine.bench import DEEPBENCH_TRAINING, STANDARD_SHAPES, gemm_flops, format_cell, parse_shape, time_call, torch_calls, write_results
+from lstm_engine.bench import (
+    NAMED_SHAPES,
+    format_cell,
+    gemm_flops,
+    parse_shape,
+    select_shapes,
+    time_call,  # noqa: F401  (part of this script's tested surface)
+    time_modes,
+    torch_calls,
+    write_results,
+)
 
 RESULTS = Path(__file__).parent / "results"
-
-SHAPES = {**STANDARD_SHAPES, **DEEPBENCH_TRAINING}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=parse_shape, action="append",
                         help="B,T,I,H[,layers[,bi]]; repeatable (default: the built-in shapes)")
-    parser.add_argument("--only", default="", help=f"comma-separated names among: {', '.join(SHAPES)}")
+    parser.add_argument("--only", default="", help=f"comma-separated names among: {', '.join(NAMED_SHAPES)}")
     parser.add_argument("--no-torch", action="store_true", help="time the cuda backend alone")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=11)
@@ -46,14 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.warmup < 0 or args.repeat < 1:
         parser.error(f"--warmup must be >= 0 and --repeat >= 1, got {args.warmup} and {args.repeat}")
-    if args.shape:
-        args.shapes = {",".join(map(str, s[:4])) + f",{s[4]}" + (",bi" if s[5] else ""): s for s in args.shape}
-    else:
-        wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(SHAPES)
-        unknown = [n for n in wanted if n not in SHAPES]
-        if unknown:
-            parser.error(f"--only: unknown shape(s) {', '.join(unknown)}; expected some of: {', '.join(SHAPES)}")
-        args.shapes = {n: SHAPES[n] for n in wanted}
+    try:
+        args.shapes = (select_shapes(None, args.shape) if args.shape
+                       else select_shapes(args.only or list(NAMED_SHAPES)))
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -124,11 +128,7 @@ def bench_cuda(backend, shape, warmup, repeat) -> dict:
         out, _ = model.forward(x)
         model.backward(cupy.ones_like(out))
 
-    f = time_call(fwd, warmup, repeat, sync)
-    r = {"fwd_ms": f["median_ms"], "first_fwd_ms": f["first_ms"]}
-    if not fwd_only:
-        fb = time_call(fwd_bwd, warmup, repeat, sync)
-        r.update(fwd_bwd_ms=fb["median_ms"], first_fwd_bwd_ms=fb["first_ms"])
+    r = time_modes(fwd, fwd_bwd, fwd_only, warmup, repeat, sync)
     r["graphs_captured"] = backend.graphs.captures
     return r
 
@@ -141,12 +141,7 @@ def bench_torch(torch, shape, warmup, repeat, device_id) -> dict:
     sync = torch.cuda.synchronize
     fwd, fwd_bwd = torch_calls(torch, model, x)
 
-    f = time_call(fwd, warmup, repeat, sync)
-    r = {"fwd_ms": f["median_ms"], "first_fwd_ms": f["first_ms"]}
-    if not fwd_only:
-        fb = time_call(fwd_bwd, warmup, repeat, sync)
-        r.update(fwd_bwd_ms=fb["median_ms"], first_fwd_bwd_ms=fb["first_ms"])
-    return r
+    return time_modes(fwd, fwd_bwd, fwd_only, warmup, repeat, sync)
 
 
 def _torch_or_reason(no_torch: bool):

@@ -12,12 +12,18 @@ has three panels (ms against T, B, H, log-log; a line per engine) over a row of 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from lstm_engine.bench import (bench_engine, cpu_threads, gemm_flops, machine_facts, machine_gemm_rate,
-                               torch_or_reason)
+from lstm_engine.bench import (
+    bench_engine,
+    cpu_threads,
+    gemm_flops,
+    machine_facts,
+    machine_gemm_rate,
+    torch_or_reason,
+    write_results,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -56,8 +62,8 @@ def resolve_engines(text: str, no_torch: bool) -> tuple[list[str], dict]:
                 continue
         elif name not in backends.names():
             raise SystemExit(f"--engines: unknown {name!r}; expected torch or some of: {', '.join(backends.names())}")
-        elif not backends.probe(name).available:
-            skipped[name] = backends.probe(name).reason
+        elif not (info := backends.probe(name)).available:
+            skipped[name] = info.reason
             continue
         engines.append(name)
     if not engines:
@@ -125,9 +131,7 @@ def main(argv=None) -> dict:
               "skipped": skipped, "warmup": args.warmup, "repeat": args.repeat, "dtype": "float32",
               "layout": "time-major", "layers": 1, "base": base,
               "sweeps": run_sweeps(engines, base, sweeps, args.warmup, args.repeat, threads)}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "sweeps.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out_dir / 'sweeps.json'}", file=sys.stderr)
+    write_results(result, args.out_dir / "sweeps.json")
     try:
         plot(result, args.out_dir / "sweeps.png")
         print(f"wrote {args.out_dir / 'sweeps.png'}", file=sys.stderr)

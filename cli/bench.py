@@ -64,7 +64,12 @@ def bench(backend_names, shapes, only, no_torch, repeat, warmup, threads, no_mem
     """Time LSTM forward and forward+backward (float32, time-major) on every backend and
     torch.nn.LSTM, side by side: median ms, first-call ms, GFLOP/s, share of this machine's
     GEMM rate, ratio to torch, and peak memory of a training step. Progress goes to stderr."""
-    from lstm_engine.bench import markdown_table, run_suite, select_shapes
+    from lstm_engine.bench import (
+        markdown_table,
+        run_suite,
+        select_shapes,
+        write_results,
+    )
     apply_threads(threads)
     try:
         selected = select_shapes(only, shapes)
@@ -74,9 +79,6 @@ def bench(backend_names, shapes, only, no_torch, repeat, warmup, threads, no_mem
     result = run_suite(engines, selected, warmup, repeat, memory=not no_memory, threads=threads,
                        log=lambda msg: click.echo(msg, err=True))
     result["torch_skipped"] = torch_reason or None
-    text = json.dumps(result, indent=2)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-        click.echo(f"wrote {out}", err=True)
-    click.echo(text if as_json else markdown_table(result))
+        write_results(result, out)
+    click.echo(json.dumps(result, indent=2) if as_json else markdown_table(result))

@@ -25,13 +25,14 @@ def data(task, data, set_pairs, export_path, as_json):
     try:
         t = get_task(task)
         config = resolve_config(t, parse_set(set_pairs), {"data": data})
-        splits = t.load_data(t.data_options(config))
+        options = t.data_options(config)
+        splits = t.load_data(options)
         if export_path:
             t.export(splits, export_path)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     stats = {
-        "task": t.name, "options": t.data_options(config),
+        "task": t.name, "options": options,
         "splits": {name: len(ex) for name, ex in splits.items()},
         "labels": {name: dict(sorted(Counter(ex.labels).items())) for name, ex in splits.items()},
     }

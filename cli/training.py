@@ -78,13 +78,18 @@ def _train(test: bool, task, backend, data, epochs, batch_size, hidden_size, num
     try:
         summary = runs.run(task, settings, out, backend=backend or "auto", resume=resume, test=test,
                            progress=progress)
-    except TrainingDiverged as e:
-        raise _fail(e) from None
-    except (BackendError, CheckpointError, FileNotFoundError, ValueError, TypeError, ImportError) as e:
+    except (TrainingDiverged, BackendError, CheckpointError, FileNotFoundError, ValueError, TypeError,
+            ImportError) as e:
         raise _fail(e) from None
     _report(summary, as_json)
     if summary["status"] == "interrupted":
         sys.exit(130)
+
+
+def _echo_by_length(metrics: dict) -> None:
+    for bucket, r in metrics.get("accuracy_by_length", {}).items():
+        if r["n"]:
+            click.echo(f"  length {bucket:>6}: accuracy {r['accuracy']:.4f} ({r['n']})")
 
 
 def _report(summary: dict, as_json: bool) -> None:
@@ -101,9 +106,7 @@ def _report(summary: dict, as_json: bool) -> None:
     test = summary.get("test")
     if test and test.get("n"):
         click.echo(f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {test['n']} examples")
-        for bucket, r in test.get("accuracy_by_length", {}).items():
-            if r["n"]:
-                click.echo(f"  length {bucket:>6}: accuracy {r['accuracy']:.4f} ({r['n']})")
+        _echo_by_length(test)
     click.echo(f"run folder: {summary['out']}")
 
 
@@ -153,9 +156,7 @@ def evaluate(checkpoint, data, split, backend, as_json):
                                    f"({result['dropped_unknown_label']} had labels the model does not know)")
     click.echo(f"{split}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
                f"on {result['n']} examples ({result['dropped_unknown_label']} left out: unknown labels)")
-    for bucket, r in result.get("accuracy_by_length", {}).items():
-        if r["n"]:
-            click.echo(f"  length {bucket:>6}: accuracy {r['accuracy']:.4f} ({r['n']})")
+    _echo_by_length(result)
 
 
 @click.command()

@@ -194,9 +194,13 @@ def torch_or_reason(no_torch: bool = False):
     return torch, ""
 
 
+def _no_sync() -> None:
+    pass
+
+
 def _build(engine: str, shape, threads: int | None):
-    """(fwd(), fwd_bwd(), sync or None, session) of `engine` on `shape`, seeded; session()
-    makes a fresh context to run the calls in."""
+    """(fwd(), fwd_bwd(), sync(), session) of `engine` on `shape`, seeded; sync() waits for a
+    GPU's work (a no-op elsewhere) and session() makes a fresh context to run the calls in."""
     B, T, I, H, layers, bi = shape[:6]
     x_host = np.random.default_rng(1).standard_normal((T, B, I)).astype(np.float32)
     if engine == TORCH:
@@ -206,7 +210,7 @@ def _build(engine: str, shape, threads: int | None):
         model = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=bi)
         x = torch.from_numpy(x_host)
         fwd, fwd_bwd = torch_calls(torch, model, x)
-        return fwd, fwd_bwd, None, contextlib.nullcontext
+        return fwd, fwd_bwd, _no_sync, contextlib.nullcontext
     from lstm_engine import LSTM, backends
     backend = backends.get_backend(engine)
     model = LSTM(I, H, num_layers=layers, bidirectional=bi, backend=backend, seed=0, dtype=np.float32)
@@ -214,11 +218,26 @@ def _build(engine: str, shape, threads: int | None):
     fwd, fwd_bwd = _our_calls(model)
     xp = backend.xp
     # A GPU backend's calls return before the work ends: time them up to a synchronisation.
-    sync = xp.cuda.get_current_stream().synchronize if hasattr(xp, "cuda") else None
+    sync = xp.cuda.get_current_stream().synchronize if hasattr(xp, "cuda") else _no_sync
     # The session is what training runs in (the cpu backend keeps BLAS single-threaded and
     # reuses a step's arrays there); entered once around the whole measurement, as the
     # Trainer does around a run.
     return (lambda: fwd(x), lambda: fwd_bwd(x), sync, backend.session)
+
+
+def time_modes(fwd, fwd_bwd, forward_only: bool, warmup: int, repeat: int, sync=None,
+               modes=MODES) -> dict:
+    """{mode}_ms (median), {mode}_min_ms and first_{mode}_ms of the calls for each mode in
+    `modes`, fwd_bwd skipped when `forward_only`."""
+    calls = {"fwd": fwd, "fwd_bwd": fwd_bwd}
+    out = {}
+    for mode in modes:
+        if mode == "fwd_bwd" and forward_only:
+            continue
+        t = time_call(calls[mode], warmup, repeat, sync)
+        out.update({f"{mode}_ms": t["median_ms"], f"{mode}_min_ms": t["min_ms"],
+                    f"first_{mode}_ms": t["first_ms"]})
+    return out
 
 
 def bench_engine(engine: str, shape, warmup: int, repeat: int, threads: int | None = None,
@@ -227,18 +246,12 @@ def bench_engine(engine: str, shape, warmup: int, repeat: int, threads: int | No
     `shape`: {mode}_ms (median), {mode}_min_ms, first_{mode}_ms for mode in `modes` (fwd_bwd
     skipped for a forward-only shape)."""
     shape = full_shape(shape)
-    fwd, fwd_bwd, sync, session = _build(engine, shape, threads)
-    calls = {"fwd": fwd, "fwd_bwd": fwd_bwd}
-    unknown = [m for m in modes if m not in calls]
+    unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"modes must be among {MODES}, got {unknown}")
-    out = {}
+    fwd, fwd_bwd, sync, session = _build(engine, shape, threads)
     with session():
-        for mode in modes:
-            if mode == "fwd_bwd" and shape[6]:
-                continue
-            t = time_call(calls[mode], warmup, repeat, sync)
-            out.update({f"{mode}_ms": t["median_ms"], f"{mode}_min_ms": t["min_ms"], f"first_{mode}_ms": t["first_ms"]})
+        out = time_modes(fwd, fwd_bwd, shape[6], warmup, repeat, sync, modes)
     if engine == TORCH:
         import torch
         out.update(version=torch.__version__, threads=torch.get_num_threads())
@@ -275,7 +288,7 @@ def _probe_child(arg: str) -> None:
     _, fwd_bwd, sync, session = _build(req["engine"], tuple(req["shape"]), req["threads"])
     with session():
         fwd_bwd()                           # warm-up: kernels, allocator pools, torch's .grad
-        (sync or (lambda: None))()
+        sync()
     # the measured step runs in a session of its own: the cpu backend reuses a step's arrays
     # within a session, and arrays kept from the warm-up would hide the step's own
     with session():
@@ -288,7 +301,7 @@ def _probe_child(arg: str) -> None:
                                         f"(/proc/self/clear_refs: {exc.strerror or exc})"}))
             return
         fwd_bwd()
-        (sync or (lambda: None))()
+        sync()
         peak = _status_kib("VmHWM")
     print(json.dumps({"peak_step_mib": (peak - before) / 1024}))
 

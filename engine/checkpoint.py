@@ -41,16 +41,14 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
+        h.update(a)
     return h.hexdigest()
 
 
 def save_checkpoint(path, ckpt: Checkpoint) -> Path:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over ``path``,
-    so a crash leaves the previous checkpoint whole."""
+    """Write ``ckpt`` to ``path`` atomically (``atomic_write``)."""
     from safetensors.numpy import save
 
-    path = Path(path)
     tensors = {k: np.ascontiguousarray(v) for k, v in ckpt.tensors.items()}
     for slot, table in ckpt.optimizer.items():
         for name, value in table.items():
@@ -62,13 +60,19 @@ def save_checkpoint(path, ckpt: Checkpoint) -> Path:
         "train": json.dumps(ckpt.train),
         "sha256": _digest(tensors),
     }
-    payload = save(tensors, metadata=metadata)
+    return atomic_write(path, save(tensors, metadata=metadata))
+
+
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then
+    rename over ``path``, so a crash leaves the previous file whole."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())              # mkstemp's 0600 is not what a user expects
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

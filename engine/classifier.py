@@ -103,9 +103,10 @@ class SequenceClassifier:
             self.extra[k] = self.backend.asarray(np.asarray(state[k]), dtype=self.dtype)
 
     def to_backend(self, backend) -> "SequenceClassifier":
-        state = self.state_dict()
-        self.lstm.to_backend(backend)
-        self.load_state_dict(state)
+        extra = {k: self.backend.to_numpy(v) for k, v in self.extra.items()}
+        self.lstm.to_backend(backend)                  # moves the LSTM's own parameters
+        for k, v in extra.items():
+            self.extra[k] = self.backend.asarray(v, dtype=self.dtype)
         self._saved = None
         return self
 
@@ -148,11 +149,11 @@ class SequenceClassifier:
         xp = self.backend.xp
         targets = xp.asarray(targets)
         if not self.config["per_step"]:
-            loss, d, _ = layers.cross_entropy(xp, logits, targets)
+            loss, d = layers.cross_entropy(xp, logits, targets)
             return loss, d
         T, B, C = logits.shape
         weights = layers.valid_mask(xp, lengths, T, logits.dtype).reshape(-1)
-        loss, d, _ = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
+        loss, d = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
         return loss, d.reshape(T, B, C)
 
     def backward(self, d_logits) -> dict[str, Any]:

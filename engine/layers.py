@@ -92,7 +92,7 @@ def cross_entropy(xp, logits, targets, weights=None):
     """Mean softmax cross-entropy of logits (N, C) against int targets (N,).
 
     ``weights`` (N,) (0/1 for padded steps of a per-step head) makes it a weighted mean.
-    Returns (loss as a Python float, d_logits, probabilities).
+    Returns (loss as a Python float, d_logits).
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = xp.exp(shifted)
@@ -104,10 +104,10 @@ def cross_entropy(xp, logits, targets, weights=None):
         weights = xp.ones(logits.shape[0], dtype=logits.dtype)
     denom = float(weights.sum())
     loss = -float((log_p * weights).sum()) / denom
-    d_logits = probs.copy()
+    d_logits = probs                                    # the gradient is built in place
     d_logits[rows, targets] -= 1
     d_logits *= (weights / denom)[:, None]
-    return loss, d_logits, probs
+    return loss, d_logits
 
 
 def softmax(xp, logits):

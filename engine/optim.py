@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 
 class Optimizer:
     name = "?"
@@ -84,13 +86,20 @@ class Adam(Optimizer):
                 g = g + self.weight_decay * p
         m = self._slot("exp_avg", name, p)
         v = self._slot("exp_avg_sq", name, p)
+        # one scratch array instead of a temporary per operation (same operations, same order)
+        tmp = g * (1.0 - b1)
         m *= b1
-        m += (1.0 - b1) * g
+        m += tmp
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
         v *= b2
-        v += (1.0 - b2) * (g * g)
-        step_size = lr / (1.0 - b1 ** self.steps)
-        denom = (v / (1.0 - b2 ** self.steps)) ** 0.5 + self.eps
-        p -= step_size * (m / denom)
+        v += tmp
+        np.divide(v, 1.0 - b2 ** self.steps, out=tmp)
+        tmp **= 0.5
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / (1.0 - b1 ** self.steps)
+        p -= tmp
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
@@ -121,7 +130,8 @@ def make_optimizer(name: str, lr: float | None = None, **options) -> Optimizer:
 def clip_grad_norm(grads: dict, max_norm: float | None, xp) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``
     (``torch.nn.utils.clip_grad_norm_``); returns the norm before clipping."""
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    # summed on the device in float64, then one transfer (one sync on a GPU, not one per array)
+    total = math.sqrt(float(sum(xp.asarray((g * g).sum(), dtype=xp.float64) for g in grads.values())))
     if max_norm is not None and math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads.values():

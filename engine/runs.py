@@ -9,7 +9,6 @@ that was tested), ``results.json`` (test metrics), and PNG plots when matplotlib
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from .batching import Encoded
 from .callbacks import Checkpointer, EarlyStopping, MetricsLog, ProgressBar
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from .classifier import SequenceClassifier
 from .optim import make_optimizer
 from .tasks import get_task
@@ -44,9 +43,7 @@ def resolve_config(task, *layers: dict) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _train_config(config: dict) -> TrainConfig:
@@ -158,12 +155,13 @@ def test_metrics(task, model, examples, encoded: Encoded, labels: list[str]) -> 
         return {"n": 0}
     probs = predict_proba(model, encoded)
     targets = np.asarray(encoded.targets)
-    result = scores(targets, probs.argmax(axis=1), len(labels))
+    predicted = probs.argmax(axis=1)
+    result = scores(targets, predicted, len(labels))
     result["f1_per_class"] = dict(zip(labels, result["f1_per_class"]))
     result["labels"] = labels
     known = set(labels)
     kept_examples = examples.subset([i for i, lab in enumerate(examples.labels) if lab in known])
-    result.update(task.extra_metrics(kept_examples, probs.argmax(axis=1) == targets))
+    result.update(task.extra_metrics(kept_examples, predicted == targets))
     return result
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -142,7 +142,8 @@ class Trainer:
                 f"{self.state.epoch + 1}); training stopped and the last good checkpoint was kept. "
                 f"Try a lower --lr or a tighter clip_norm.")
         grads = model.backward(d_logits)
-        clip_grad_norm(grads, cfg.clip_norm, model.backend.xp)
+        if cfg.clip_norm is not None:
+            clip_grad_norm(grads, cfg.clip_norm, model.backend.xp)
         lr = self.optimizer.lr * lr_multiplier(self.state.step, total_steps, cfg.schedule, cfg.warmup_steps,
                                                cfg.step_size, cfg.gamma)
         self.optimizer.step(model.parameters(), grads, lr)
@@ -160,14 +161,8 @@ class Trainer:
         else:
             st.bad_epochs += 1
 
-    def predict_proba(self, data: Encoded) -> np.ndarray:
-        return predict_proba(self.model, data, self.config.eval_batch_size)
-
     def evaluate(self, data: Encoded) -> dict:
         return evaluate(self.model, data, self.config.eval_batch_size)
-
-    def state_dict(self) -> dict:
-        return asdict(self.state)
 
 
 def predict_proba(model, data: Encoded, batch_size: int = 256) -> np.ndarray:

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import SPLITS, Examples, Splits
-from .text_formats import check_fractions, split_of
+from .text_formats import check_fractions, split_of, stable_unit
 
 log = logging.getLogger(__name__)
 
@@ -232,25 +232,22 @@ def _read_catalog(path: Path) -> dict | None:
         return None
 
 
-def _source_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-
-
 class _Collector:
-    """Accumulates cleaned texts per label, each with the hash that decides its split."""
+    """Accumulates cleaned texts per label, each with the stable unit number (of its English
+    source) that decides its split."""
 
     def __init__(self, min_letters: int):
         self.min_letters = min_letters
-        self.texts: dict[str, dict[str, int]] = {}
+        self.texts: dict[str, dict[str, float]] = {}
         # msgids repeat in every language's copy of a catalog: clean each once.
-        self._sources: dict[str, tuple[str, int]] = {}
+        self._sources: dict[str, tuple[str, float]] = {}
 
-    def source(self, msgid: str) -> tuple[str, int]:
-        """(cleaned msgid, split hash) -- and the msgid is an English text."""
+    def source(self, msgid: str) -> tuple[str, float]:
+        """(cleaned msgid, its split unit) -- and the msgid is an English text."""
         known = self._sources.get(msgid)
         if known is None:
             cleaned = clean_text(msgid)
-            known = (cleaned, _source_hash(cleaned or msgid))
+            known = (cleaned, stable_unit(cleaned or msgid))
             self._sources[msgid] = known
             if has_enough_letters(cleaned, self.min_letters):
                 self._add("en", cleaned, known[1])
@@ -267,13 +264,13 @@ class _Collector:
             return
         self._add(label, text, key)
 
-    def _add(self, label: str, text: str, key: int) -> None:
+    def _add(self, label: str, text: str, key: float) -> None:
         texts = self.texts.setdefault(label, {})
         old = texts.get(text)
         texts[text] = key if old is None else min(old, key)
 
 
-def _collect(files, min_letters: int, report: BuildReport) -> dict[str, dict[str, int]]:
+def _collect(files, min_letters: int, report: BuildReport) -> dict[str, dict[str, float]]:
     collector = _Collector(min_letters)
     for label, path, _ in files:
         catalog = _read_catalog(path)
@@ -296,7 +293,7 @@ def _collect(files, min_letters: int, report: BuildReport) -> dict[str, dict[str
 
 # --- selecting and splitting ------------------------------------------------------------
 
-def _drop_ambiguous(texts: dict[str, dict[str, int]], report: BuildReport) -> None:
+def _drop_ambiguous(texts: dict[str, dict[str, float]], report: BuildReport) -> None:
     """A string under two labels cannot be classified: remove it from every label."""
     seen = Counter(text for per_label in texts.values() for text in per_label)
     shared = {text for text, count in seen.items() if count > 1}
@@ -325,7 +322,7 @@ def _select_and_split(texts, min_strings, max_per_language, fractions, report) -
         if max_per_language is not None:
             ordered = ordered[:max_per_language]
         for text in ordered:
-            split = split_of(per_label[text] / 2.0 ** 64, fractions)
+            split = split_of(per_label[text], fractions)
             parts[split].setdefault(label, []).append(text)
     return parts
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import SPLITS, Examples, Splits
 from .audio_features import FeatureConfig, extract_features, postprocess
+from .text_formats import check_fractions
 
 __all__ = [
     "FeatureConfig", "extract_features", "SPLIT_SEED", "stratified_split",
@@ -68,21 +69,15 @@ def _split_counts(size: int, fractions: tuple[float, float, float]) -> tuple[int
     return size - validation - test, validation, test
 
 
-def _check_fractions(fractions) -> tuple[float, float, float]:
-    values = tuple(float(f) for f in fractions)
-    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6 or values[0] <= 0:
-        raise ValueError(f"fractions must be (train, validation, test), non-negative, summing to 1 "
-                         f"with train > 0; got {fractions}")
-    return values
-
-
 def stratified_split(labels: Sequence[str], fractions=(0.8, 0.1, 0.1),
                      seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """Indices of each split, the same fractions of every label, each split in dataset order.
 
     Each label is shuffled by its own generator, seeded by ``seed`` and the label's name, so
     one label's split does not depend on which other labels the dataset holds."""
-    fractions = _check_fractions(fractions)
+    fractions = check_fractions(fractions)
+    if fractions[0] <= 0:
+        raise ValueError(f"fractions must give the train split a share above 0, got {fractions!r}")
     labels = np.asarray([str(label) for label in labels])
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
     for label in np.unique(labels):
