@@ -11,15 +11,12 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from ..errors import BackendError
 from .base import Backend
 
 #: What `auto` tries, best first.
 AUTO_ORDER = ("cuda", "cpu", "numpy")
 ENV_VAR = "LSTM_ENGINE_BACKEND"
-
-
-class BackendError(RuntimeError):
-    """An unknown or unavailable backend was asked for."""
 
 
 @dataclass

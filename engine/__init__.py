@@ -3,10 +3,25 @@
 Importing this package is cheap: Numba and CuPy are imported only when their backend is used.
 """
 
-from .backends import BackendError, get_backend, set_num_threads
 from .backends import available as available_backends
+from .backends import get_backend, set_num_threads
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    BackendError,
+    CallOrderError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DataNotFoundError,
+    LstmEngineError,
+    MissingDependencyError,
+    TrainingDiverged,
+)
 from .lstm import LSTM, Gradients
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "Gradients", "BackendError", "get_backend", "available_backends",
-           "set_num_threads", "__version__"]
+__all__ = ["LSTM", "Gradients", "get_backend", "available_backends", "set_num_threads",
+           "LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
+           "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
+           "CallOrderError", "TrainingDiverged", "__version__"]

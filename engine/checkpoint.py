@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CheckpointError
+
 FORMAT = "lstm-engine-checkpoint/1"
 OPT_PREFIX = "optimizer."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, truncated, corrupted or mismatched."""
 
 
 @dataclass

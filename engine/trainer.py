@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batching import Encoded, bucket_batches, collate
+from .errors import TrainingDiverged
 from .metrics import scores
 from .optim import Optimizer, clip_grad_norm, lr_multiplier
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""The project's errors: one family, so that a caller (and the command line) can tell a
+problem with what it was given from a bug.
+
+Every error the project raises on purpose derives from ``LstmEngineError``. Each also
+derives from the built-in exception a Python user would expect for that kind of problem
+(``ValueError`` for a bad value, ``TypeError`` for a wrong type, ``FileNotFoundError`` for a
+missing file, ``ImportError`` for a missing optional package, ``RuntimeError`` for a wrong
+order of calls), so ``except ValueError`` keeps working. The CLI prints an ``LstmEngineError``
+as one line and lets anything else show its traceback: an unexpected exception is a bug.
+
+    LstmEngineError
+    ├── ConfigError            a setting: unknown name, wrong type, out of range (ValueError)
+    ├── ArgumentError          an argument of the library API: shape, range (ValueError)
+    ├── ArgumentTypeError      an argument of the library API: type or dtype (TypeError)
+    ├── DataError              data that cannot be used: malformed, empty, wrong encoding (ValueError)
+    │   └── DataNotFoundError  a data file or folder that does not exist (also FileNotFoundError)
+    ├── MissingDependencyError an optional package is not installed; names the extra (ImportError)
+    ├── BackendError           an unknown or unavailable backend (RuntimeError)
+    ├── CheckpointError        a checkpoint that cannot be used (ValueError)
+    ├── CallOrderError         e.g. backward() without a training forward() (RuntimeError)
+    └── TrainingDiverged       the loss became NaN or infinite (RuntimeError)
+"""
+
+from __future__ import annotations
+
+
+class LstmEngineError(Exception):
+    """Base of every error lstm-engine raises on purpose."""
+
+
+class ConfigError(LstmEngineError, ValueError):
+    """A setting is unknown, of the wrong type or out of range; the message names it."""
+
+
+class ArgumentError(LstmEngineError, ValueError):
+    """A library call got an argument of the wrong shape or value; the message names it."""
+
+
+class ArgumentTypeError(LstmEngineError, TypeError):
+    """A library call got an argument of the wrong type or dtype; the message names it."""
+
+
+class DataError(LstmEngineError, ValueError):
+    """Data that cannot be used: malformed, empty, undecodable, inconsistent."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data file or folder that does not exist."""
+
+
+class MissingDependencyError(LstmEngineError, ImportError):
+    """An optional package is missing; the message says which extra installs it."""
+
+
+class BackendError(LstmEngineError, RuntimeError):
+    """An unknown or unavailable backend was asked for."""
+
+
+class CheckpointError(LstmEngineError, ValueError):
+    """A checkpoint that cannot be used: unreadable, truncated, corrupted or mismatched."""
+
+
+class CallOrderError(LstmEngineError, RuntimeError):
+    """A method was called out of order (backward before a training forward, twice...)."""
+
+
+class TrainingDiverged(LstmEngineError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional module, or raise MissingDependencyError naming the extra."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{purpose} needs the Python package {module!r}, which is not installed "
+            f"(install it with: pip install \"lstm-engine[{extra}]\"; {exc})") from exc
+
+
+__all__ = ["LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
+           "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
+           "CallOrderError", "TrainingDiverged", "require"]
