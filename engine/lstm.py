@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, get_backend
+from .errors import ArgumentError, ArgumentTypeError, CallOrderError
 from .layers import dropout_mask
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
@@ -33,13 +34,13 @@ def _check_dtype(dtype) -> np.dtype:
     except TypeError:
         dt = None
     if dt not in _DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise ArgumentError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
 
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -60,7 +61,7 @@ class LSTM:
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+            raise ArgumentError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bidirectional = bool(bidirectional)
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
@@ -113,7 +114,7 @@ class LSTM:
         missing = [n for n in shapes if n not in state]
         unexpected = [n for n in state if n not in shapes]
         if missing or unexpected:
-            raise KeyError(f"state_dict does not match this LSTM: missing {missing}, unexpected {unexpected}")
+            raise ArgumentError(f"state_dict does not match this LSTM: missing {missing}, unexpected {unexpected}")
         loaded = {}
         for name, shape in shapes.items():
             value = state[name]
@@ -121,7 +122,7 @@ class LSTM:
                 value = value.detach().cpu().numpy()
             value = np.asarray(value)
             if value.shape != shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected {shape}")
+                raise ArgumentError(f"state_dict[{name!r}] has shape {value.shape}, expected {shape}")
             loaded[name] = self.backend.asarray(value, dtype=self.dtype)
         self.params = loaded
 
@@ -138,17 +139,17 @@ class LSTM:
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             a = np.asarray(a)
         if len(a.shape) != len(shape):
-            raise ValueError(f"{name} must be {len(shape)}-D {what}, got shape {tuple(a.shape)}")
+            raise ArgumentError(f"{name} must be {len(shape)}-D {what}, got shape {tuple(a.shape)}")
         for k, (got, want) in enumerate(zip(a.shape, shape)):
             if want is not None and got != want:
-                raise ValueError(f"{name} must have shape {what}, got {tuple(a.shape)} "
-                                 f"(dimension {k} is {got}, expected {want})")
+                raise ArgumentError(f"{name} must have shape {what}, got {tuple(a.shape)} "
+                                    f"(dimension {k} is {got}, expected {want})")
         if np.dtype(a.dtype) != self.dtype:
-            raise TypeError(f"{name} has dtype {np.dtype(a.dtype)}, but this LSTM is {self.dtype}; "
-                            f"convert it with .astype(np.{self.dtype}) or build the LSTM with "
-                            f"dtype=np.{np.dtype(a.dtype)}")
+            raise ArgumentTypeError(f"{name} has dtype {np.dtype(a.dtype)}, but this LSTM is {self.dtype}; "
+                                    f"convert it with .astype(np.{self.dtype}) or build the LSTM with "
+                                    f"dtype=np.{np.dtype(a.dtype)}")
         if self.check_finite and not bool(self.backend.xp.isfinite(self.backend.asarray(a)).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise ArgumentError(f"{name} contains NaN or Inf values")
         return self.backend.asarray(a)
 
     def _check_lengths(self, lengths, T: int, B: int) -> np.ndarray:
@@ -160,11 +161,11 @@ class LSTM:
             lengths = lengths.detach().cpu().numpy()
         lengths = np.asarray(lengths)
         if lengths.shape != (B,):
-            raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
+            raise ArgumentError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
         if lengths.dtype.kind not in "iu":
-            raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+            raise ArgumentTypeError(f"lengths must be integers, got dtype {lengths.dtype}")
         if B and (lengths.min() < 1 or lengths.max() > T):
-            raise ValueError(f"lengths must lie in [1, T={T}], got min {lengths.min()} and max {lengths.max()}")
+            raise ArgumentError(f"lengths must lie in [1, T={T}], got min {lengths.min()} and max {lengths.max()}")
         return lengths.astype(np.int64)
 
     # -- forward and backward ----------------------------------------------------------
@@ -186,13 +187,13 @@ class LSTM:
             x = xp.ascontiguousarray(x.transpose(1, 0, 2))
         T, B = x.shape[:2]
         if T == 0 or B == 0:
-            raise ValueError(f"x must have at least one step and one sequence, got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have at least one step and one sequence, got shape {tuple(x.shape)}")
         lengths = self._check_lengths(lengths, T, B)
         if initial_state is None:
             h0 = c0 = xp.zeros((L * D, B, H), dtype=self.dtype)
         else:
             if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
-                raise ValueError("initial_state must be a pair (h_0, c_0)")
+                raise ArgumentError("initial_state must be a pair (h_0, c_0)")
             h0 = self._check_array("initial_state[0] (h_0)", initial_state[0], (L * D, B, H), f"({L * D}, {B}, {H})")
             c0 = self._check_array("initial_state[1] (c_0)", initial_state[1], (L * D, B, H), f"({L * D}, {B}, {H})")
 
@@ -234,8 +235,8 @@ class LSTM:
         any may be None (zero). The kept activations are released afterwards.
         """
         if self._tape is None:
-            raise RuntimeError("backward() needs a forward(..., training=True) first "
-                               "(and each forward can be backpropagated once)")
+            raise CallOrderError("backward() needs a forward(..., training=True) first "
+                                 "(and each forward can be backpropagated once)")
         tape = self._tape
         xp, L, D, H = self.backend.xp, self.num_layers, self.num_directions, self.hidden_size
         T, B = tape["T"], len(tape["lengths"])

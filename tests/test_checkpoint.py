@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lstm_engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from lstm_engine.runs import Predictor
+from lstm_engine.predictor import Predictor
 
 from conftest import FAST_BACKENDS
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lstm_engine.classifier import SequenceClassifier
+from lstm_engine.errors import ArgumentError
 
 from conftest import FAST_BACKENDS
 
@@ -132,7 +133,7 @@ def test_state_dict_round_trip_and_errors():
     bad["head.weight"] = bad["head.weight"][:2]
     with pytest.raises(ValueError, match="head.weight"):
         b.load_state_dict(bad)
-    with pytest.raises(KeyError, match="missing"):
+    with pytest.raises(ArgumentError, match="missing"):
         b.load_state_dict({})
 
 

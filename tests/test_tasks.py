@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from lstm_engine import get_backend, runs
 from lstm_engine.checkpoint import load_checkpoint
 from lstm_engine.cli.main import main
-from lstm_engine.tasks import get_task, load_predictor
+from lstm_engine.predictor import load_predictor
+from lstm_engine.tasks import get_task
 from lstm_engine.trainer import Callback
 
 from conftest import FAST_BACKENDS
