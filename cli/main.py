@@ -18,14 +18,18 @@ from .training import evaluate, predict, run, train
 
 class _Commands(click.Group):
     """The command group: the project's own errors (LstmEngineError: bad settings, data,
-    checkpoints, backends...) print as one line with exit status 1; anything else is a bug and
-    shows its traceback."""
+    checkpoints, backends...) and running out of memory print as one line with exit status 1;
+    anything else is a bug and shows its traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LstmEngineError as exc:
             raise click.ClickException(str(exc)) from None
+        except MemoryError as exc:
+            # sizes the settings allow but this machine cannot hold (hidden_size=10**9...)
+            raise click.ClickException(f"out of memory ({exc or 'MemoryError'}); choose smaller sizes "
+                                       f"(hidden_size, batch_size, max_length...)") from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

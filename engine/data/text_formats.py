@@ -81,6 +81,8 @@ def _require(path) -> Path:
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text without the line ending) of a UTF-8 file; a bad byte is a ValueError
     with the line number, so the user can find and fix it."""
+    if not path.is_file():
+        raise DataError(f"{path} is not a file; expected a label<TAB>text TSV or a Tatoeba sentences.csv")
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
