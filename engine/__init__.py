@@ -17,6 +17,7 @@ from .errors import (
     LstmEngineError,
     MissingDependencyError,
     TrainingDiverged,
+    WriteError,
 )
 from .lstm import LSTM, Gradients
 
@@ -24,4 +25,4 @@ __version__ = "0.1.0"
 __all__ = ["LSTM", "Gradients", "get_backend", "available_backends", "set_num_threads",
            "LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "__version__"]
+           "CallOrderError", "TrainingDiverged", "WriteError", "__version__"]

@@ -44,7 +44,6 @@ import logging
 import os
 import re
 import statistics
-import tempfile
 import time
 import unicodedata
 from collections import Counter
@@ -435,23 +434,19 @@ def _read_cache(path: Path, key: str):
 
 
 def _write_cache(path: Path, key: str, parts, report: BuildReport) -> None:
-    """Write atomically (temporary file in the same folder, then rename), so that a reader never
-    sees half a file and concurrent builds do not corrupt each other. A cache that cannot be
-    written is only a warning."""
-    tmp = None
+    """Write atomically (checkpoint.atomic_write: temporary file, fsync, rename), so that a
+    reader never sees half a file and concurrent builds do not corrupt each other; a file
+    damaged anyway fails gzip's CRC-32 and length check in _read_cache and is rebuilt. A cache
+    that cannot be written (disk full) is only a warning, and leaves no partial file."""
+    from ..checkpoint import atomic_write
+    from ..errors import WriteError
+
+    payload = {"format": CORPUS_FORMAT, "key": key, "report": asdict(report), "splits": parts}
+    data = gzip.compress(json.dumps(payload, ensure_ascii=False).encode("utf-8"), compresslevel=3, mtime=0)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as f:
-            payload = {"format": CORPUS_FORMAT, "key": key, "report": asdict(report), "splits": parts}
-            f.write(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        log.warning("could not write the gettext corpus cache %s: %s", path, e)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write(path, data)
+    except WriteError as e:
+        log.warning("could not write the gettext corpus cache: %s", e)
 
 
 def load_gettext_corpus_with_report(root=DEFAULT_ROOT, *, min_strings=1000, max_per_language=None,
