@@ -11,6 +11,7 @@ from lstm_engine import backends as registry
 
 from .bench import bench
 from .data import data
+from .export import export
 from .settings import apply_threads, device_option
 from .training import evaluate, predict, run, train
 
@@ -60,7 +61,7 @@ def backends(backend: str | None, as_json: bool, threads: int | None):
     click.echo(f"(* = the backend {wanted!r} resolves to here: {chosen})")
 
 
-for _command in (run, train, evaluate, predict, data, bench):
+for _command in (run, train, evaluate, predict, data, bench, export):
     main.add_command(_command)
 
 if __name__ == "__main__":
