@@ -196,3 +196,24 @@ def test_importing_the_package_and_these_modules_stays_light():
             "print(sorted(m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_compare_inference_benchmark_smoke(tmp_path):
+    from conftest import load_benchmark
+    module = load_benchmark("compare_inference")
+    out = tmp_path / "i.json"
+    result = module.main(["--shape", "2,3,4,5,2,bi", "--stream-shape", "1,7,4,5,2", "--chunks", "1,3",
+                          "--backend", "numpy", "--warmup", "0", "--repeat", "1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    (row,) = data["forward"]
+    assert (row["B"], row["T"], row["I"], row["H"], row["layers"], row["bidirectional"]) == (2, 3, 4, 5, 2, True)
+    assert [(r["chunk"], r["chunks"]) for r in data["streaming"]] == [(1, 7), (3, 3)]
+    for r in [row, *data["streaming"]]:
+        assert {"numpy", "onnxruntime"} <= set(r["engines"])
+        for name, cell in r["engines"].items():             # the engines compute the same thing
+            assert cell["ms"] > 0 and cell["max_abs_diff_vs_engine"] < PARITY, (name, cell)
+    assert data["streaming"][0]["engines"]["numpy"]["speedup_vs_onnxruntime"] > 0
+    assert "| 1,7,4,5,2 | 7 | 4 | 5 | 3 | onnxruntime |" in module.markdown_tables(data)
+    with pytest.raises(SystemExit):
+        module.main(["--stream-shape", "1,7,4,5,1,bi"])      # streaming is unidirectional
