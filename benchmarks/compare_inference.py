@@ -215,6 +215,12 @@ def run(args, torch, log) -> dict:
             "layout": "time-major", "forward": forward, "streaming": streaming}
 
 
+def _ratios(cell: dict, ours: bool) -> str:
+    """Our cell's ratios to onnxruntime and torch as two table cells (empty for theirs)."""
+    return " | ".join(format_cell(cell.get(f"speedup_vs_{other}") if ours else None, suffix="x")
+                      for other in (ORT, TORCH))
+
+
 def markdown_tables(result: dict) -> str:
     backend = result["backend"]
     lines = ["| case | B | T | I | H | layers | engine | fwd ms | GFLOP/s | ours vs onnxruntime | ours vs torch |",
@@ -222,20 +228,15 @@ def markdown_tables(result: dict) -> str:
     for row in result["forward"]:
         layers = f"{row['layers']}{' bi' if row['bidirectional'] else ''}"
         for name, c in row["engines"].items():
-            ours = name == backend
             lines.append(f"| {row['case']} | {row['B']} | {row['T']} | {row['I']} | {row['H']} | {layers} | {name} "
-                         f"| {format_cell(c['ms'])} | {format_cell(c['gflops'], '.0f')} "
-                         f"| {format_cell(c.get('speedup_vs_onnxruntime') if ours else None, suffix='x')} "
-                         f"| {format_cell(c.get('speedup_vs_torch') if ours else None, suffix='x')} |")
+                         f"| {format_cell(c['ms'])} | {format_cell(c['gflops'], '.0f')} | {_ratios(c, name == backend)} |")
     lines += ["", "| case | T | I | H | chunk | engine | ms per chunk | us per step | ours vs onnxruntime | ours vs torch |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["streaming"]:
         for name, c in row["engines"].items():
-            ours = name == backend
             lines.append(f"| {row['case']} | {row['T']} | {row['I']} | {row['H']} | {row['chunk']} | {name} "
                          f"| {format_cell(c['per_chunk_ms'], '.3f')} | {format_cell(c['per_step_us'], '.1f')} "
-                         f"| {format_cell(c.get('speedup_vs_onnxruntime') if ours else None, suffix='x')} "
-                         f"| {format_cell(c.get('speedup_vs_torch') if ours else None, suffix='x')} |")
+                         f"| {_ratios(c, name == backend)} |")
     m = result["machine"]
     lines += ["", f"{m.get('cpu', '?')}, {result['threads']} threads; onnxruntime {m.get('onnxruntime')}, "
               f"torch {m.get('torch')}; median of {result['repeat']} after {result['warmup']} warm-up; "

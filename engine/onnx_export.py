@@ -338,12 +338,6 @@ def export_predictor(predictor, path) -> Path:
                              task=predictor.task.name)
 
 
-def export_checkpoint(source, path) -> Path:
-    """A run folder or checkpoint file -> an ONNX file at ``path`` (``lstm-engine export``)."""
-    from .tasks import load_predictor
-    return export_predictor(load_predictor(source, backend="numpy"), path)
-
-
 # -- running an exported file ----------------------------------------------------------------
 def onnx_session(path, threads: int | None = None):
     """An onnxruntime CPU session on ``path``; ``threads`` sets its intra-op threads (default:
