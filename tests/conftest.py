@@ -94,6 +94,18 @@ def lid_tsv(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def speech_npz(tmp_path_factory):
+    """Feature sequences of three classes told apart by their mean (a generic .npz dataset)."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 15, 150)
+    y = np.arange(150) % 3
+    X = np.concatenate([rng.standard_normal((n, 5)) + c for n, c in zip(lengths, y)]).astype(np.float32)
+    path = tmp_path_factory.mktemp("speech") / "feats.npz"
+    np.savez(path, X=X, lengths=lengths, y=y, labels=np.array(["low", "mid", "high"]))
+    return path
+
+
+@pytest.fixture(scope="session")
 def lid_run(tmp_path_factory, lid_tsv):
     """A small trained language-id run folder (numpy backend)."""
     from lstm_engine import runs

@@ -24,18 +24,6 @@ TINY_LID = {"epochs": 2, "hidden_size": 12, "embedding_dim": 8, "batch_size": 16
 TINY_SPEECH = {"epochs": 2, "hidden_size": 10, "batch_size": 16, "warmup_steps": 0}
 
 
-@pytest.fixture(scope="session")
-def speech_npz(tmp_path_factory):
-    """Feature sequences of three classes told apart by their mean (a generic .npz dataset)."""
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, 15, 150)
-    y = np.arange(150) % 3
-    X = np.concatenate([rng.standard_normal((n, 5)) + c for n, c in zip(lengths, y)]).astype(np.float32)
-    path = tmp_path_factory.mktemp("speech") / "feats.npz"
-    np.savez(path, X=X, lengths=lengths, y=y, labels=np.array(["low", "mid", "high"]))
-    return path
-
-
 @pytest.mark.parametrize("backend", ["numpy"] + FAST_BACKENDS)
 def test_language_id_trains_and_tests_on_every_backend(tmp_path, lid_tsv, backend):
     summary = runs.run("language-id", {**TINY_LID, "data": str(lid_tsv), "epochs": 4, "lr": 0.01}, tmp_path,
