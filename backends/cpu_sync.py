@@ -20,6 +20,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .kernel_cache import CPU_KERNELS
+
 
 @intrinsic
 def _fetch_add(typingctx, arr, value):
@@ -58,16 +60,22 @@ def _pause(typingctx):
 
 @njit(error_model="numpy")
 def barrier(counter, n_threads, round_):
-    """Return once all n_threads threads have called barrier(counter, n_threads, round_)."""
+    """Return once all n_threads threads have called barrier(counter, n_threads, round_).
+        counter   (1,) int64  shared by the threads, zero before the first round
+        n_threads int         threads taking part (every iteration of the caller's prange)
+        round_    int         1 for the first call of a thread, 2 for its second, ...
+    """
     _fetch_add(counter, 1)
     target = n_threads * round_
     while _load_acquire(counter) < target:
         _pause()
 
 
-
-@njit(cache=True, parallel=True, error_model="numpy")
+@CPU_KERNELS.jit(parallel=True, error_model="numpy")
 def _start_threads(out):
+    """Starts Numba's thread pool (and so its threading layer).
+        out  (n,) int64  out[k] = k, written by the prange's iterations
+    """
     for k in prange(out.size):
         out[k] = k
 

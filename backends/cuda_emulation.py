@@ -14,6 +14,11 @@ and stream bookkeeping should be tested there. So:
 The library is built once per source version into $LSTM_ENGINE_CACHE (default
 ~/.cache/lstm-engine)/cuda-emulation, keyed by a hash of the sources, the flags and the
 compiler, and moved into place atomically so concurrent test processes do not race.
+
+The backend is registered as `cuda-emulated`, a hidden entry of the registry: tests ask for
+it by name (`get_backend("cuda-emulated")`), `auto` never picks it and `lstm-engine
+backends` does not list it. Its "device" is the host compiler: without g++ it is
+unavailable, with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .cuda import BLOCK, DTYPES, KERNEL_SOURCE, KERNELS, CudaBackend, grid_for, kernel_type
+from ..errors import BackendError, CallOrderError
+from .cuda import (
+    BLOCK,
+    DTYPES,
+    KERNEL_SOURCE,
+    KERNELS,
+    CudaBackend,
+    grid_for,
+    kernel_arguments,
+    kernel_type,
+)
 
 COMPAT_HEADER = Path(__file__).with_name("cuda_compat.h")
 CACHE_ENV = "LSTM_ENGINE_CACHE"
@@ -58,25 +73,15 @@ def cache_dir() -> Path:
 
 def wrapper_source() -> str:
     """One extern "C" entry point per kernel instantiation, emu_<kernel>_<type>(grid, block,
-    args...); arguments arrive as void* / int and are cast to the kernel's own parameter types
-    (a count that disagrees with KERNELS fails to compile)."""
-    lines = [
-        '#include "cuda_compat.h"',
-        '#include "lstm_kernels.cu"',
-        "",
-        "template <typename P, typename A> static P emu_cast(A a) { return (P)a; }",
-        "template <typename... P, typename... A>",
-        "static void emu_call(unsigned grid, unsigned block, void (*kernel)(P...), A... args) {",
-        "    emu_launch(dim3(grid), dim3(block), kernel, emu_cast<P>(args)...);",
-        "}",
-        "",
-    ]
-    for name, kinds in KERNELS.items():
-        params = ", ".join(f"{'void*' if k == 'p' else 'int'} a{n}" for n, k in enumerate(kinds))
-        args = ", ".join(f"a{n}" for n in range(len(kinds)))
+    params...), its parameters typed as in cuda.KERNELS: a table that disagrees with the
+    kernel's own types fails to compile (names are checked by a test that parses the .cu)."""
+    lines = ['#include "cuda_compat.h"', '#include "lstm_kernels.cu"', ""]
+    for name, params in KERNELS.items():
         for ctype in DTYPES.values():
-            lines += [f'extern "C" void emu_{name}_{ctype}(unsigned grid, unsigned block, {params}) {{',
-                      f"    emu_call(grid, block, &{name}<{ctype}>, {args});",
+            decl = ", ".join(p.c_declaration(ctype) for p in params)
+            args = ", ".join(p.name for p in params)
+            lines += [f'extern "C" void emu_{name}_{ctype}(unsigned grid, unsigned block, {decl}) {{',
+                      f"    emu_launch(dim3(grid), dim3(block), &{name}<{ctype}>, {args});",
                       "}"]
     return "\n".join(lines) + "\n"
 
@@ -90,7 +95,7 @@ def build_library() -> Path:
     """The compiled emulation library, built if this source version has not been yet."""
     cxx = compiler()
     if cxx is None:
-        raise RuntimeError(unavailable_reason())
+        raise BackendError(unavailable_reason())
     wrapper = wrapper_source()
     digest = hashlib.sha256()
     for part in (KERNEL_SOURCE.read_bytes(), COMPAT_HEADER.read_bytes(), wrapper.encode(),
@@ -109,51 +114,38 @@ def build_library() -> Path:
         cmd = [cxx, *FLAGS, "-I", str(KERNEL_SOURCE.parent), str(src), "-o", str(built)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"building the emulated CUDA kernels failed ({' '.join(cmd)}):\n{proc.stderr}")
+            raise BackendError(f"building the emulated CUDA kernels failed ({' '.join(cmd)}):\n{proc.stderr}")
         os.replace(built, target)          # atomic: readers see no file or a whole one
     return target
 
 
 class EmulatedKernels:
-    """The host-compiled kernels, called like CUDA launches: (name, dtype, n_threads, args)."""
+    """The host-compiled kernels, called like CUDA launches: (name, dtype, n_threads, args),
+    `args` by parameter name (cuda.KERNELS)."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or build_library()
         self._lib = ctypes.CDLL(str(self.path))
         self._fns = {}
-        for name, kinds in KERNELS.items():
+        for name, params in KERNELS.items():
             for ctype in DTYPES.values():
                 fn = getattr(self._lib, f"emu_{name}_{ctype}")
                 fn.restype = None
                 fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
-                    ctypes.c_void_p if k == "p" else ctypes.c_int for k in kinds]
+                    ctypes.c_void_p if p.is_array else ctypes.c_int for p in params]
                 self._fns[name, ctype] = fn
 
-    def __call__(self, name, dtype, n_threads, args):
+    def __call__(self, name, dtype, n_threads, args: dict):
         fn, call_args = self.bind(name, dtype, n_threads, args)
         fn(*call_args)
 
-    def bind(self, name, dtype, n_threads, args):
-        """(ctypes function, its arguments) for one launch, every argument checked: a capture
-        binds once and its replays call the result, as a CUDA graph keeps its launches'
-        pointers."""
-        ctype = kernel_type(dtype)
-        kinds = KERNELS[name]
-        if len(args) != len(kinds):
-            raise TypeError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
-        conv = []
-        for n, (kind, a) in enumerate(zip(kinds, args)):
-            if kind == "p":
-                # The kernels index raw memory: a strided view or a wrong dtype would be read
-                # wrongly rather than fail, so refuse them here.
-                if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
-                    raise TypeError(f"{name} argument {n} must be a C-contiguous ndarray")
-                if a.dtype not in (np.dtype(dtype), np.dtype(np.int64)):
-                    raise TypeError(f"{name} argument {n} has dtype {a.dtype}, expected {np.dtype(dtype)} or int64")
-                conv.append(a.ctypes.data)
-            else:
-                conv.append(int(a))
-        return self._fns[name, ctype], (grid_for(int(n_threads)), BLOCK, *conv)
+    def bind(self, name, dtype, n_threads, args: dict):
+        """(ctypes function, its arguments) for one launch, every argument checked
+        (cuda.kernel_arguments): a capture binds once and its replays call the result, as a
+        CUDA graph keeps its launches' pointers."""
+        conv = [a.ctypes.data if isinstance(a, np.ndarray) else int(a)
+                for a in kernel_arguments(name, dtype, args)]
+        return self._fns[name, kernel_type(dtype)], (grid_for(int(n_threads)), BLOCK, *conv)
 
 
 class RecordedGraph:
@@ -197,15 +189,15 @@ class EmulatedDevice:
     def gemm(self, a, b, out=None):
         if self._recording is not None:
             if out is None:
-                raise RuntimeError("a GEMM inside a graph capture needs a preallocated `out`")
+                raise CallOrderError("a GEMM inside a graph capture needs a preallocated `out`")
             self._recording.append((self._run_gemm, (a, b, out)))
             return out
         return np.matmul(a, b, out=out)
 
-    def launch(self, name, dtype, n_threads, args):
+    def launch(self, name, dtype, n_threads, args: dict):
         if self._recording is not None:
             self._recording.append(self.kernels.bind(name, dtype, n_threads, args))
-            self._bound.extend(a for a in args if isinstance(a, np.ndarray))
+            self._bound.extend(a for a in args.values() if isinstance(a, np.ndarray))
             return
         self.kernels(name, dtype, n_threads, args)
 
@@ -216,7 +208,7 @@ class EmulatedDevice:
 
     def capture(self, index: int, body):
         if self._recording is not None:
-            raise RuntimeError("graph capture is already in progress")
+            raise CallOrderError("graph capture is already in progress")
         self._recording, self._bound = [], []
         try:
             body()
@@ -233,17 +225,22 @@ class EmulatedDevice:
 
 
 class EmulatedCudaBackend(CudaBackend):
-    """CudaBackend on NumPy with host-compiled kernels; for tests, never chosen by `auto`."""
+    """CudaBackend on NumPy with host-compiled kernels: the registry's hidden `cuda-emulated`,
+    for tests; never chosen by `auto`."""
 
     name = "cuda-emulated"
-    #: pytest names a parameter by its __name__: tests read "cuda-emulated", not "backend3".
-    __name__ = name
+    needs = ()
+    extra = ""
 
     def __init__(self, device: EmulatedDevice | None = None):
         super().__init__(device or EmulatedDevice())
 
     @classmethod
-    def unavailable_reason(cls) -> str:
+    def install_hint(cls) -> str:
+        return "apt-get install g++, or set CXX"
+
+    @classmethod
+    def _device_reason(cls) -> str:
         return unavailable_reason()
 
     def __repr__(self):

@@ -12,6 +12,7 @@ from lstm_engine.errors import LstmEngineError
 
 from .bench import bench
 from .data import data
+from .export import export
 from .settings import apply_threads, device_option, settings
 from .training import evaluate, predict, run, train
 
@@ -77,7 +78,7 @@ def backends(backend: str | None, as_json: bool, threads: int | None):
     click.echo(f"(* = the backend {wanted!r} resolves to here: {chosen})")
 
 
-for _command in (run, train, evaluate, predict, data, bench, settings):
+for _command in (run, train, evaluate, predict, data, bench, settings, export):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -250,6 +250,20 @@ class SequenceClassifier:
         logits = self.forward(inputs, lengths, training=False)
         return np.asarray(self.backend.to_numpy(layers.softmax(self.backend.xp, logits)))
 
+    # -- deployment (lstm_engine.onnx_export, lstm_engine.streaming) ------------------------
+    def to_onnx(self, path, *, labels=None, encoder: dict | None = None, task: str | None = None):
+        """Write this classifier as an ONNX model (needs ``lstm-engine[onnx]``); ``labels``,
+        ``encoder`` and ``task`` go into its metadata. Returns the path (``onnx_export``)."""
+        from .onnx_export import export_classifier
+        return export_classifier(self, path, labels=labels, encoder=encoder, task=task)
+
+    def stream(self, batch_size: int = 1):
+        """A stateful stream of ``batch_size`` sequences: ``stream.push(inputs)`` returns the
+        per-step probabilities of the new steps (per-step head) or the running prediction over
+        everything seen so far (pooled) (``streaming.ClassifierStream``). Unidirectional only."""
+        from .streaming import ClassifierStream
+        return ClassifierStream(self, batch_size)
+
     def __repr__(self) -> str:
         c = self.config
         source = f"vocab_size={c['vocab_size']}, embedding_dim={c['embedding_dim']}" \

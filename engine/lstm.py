@@ -332,6 +332,20 @@ class LSTM:
         ordered = {name: grads[name] for name in self.parameter_shapes()}
         return Gradients(input=d_x, h_0=xp.stack(dh0), c_0=xp.stack(dc0), params=ordered)
 
+    # -- deployment (lstm_engine.onnx_export, lstm_engine.streaming) ------------------------
+    def to_onnx(self, path, *, with_state: bool = True):
+        """Write this LSTM as an ONNX model (needs ``lstm-engine[onnx]``); returns the path.
+        Inputs input, lengths[, h0, c0]; outputs output, h_n, c_n (``onnx_export``)."""
+        from .onnx_export import export_lstm
+        return export_lstm(self, path, with_state=with_state)
+
+    def stream(self, batch_size: int = 1, initial_state=None):
+        """A stateful stream: ``stream.push(chunk)`` runs the next steps of ``batch_size``
+        sequences, carrying (h, c) between chunks (``streaming.LSTMStream``). Unidirectional
+        only: a reverse direction needs the steps that have not arrived yet."""
+        from .streaming import LSTMStream
+        return LSTMStream(self, batch_size, initial_state)
+
     def __repr__(self) -> str:
         extra = ", bidirectional=True" if self.bidirectional else ""
         extra += f", dropout={self.dropout}" if self.dropout else ""

@@ -63,6 +63,18 @@ class Predictor:
     def predict(self, inputs: list) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(inputs).argmax(axis=1)]
 
+    def to_onnx(self, path) -> Path:
+        """The model, its labels and its input encoder as one ONNX file (engine/onnx_export.py;
+        needs lstm-engine[onnx])."""
+        from .onnx_export import export_predictor
+        return export_predictor(self, path)
+
+    def stream(self, batch_size: int = 1):
+        """A stream that takes raw inputs (text or feature frames) chunk by chunk and gives
+        running predictions (engine/streaming.py; unidirectional models only)."""
+        from .streaming import predictor_stream
+        return predictor_stream(self, batch_size)
+
     def evaluate(self, splits_or_examples, split: str = "test") -> dict:
         """Scores on labelled examples (or one split of a Splits dict); examples whose label
         the model does not know are left out and counted."""

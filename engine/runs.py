@@ -107,7 +107,8 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
                  MetricsLog(out / "metrics.jsonl"), Checkpointer(out, task_meta, run_meta)]
     if trainer_settings.patience > 0:
         callbacks.append(EarlyStopping(trainer_settings.patience))
-    trainer = Trainer(model, optimizer, trainer_settings, callbacks, state)
+    trainer = Trainer(model, optimizer, trainer_settings, callbacks, state,
+                      sampler=task.epoch_sampler(config, encoder))
     t0 = time.perf_counter()
     state = trainer.fit(encoded["train"], encoded["validation"])
     train_seconds = time.perf_counter() - t0

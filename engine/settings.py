@@ -6,8 +6,9 @@ Settings come in groups, each a dataclass whose fields carry their metadata (``s
     ModelSettings      the SequenceClassifier: sizes, pooling, dropout, forget-gate bias
     OptimizerSettings  which optimizer and its hyperparameters
     TrainerSettings    epochs, batches, clipping, schedule, early stopping, seed
-    <task>.Settings    the task's own: what data is loaded ("data") and how an input is
-                       encoded ("input"); a subclass of TaskSettings (which has ``data``)
+    <task>.Settings    the task's own: what data is loaded ("data"), how an input is
+                       encoded ("input") and how each epoch's training examples are drawn
+                       ("sampling"); a subclass of TaskSettings (which has ``data``)
 
 On the command line and in ``config.json`` they form one flat namespace (every name is unique
 across groups), in the order: a task's defaults (the schema's defaults overridden by the
@@ -34,8 +35,8 @@ from .errors import ConfigError
 from .layers import POOLINGS
 from .optim import OPTIMIZERS, SCHEDULES
 
-#: Groups in the order they are listed; "data" and "input" belong to the task.
-GROUPS = ("model", "optimizer", "trainer", "data", "input")
+#: Groups in the order they are listed; "data", "input" and "sampling" belong to the task.
+GROUPS = ("model", "optimizer", "trainer", "data", "input", "sampling")
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,10 @@ class TrainerSettings:
     monitor: str = setting(str, "accuracy", "Validation metric that picks the best checkpoint.",
                            choices=MONITORS)
     eval_batch_size: int = setting(int, 256, "Sequences per batch when evaluating.", low=1)
+    balance_temperature: float = setting(float, 1.0, "Each epoch draws classes in proportion to "
+                                         "their training examples ** this: 1 keeps the data's own "
+                                         "proportions, 0 draws every class equally often.",
+                                         low=0.0, high=1.0)
 
 
 @dataclass

@@ -47,10 +47,13 @@ class Callback:
 
 class Trainer:
     def __init__(self, model, optimizer: Optimizer, settings: TrainerSettings | None = None,
-                 callbacks=(), state: TrainState | None = None):
+                 callbacks=(), state: TrainState | None = None, sampler=None):
+        """``sampler(train, epoch) -> Encoded`` re-draws the training split for each epoch
+        (engine/sampling.py: class balance, random crops); None trains on it as it is."""
         self.model = model
         self.optimizer = optimizer
         self.settings = settings or TrainerSettings()
+        self.sampler = sampler
         self.callbacks = list(callbacks)
         self.state = state or TrainState()
         self._stop_reason: str | None = None
@@ -73,7 +76,6 @@ class Trainer:
             raise DataError("the training set is empty")
         cfg, st = self.settings, self.state
         st.stopped = None
-        lengths = train.lengths
         total = self.total_steps(len(train))
         previous = _install_sigint(self)
         try:
@@ -82,12 +84,13 @@ class Trainer:
             with self.model.backend.session():
                 self._emit("on_train_begin")
                 while st.epoch < cfg.epochs and self._stop_reason is None:
-                    batches = bucket_batches(lengths, cfg.batch_size,
+                    epoch_train = train if self.sampler is None else self.sampler(train, st.epoch)
+                    batches = bucket_batches(epoch_train.lengths, cfg.batch_size,
                                              np.random.default_rng([cfg.seed, st.epoch]))
                     self._emit("on_epoch_begin", len(batches))
                     losses = []
                     for idx in batches[st.batch:]:
-                        loss, lr = self._train_step(train, idx, total)
+                        loss, lr = self._train_step(epoch_train, idx, total)
                         losses.append(loss)
                         st.batch += 1
                         st.step += 1

@@ -5,7 +5,7 @@ import pytest
 
 from lstm_engine import LSTM, ArgumentError, BackendError, get_backend
 
-from conftest import FAST_BACKENDS
+from helpers import FAST_BACKENDS
 
 BACKENDS = ["numpy"] + FAST_BACKENDS
 

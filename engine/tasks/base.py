@@ -63,6 +63,14 @@ class Task:
         """Write the data in the format ``--data`` reads back (``lstm-engine data --export``)."""
         raise NotImplementedError
 
+    def epoch_sampler(self, config: dict, encoder: dict):
+        """How each epoch's training examples are drawn (engine/sampling.py), or None for the
+        split as it is; the base draws classes by ``balance_temperature``."""
+        from ..sampling import BalancedSampler
+        if config["balance_temperature"] == 1.0:
+            return None
+        return BalancedSampler(config["balance_temperature"], config["seed"])
+
     def extra_metrics(self, examples: Examples, correct: np.ndarray) -> dict:
         """Task-specific breakdowns of the test results (e.g. accuracy by text length)."""
         return {}

@@ -20,6 +20,8 @@ from ..settings import TaskSettings, setting
 from .base import Task, model_config_from
 
 PAD, UNK = 0, 1
+#: The id of the encoder's first character; ids below it are PAD and UNK.
+FIRST_ID = 2
 LENGTH_BUCKETS = (("<=20", 0, 20), ("21-50", 21, 50), (">50", 51, None))
 
 
@@ -38,6 +40,10 @@ class LanguageIdSettings(TaskSettings):
                                   low=1, group="input")
     max_vocab: int = setting(int, 4000, "At most this many distinct characters get their own id.", low=1,
                              group="input")
+    crop_fraction: float = setting(float, 0.0, "Share of the training texts cut, each epoch, to a random "
+                                   "window (from a word start, log-uniform length from crop_min up).",
+                                   low=0.0, high=1.0, group="sampling")
+    crop_min: int = setting(int, 4, "Shortest random window, in characters.", low=1, group="sampling")
 
 
 class LanguageId(Task):
@@ -67,8 +73,15 @@ class LanguageId(Task):
         frequent = [ch for ch, n in counts.most_common(config["max_vocab"]) if n >= config["min_char_count"]]
         return {"type": "chars", "chars": "".join(frequent), "max_length": limit}
 
+    def epoch_sampler(self, config: dict, encoder: dict):
+        from ..sampling import RandomCrops, chain
+        space = encoder["chars"].find(" ")
+        crops = RandomCrops(config["crop_fraction"], config["crop_min"],
+                            space + FIRST_ID if space >= 0 else None, config["seed"])
+        return chain(super().epoch_sampler(config, encoder), crops if config["crop_fraction"] else None)
+
     def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
-        index = {ch: i + 2 for i, ch in enumerate(encoder["chars"])}
+        index = {ch: i + FIRST_ID for i, ch in enumerate(encoder["chars"])}
         limit = encoder["max_length"]
         out = []
         for k, text in enumerate(inputs):
@@ -93,7 +106,7 @@ class LanguageId(Task):
                                 f"vocab_size is {model_config.get('vocab_size')}")
 
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
-        return model_config_from(config, num_classes, vocab_size=len(encoder["chars"]) + 2)
+        return model_config_from(config, num_classes, vocab_size=len(encoder["chars"]) + FIRST_ID)
 
     def read_inputs(self, sources: list[str], encoder: dict) -> tuple[list, list[str]]:
         return list(sources), list(sources)
