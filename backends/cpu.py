@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -34,14 +35,17 @@ from .base import Backend, check_layer_inputs, check_upstream
 from .host import cpu_model
 
 _controller = None
+_controller_modules = -1
 
 
 def _blas_controller():
-    """threadpoolctl's view of the BLAS libraries loaded (made once: it scans them)."""
-    global _controller
-    if _controller is None:
+    """threadpoolctl's view of the BLAS libraries loaded. Scanning them takes milliseconds, so
+    it is made again only when modules were imported since (a BLAS library comes with an
+    import: scipy brings a second OpenBLAS, which the first view would leave unlimited)."""
+    global _controller, _controller_modules
+    if _controller is None or len(sys.modules) != _controller_modules:
         from threadpoolctl import ThreadpoolController
-        _controller = ThreadpoolController()
+        _controller, _controller_modules = ThreadpoolController(), len(sys.modules)
     return _controller
 
 
@@ -61,6 +65,7 @@ class _BlasOneThread:
     def held(self):
         with self._lock:
             if not self._depth:
+                _take_blas_control()
                 self._limit = _blas_controller().limit(limits=1, user_api="blas")
             self._depth += 1
         try:
@@ -69,8 +74,20 @@ class _BlasOneThread:
             with self._lock:
                 self._depth -= 1
                 if not self._depth:
+                    _take_blas_control()
                     self._limit.restore_original_limits()
                     self._limit = None
+
+
+def _take_blas_control() -> None:
+    """Let this thread set OpenBLAS's process-wide thread count. threadpoolctl (3.6+) lets
+    only the first thread that set it change it, and silently ignores every other thread
+    (so a session opened in a worker thread left BLAS unlimited, and one closed there left it
+    limited). _BlasOneThread's lock already serialises our changes."""
+    import threadpoolctl
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 _blas_one_thread = _BlasOneThread()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -342,6 +343,11 @@ class CudaBackend(Backend):
         self.device = device
         self.xp = device.xp
         self.graphs = GraphCache()
+        # One layer call at a time: a shape's graph buffers are static (the graph has their
+        # addresses baked in), so two threads running the same shape at once would write
+        # each other's inputs and read each other's outputs (seen in the emulation). On a GPU
+        # the calls are serialised on the streams anyway; the lock also guards GraphCache.
+        self._lock = threading.RLock()
 
     @classmethod
     def install_hint(cls) -> str:
@@ -431,6 +437,10 @@ class CudaBackend(Backend):
         return bufs
 
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
+        with self._lock:
+            return self._layer_forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep)
+
+    def _layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
         xp, dev = self.xp, self.device
         check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths)
         x = xp.ascontiguousarray(x)
@@ -491,6 +501,10 @@ class CudaBackend(Backend):
         self.graphs.captures += 1
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
+        with self._lock:
+            return self._layer_backward(cache, dy, dh_n, dc_n)
+
+    def _layer_backward(self, cache, dy, dh_n, dc_n):
         if not isinstance(cache, _Cache):
             raise ArgumentTypeError("cache must be what this backend's layer_forward(keep=True) returned")
         if cache.spent:
