@@ -187,8 +187,8 @@ def child(task_name: str, overrides: dict, backend: str, interval: float) -> dic
         "growth_after_first_epoch_mib": {"max": max(after_first, default=None),
                                          "total": round(sum(after_first), 1) if after_first else None},
         "model_needs": {
-            "parameters_mib": round(sum(v.nbytes for v in ckpt.tensors.values()) / MIB, 2),
-            "optimizer_state_mib": round(sum(v.nbytes for t in ckpt.optimizer.values() for v in t.values()) / MIB, 2),
+            "parameters_mib": round(sum(v.nbytes for v in ckpt.tensors.values()) / MIB, 3),
+            "optimizer_state_mib": round(sum(v.nbytes for t in ckpt.optimizer.values() for v in t.values()) / MIB, 3),
             "largest_batch_saved_activations": _saved_activations(task, config, model, encoded),
             "corpus": _corpus_bytes(splits, encoded),
         },

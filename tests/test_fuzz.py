@@ -839,6 +839,20 @@ def test_regression_npz(tmp_path, what, arrays, match):
         load_sequence_npz(tmp_path / "d.npz")
 
 
+@pytest.mark.parametrize("what, offset, value", [("compression method", 10, 99), ("encryption flag", 8, 0x40),
+                                                 ("zip version", 6, 109)])
+def test_regression_npz_damaged_zip_header(tmp_path, what, offset, value):
+    """A changed byte in the central directory naming an unknown compression method, strong
+    encryption or zip version 10.9: zipfile's NotImplementedError came through."""
+    from lstm_engine.data.speech import load_sequence_npz
+    np.savez(tmp_path / "d.npz", X=np.zeros((6, 2)), lengths=np.array([3, 3]), y=np.array([0, 1]))
+    raw = bytearray((tmp_path / "d.npz").read_bytes())
+    raw[raw.index(b"PK\x01\x02") + offset] = value
+    (tmp_path / "d.npz").write_bytes(bytes(raw))
+    with pytest.raises(LstmEngineError, match="not a readable .npz"):
+        load_sequence_npz(tmp_path / "d.npz")
+
+
 def test_regression_npz_header_declaring_terabytes(tmp_path):
     import zipfile
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"

@@ -186,6 +186,11 @@ def _check_frames(X: np.ndarray, lengths: np.ndarray, y: np.ndarray, source) -> 
         raise DataError(f"{source}: 'X' holds values beyond float32's range (max {np.abs(X).max():.3g})")
 
 
+#: What zipfile raises for a damaged archive: a flipped byte in a header can also name a
+#: compression method, an encryption flag or a zip version it does not support.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError)
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an .npz, without unpickling anything."""
     if not path.is_file():
@@ -196,12 +201,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not an .npz file (not a zip archive)")
     try:
         _check_npz_sizes(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise DataError(f"{path}: {exc} (store labels and split names as fixed-width strings)") from exc
