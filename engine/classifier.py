@@ -16,7 +16,8 @@ import numpy as np
 
 from . import layers
 from .errors import ArgumentError, ArgumentTypeError, CallOrderError
-from .lstm import LSTM, _positive_int, check_real, host_array, parameter_shapes
+from .checks import check_real, host_array, positive_int
+from .lstm import LSTM, parameter_shapes
 from .settings import ModelSettings
 
 #: The defaults of the model settings (engine/settings.py) are the classifier's defaults.
@@ -40,8 +41,8 @@ class SequenceClassifier:
         if (vocab_size is None) == (input_size is None):
             raise ArgumentError("give exactly one of vocab_size (token input) and input_size (feature input)")
         if vocab_size is not None:
-            vocab_size = _positive_int("vocab_size", vocab_size)
-            embedding_dim = _positive_int("embedding_dim", embedding_dim)
+            vocab_size = positive_int("vocab_size", vocab_size)
+            embedding_dim = positive_int("embedding_dim", embedding_dim)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ArgumentError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if pooling not in layers.POOLINGS:
@@ -77,12 +78,12 @@ class SequenceClassifier:
                 if k in allowed}, **config}
         if (c["vocab_size"] is None) == (c["input_size"] is None):
             raise ArgumentError("give exactly one of vocab_size (token input) and input_size (feature input)")
-        sizes = {k: _positive_int(k, c[k]) for k in ("num_classes", "hidden_size", "num_layers")}
-        lstm_in = _positive_int("embedding_dim", c["embedding_dim"]) if c["vocab_size"] is not None \
-            else _positive_int("input_size", c["input_size"])
+        sizes = {k: positive_int(k, c[k]) for k in ("num_classes", "hidden_size", "num_layers")}
+        lstm_in = positive_int("embedding_dim", c["embedding_dim"]) if c["vocab_size"] is not None \
+            else positive_int("input_size", c["input_size"])
         shapes = {}
         if c["vocab_size"] is not None:
-            shapes["embedding.weight"] = (_positive_int("vocab_size", c["vocab_size"]), lstm_in)
+            shapes["embedding.weight"] = (positive_int("vocab_size", c["vocab_size"]), lstm_in)
         shapes.update({f"lstm.{k}": v for k, v in parameter_shapes(
             lstm_in, sizes["hidden_size"], sizes["num_layers"], bool(c["bidirectional"])).items()})
         width = sizes["hidden_size"] * (2 if c["bidirectional"] else 1)

@@ -7,7 +7,6 @@ Shapes follow torch.nn.LSTM: x (T, B, I) or, with batch_first, (B, T, I); output
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, get_backend
+from .checks import check_real, finite_number, host_array, positive_int, seed_value
 from .errors import ArgumentError, ArgumentTypeError, CallOrderError
 from .layers import dropout_mask
 
@@ -38,50 +38,6 @@ def _check_dtype(dtype) -> np.dtype:
     if dt not in _DTYPES:
         raise ArgumentError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _finite_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
-        raise ArgumentError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _seed(value):
-    if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0):
-        return value
-    raise ArgumentError(f"seed must be None or a non-negative integer, got {value!r}")
-
-
-def host_array(name: str, a, xp=np):
-    """``a`` as an array of ``xp`` (NumPy, or the backend's CuPy) without copying one that
-    already is; anything else (lists, torch CPU tensors) through NumPy's array protocol. What
-    NumPy cannot turn into one array of numbers (ragged lists, GPU arrays for a host backend)
-    is an ArgumentTypeError naming ``name``."""
-    if isinstance(a, (np.ndarray, xp.ndarray)):
-        return a
-    try:
-        a = np.asarray(a)
-    except (TypeError, ValueError, RuntimeError) as e:
-        # RuntimeError: e.g. a torch tensor that requires grad or lives on a GPU
-        raise ArgumentTypeError(f"{name} must be an array of numbers on the host or on this "
-                                f"model's device, got {type(a).__module__}.{type(a).__name__} "
-                                f"({e})") from None
-    return a
-
-
-def check_real(name: str, a) -> None:
-    """Refuse arrays that are not of real numbers (complex, bool, str, object), which a
-    cast to float would silently change or fail on deep inside NumPy."""
-    kind = np.dtype(a.dtype).kind
-    if kind not in "fiu":
-        raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {np.dtype(a.dtype)}")
 
 
 def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> dict[str, tuple]:
@@ -111,19 +67,19 @@ class LSTM:
                  bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
                  forget_bias: float = 0.0, dtype=np.float32, backend: str | Backend | None = "auto",
                  seed: int | None = None, check_finite: bool = False):
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ArgumentError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bidirectional = bool(bidirectional)
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
-        self.forget_bias = _finite_number("forget_bias", forget_bias)
+        self.forget_bias = finite_number("forget_bias", forget_bias)
         self.dtype = _check_dtype(dtype)
         self.check_finite = bool(check_finite)
         self.backend = get_backend(backend)
-        self._rng = np.random.default_rng(_seed(seed))
+        self._rng = np.random.default_rng(seed_value(seed))
         self._tape = None
         self.params: dict[str, Any] = {}
         self._init_parameters()

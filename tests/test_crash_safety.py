@@ -107,6 +107,7 @@ def _params(path: Path) -> dict:
     return load_checkpoint(path).tensors
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path, lid_tsv):
     """KILLS kills of one run, each followed by checks of what it left and a resume (the next
     child), until the run completes; its final parameters equal an uninterrupted run's."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data import Examples, Splits
 from ..errors import ArgumentError, DataError, DataNotFoundError
-from ..lstm import check_real, host_array
+from ..checks import check_real, host_array
 from .base import Task, model_config_from
 
 
