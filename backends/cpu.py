@@ -49,6 +49,29 @@ def _blas_controller():
     return _controller
 
 
+class _Nested:
+    """A context any number of threads may be inside at once, nested: ``first()`` runs when
+    the first enters and ``last()`` when the last leaves, both under ``lock``."""
+
+    def __init__(self, lock, first, last):
+        self.lock, self.first, self.last = lock, first, last
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self.lock:
+            if not self.depth:
+                self.first()
+            self.depth += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.depth -= 1
+                if not self.depth:
+                    self.last()
+
+
 class _BlasOneThread:
     """Sessions in which numpy's BLAS runs on one thread: the kernels already use every core,
     and a second pool of spinning threads would oversubscribe them. One limit for any number
@@ -57,26 +80,17 @@ class _BlasOneThread:
     would leave BLAS on one thread for good."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._depth = 0
         self._limit = None
+        self.held = _Nested(threading.Lock(), self._on, self._off)
 
-    @contextlib.contextmanager
-    def held(self):
-        with self._lock:
-            if not self._depth:
-                _take_blas_control()
-                self._limit = _blas_controller().limit(limits=1, user_api="blas")
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if not self._depth:
-                    _take_blas_control()
-                    self._limit.restore_original_limits()
-                    self._limit = None
+    def _on(self):
+        _take_blas_control()
+        self._limit = _blas_controller().limit(limits=1, user_api="blas")
+
+    def _off(self):
+        _take_blas_control()
+        self._limit.restore_original_limits()
+        self._limit = None
 
 
 def _take_blas_control() -> None:
@@ -117,7 +131,7 @@ class ArrayPool:
     def __init__(self, cap: int):
         self.cap = cap
         self._lock = threading.Lock()
-        self._depth = 0
+        self.opened = _Nested(self._lock, lambda: None, self._clear)
         self._made = weakref.WeakValueDictionary()     # id -> every block made, while alive
         self._free: dict[int, list[int]] = {}          # class -> ids of free blocks
         self._held: OrderedDict = OrderedDict()        # id -> (class, block), oldest given first
@@ -164,7 +178,7 @@ class ArrayPool:
     def give(self, *arrays) -> None:
         """Arrays from ``empty`` that nothing reads any more (anything else is ignored)."""
         with self._lock:
-            if not self._depth:
+            if not self.opened.depth:
                 return
             for a in arrays:
                 block = a
@@ -183,19 +197,10 @@ class ArrayPool:
                 self.held -= block.nbytes
                 self.evicted += 1
 
-    @contextlib.contextmanager
-    def opened(self):
-        with self._lock:
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if not self._depth:
-                    self._free.clear()
-                    self._held.clear()
-                    self.held = 0
+    def _clear(self):
+        self._free.clear()
+        self._held.clear()
+        self.held = 0
 
 
 class CpuBackend(Backend):

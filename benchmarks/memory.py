@@ -37,17 +37,11 @@ import threading
 import time
 from pathlib import Path
 
+from lstm_engine.bench import _status_kib
+
 RESULTS = Path(__file__).parent / "results"
 TASKS = ("language-id", "speech-digits")
 MIB = 2 ** 20
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {field}")
 
 
 class RssSampler(threading.Thread):
