@@ -75,6 +75,8 @@ FOUND_AND_FIXED = [
     (".npz loader", "a member header declaring 745 GiB was allocated (MemoryError)",
      "test_regression_npz_header_declaring_terabytes"),
     ("TSV loader", "a folder as the file raised IsADirectoryError", "test_regression_text_and_wav_and_config"),
+    ("WiLI loader", "a label line with a tab inside ('de<TAB>de') became a label that no export can write",
+     "test_regression_wili_label_with_a_tab"),
     ("config file", "a non-UTF-8 TOML file raised UnicodeDecodeError; a folder IsADirectoryError",
      "test_regression_text_and_wav_and_config"),
     ("WAV loader", "a float WAV holding NaN raised librosa's ParameterError", "test_regression_text_and_wav_and_config"),

@@ -864,6 +864,16 @@ def test_regression_npz_header_declaring_terabytes(tmp_path):
         load_sequence_npz(tmp_path / "d.npz")
 
 
+def test_regression_wili_label_with_a_tab(tmp_path):
+    """A y file line 'de<TAB>de' became the label 'de\tde' (found by the deep run)."""
+    from lstm_engine.data.text_formats import load_wili
+    for part, (x, y) in {"train": (b"Guten Tag", b"de"), "test": (b"de\n\nde", b"de\tde\n\nde")}.items():
+        (tmp_path / f"x_{part}.txt").write_bytes(x)
+        (tmp_path / f"y_{part}.txt").write_bytes(y)
+    with pytest.raises(LstmEngineError, match="line 1: a label must be one code"):
+        load_wili(tmp_path)
+
+
 def test_regression_text_and_wav_and_config(tmp_path):
     import click
 
