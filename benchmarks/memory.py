@@ -136,7 +136,7 @@ def _corpus_bytes(splits, encoded) -> dict:
 
 def child(task_name: str, overrides: dict, backend: str, interval: float) -> dict:
     """One run in this (fresh) process; returns its memory record."""
-    from lstm_engine import runs, settings
+    from lstm_engine import runs
     from lstm_engine.backends import get_backend
     from lstm_engine.checkpoint import load_checkpoint
     from lstm_engine.classifier import SequenceClassifier

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import layers
-from .errors import ArgumentError, ArgumentTypeError, CallOrderError
+from .errors import ArgumentError, CallOrderError
 from .checks import check_real, host_array, positive_int
 from .lstm import LSTM, parameter_shapes
 from .settings import ModelSettings

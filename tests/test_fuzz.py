@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import io
 import json
-import math
 import os
 import struct
 import time
@@ -35,10 +34,10 @@ import pytest
 from helpers import FAST_BACKENDS, assert_close
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from lstm_engine import LSTM, backends  # noqa: E402
+from lstm_engine import LSTM  # noqa: E402
 from lstm_engine.classifier import SequenceClassifier  # noqa: E402
 from lstm_engine.errors import LstmEngineError  # noqa: E402
 
@@ -832,24 +831,25 @@ def test_regression_absurd_config_allocates_nothing(checkpoint_bytes, tmp_path):
         load_predictor(tmp_path / "big.safetensors", backend="numpy")
 
 
-@pytest.mark.parametrize("what, arrays, match", [
-    ("lengths whose sum wraps around to len(X)", dict(X=np.zeros((5, 2)), lengths=np.array([2 ** 62] * 3 + [2 ** 62 + 5]),
-                                                      y=np.arange(4)), "exceeds"),
-    ("labels bytes that are not UTF-8", dict(X=np.zeros((6, 2)), lengths=np.array([3, 3]), y=np.array([b"\xff", b"a"])),
-     "not UTF-8"),
-    ("finite float64 beyond float32 (became inf)", dict(X=np.full((6, 2), 1e300), lengths=np.array([3, 3]),
-                                                        y=np.array([0, 1])), "float32"),
+@pytest.mark.parametrize("arrays, match", [
+    pytest.param(dict(X=np.zeros((5, 2)), lengths=np.array([2 ** 62] * 3 + [2 ** 62 + 5]), y=np.arange(4)),
+                 "exceeds", id="lengths whose sum wraps around to len(X)"),
+    pytest.param(dict(X=np.zeros((6, 2)), lengths=np.array([3, 3]), y=np.array([b"\xff", b"a"])),
+                 "not UTF-8", id="labels bytes that are not UTF-8"),
+    pytest.param(dict(X=np.full((6, 2), 1e300), lengths=np.array([3, 3]), y=np.array([0, 1])),
+                 "float32", id="finite float64 beyond float32 (became inf)"),
 ])
-def test_regression_npz(tmp_path, what, arrays, match):
+def test_regression_npz(tmp_path, arrays, match):
     from lstm_engine.data.speech import load_sequence_npz
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(LstmEngineError, match=match):
         load_sequence_npz(tmp_path / "d.npz")
 
 
-@pytest.mark.parametrize("what, offset, value", [("compression method", 10, 99), ("encryption flag", 8, 0x40),
-                                                 ("zip version", 6, 109)])
-def test_regression_npz_damaged_zip_header(tmp_path, what, offset, value):
+@pytest.mark.parametrize("offset, value", [pytest.param(10, 99, id="compression method"),
+                                           pytest.param(8, 0x40, id="encryption flag"),
+                                           pytest.param(6, 109, id="zip version")])
+def test_regression_npz_damaged_zip_header(tmp_path, offset, value):
     """A changed byte in the central directory naming an unknown compression method, strong
     encryption or zip version 10.9: zipfile's NotImplementedError came through."""
     from lstm_engine.data.speech import load_sequence_npz
