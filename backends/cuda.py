@@ -401,7 +401,7 @@ class CudaBackend(Backend):
         self.graphs.captures += 1
         return bufs
 
-    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
+    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
         xp, dev = self.xp, self.device
         x = xp.ascontiguousarray(x)
         T, B, I = x.shape

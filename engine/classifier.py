@@ -118,8 +118,9 @@ class SequenceClassifier:
         return self
 
     # -- forward and backward ----------------------------------------------------------
-    def forward(self, inputs, lengths, training: bool = False):
-        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints.
+    def forward(self, inputs, lengths, training: bool = False, prepared=None):
+        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints; prepared:
+        ``self.lstm.prepare()``'s weights for inference (see LSTM.prepare).
 
         Returns logits (B, C), or (T, B, C) for a tagger (padded steps hold garbage).
         """
@@ -134,7 +135,7 @@ class SequenceClassifier:
         else:
             tokens = None
             x = self.backend.asarray(inputs, dtype=self.dtype)
-        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training)
+        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training, prepared=prepared)
         D = self.lstm.num_directions
         if cfg["per_step"]:
             features, pool_saved = out, None
@@ -191,9 +192,9 @@ class SequenceClassifier:
         grads["head.bias"] = d_b
         return grads
 
-    def predict_proba(self, inputs, lengths):
+    def predict_proba(self, inputs, lengths, prepared=None):
         """Class probabilities as a host array: (B, C), or (T, B, C) for a tagger."""
-        logits = self.forward(inputs, lengths, training=False)
+        logits = self.forward(inputs, lengths, training=False, prepared=prepared)
         return np.asarray(self.backend.to_numpy(layers.softmax(self.backend.xp, logits)))
 
     # -- deployment (lstm_engine.onnx_export, lstm_engine.streaming) ------------------------

@@ -13,13 +13,14 @@ from .batching import Encoded, bucket_batches, collate
 from .metrics import scores
 
 
-def predict_proba(model, data: Encoded, batch_size: int = 256) -> np.ndarray:
-    """(N, C) class probabilities for every sequence, in the data's order."""
+def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None) -> np.ndarray:
+    """(N, C) class probabilities for every sequence, in the data's order; ``prepared``:
+    ``model.lstm.prepare()``'s weights, for a caller that predicts again and again."""
     out = None
     for idx in bucket_batches(data.lengths, batch_size, None):
         inputs, lengths, _ = collate(data, idx, model.dtype)
         with model.backend.session():
-            probs = model.predict_proba(inputs, lengths)
+            probs = model.predict_proba(inputs, lengths, prepared=prepared)
         if out is None:
             out = np.empty((len(data), probs.shape[-1]), dtype=np.float64)
         out[idx] = probs

@@ -37,6 +37,15 @@ class Predictor:
     def __init__(self, task, model: SequenceClassifier, encoder: dict, labels: list[str], data_options: dict):
         self.task, self.model, self.encoder = task, model, encoder
         self.labels, self.data_options = labels, data_options
+        self._prepared = None
+
+    def prepared(self):
+        """The model's LSTM weights prepared for inference (LSTM.prepare), made once and again
+        only when the parameters are replaced: a predictor predicts again and again with the
+        same weights, and a single short text costs about as much to pack as to run."""
+        if self._prepared is None or not self._prepared.matches(self.model.lstm):
+            self._prepared = self.model.lstm.prepare()
+        return self._prepared
 
     @classmethod
     def load(cls, path, backend="auto") -> "Predictor":
@@ -53,7 +62,7 @@ class Predictor:
     def predict_proba(self, inputs: list) -> np.ndarray:
         """(N, C) probabilities, columns in ``labels`` order."""
         items = self.task.encode_inputs(list(inputs), self.encoder)
-        return predict_proba(self.model, Encoded(items, [0] * len(items)))
+        return predict_proba(self.model, Encoded(items, [0] * len(items)), prepared=self.prepared())
 
     def predict(self, inputs: list) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(inputs).argmax(axis=1)]
