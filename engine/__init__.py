@@ -14,8 +14,10 @@ from .errors import (
     ConfigError,
     DataError,
     DataNotFoundError,
+    DistributedError,
     LstmEngineError,
     MissingDependencyError,
+    ReplicasOutOfSync,
     TrainingDiverged,
 )
 from .lstm import LSTM, Gradients
@@ -24,4 +26,4 @@ __version__ = "0.1.0"
 __all__ = ["LSTM", "Gradients", "get_backend", "available_backends", "set_num_threads",
            "LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "__version__"]
+           "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync", "__version__"]

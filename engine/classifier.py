@@ -118,9 +118,12 @@ class SequenceClassifier:
         return self
 
     # -- forward and backward ----------------------------------------------------------
-    def forward(self, inputs, lengths, training: bool = False, prepared=None):
+    def forward(self, inputs, lengths, training: bool = False, prepared=None,
+                window: layers.RowWindow | None = None):
         """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints; prepared:
-        ``self.lstm.prepare()``'s weights for inference (see LSTM.prepare).
+        ``self.lstm.prepare()``'s weights for inference (see LSTM.prepare). ``window``: this
+        batch is a share of a larger one, whose dropout masks it gets (data-parallel training;
+        ``layers.RowWindow``).
 
         Returns logits (B, C), or (T, B, C) for a tagger (padded steps hold garbage).
         """
@@ -135,7 +138,7 @@ class SequenceClassifier:
         else:
             tokens = None
             x = self.backend.asarray(inputs, dtype=self.dtype)
-        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training, prepared=prepared)
+        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training, prepared=prepared, window=window)
         D = self.lstm.num_directions
         if cfg["per_step"]:
             features, pool_saved = out, None
@@ -143,7 +146,7 @@ class SequenceClassifier:
             features, pool_saved = layers.pool_forward(xp, cfg["pooling"], out, h_n, lengths, D)
         mask = None
         if training and cfg["dropout"] > 0:
-            mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype)
+            mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype, window)
             features = features * mask
         logits = layers.dense_forward(xp, self.extra["head.weight"], self.extra["head.bias"], features)
         self._saved = (tokens, lengths, out.shape, pool_saved, mask, features) if training else None
@@ -163,6 +166,12 @@ class SequenceClassifier:
         weights = layers.valid_mask(xp, lengths, T, logits.dtype).reshape(-1)
         loss, d = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
         return loss, d.reshape(T, B, C)
+
+    def loss_weight(self, lengths) -> int:
+        """How many terms ``loss`` averages over for a batch with these lengths: its sequences,
+        or for a tagger its valid steps. Data-parallel ranks weight their shares' gradients
+        by it, so that the combined gradient is the whole batch's mean."""
+        return int(np.sum(lengths)) if self.config["per_step"] else len(lengths)
 
     def backward(self, d_logits) -> dict[str, Any]:
         """Gradients of every parameter (same names as ``parameters()``) from d_logits."""

@@ -18,7 +18,10 @@ as one line and lets anything else show its traceback: an unexpected exception i
     ├── BackendError           an unknown or unavailable backend (RuntimeError)
     ├── CheckpointError        a checkpoint that cannot be used (ValueError)
     ├── CallOrderError         e.g. backward() without a training forward() (RuntimeError)
-    └── TrainingDiverged       the loss became NaN or infinite (RuntimeError)
+    ├── TrainingDiverged       the loss became NaN or infinite (RuntimeError)
+    └── DistributedError       ranks that cannot work together: a launcher and an MPI that do
+        │                      not match, NCCL without a GPU, ranks that read different data
+        └── ReplicasOutOfSync  the model replicas of data-parallel ranks differ (RuntimeError)
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ class TrainingDiverged(LstmEngineError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+class DistributedError(LstmEngineError, RuntimeError):
+    """Ranks of a data-parallel run that cannot work together (engine/distributed.py)."""
+
+
+class ReplicasOutOfSync(DistributedError):
+    """The ranks' model replicas (parameters, optimizer state, dropout generator) differ,
+    where every rank must hold the same; found by the periodic checksum comparison."""
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional module, or raise MissingDependencyError naming the extra."""
     import importlib
@@ -81,4 +93,4 @@ def require(module: str, extra: str, purpose: str):
 
 __all__ = ["LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "require"]
+           "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync", "require"]

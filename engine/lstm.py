@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import Backend, get_backend
 from .errors import ArgumentError, ArgumentTypeError, CallOrderError
-from .layers import dropout_mask
+from .layers import RowWindow, dropout_mask
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -198,14 +198,17 @@ class LSTM:
                 prepared[s] = (bias, self.backend.prepare(p[f"weight_ih_{s}"], p[f"weight_hh_{s}"], bias))
         return PreparedWeights(self.backend, dict(self.params), prepared)
 
-    def forward(self, x, lengths=None, initial_state=None, training: bool = True, prepared=None):
+    def forward(self, x, lengths=None, initial_state=None, training: bool = True, prepared=None,
+                window: RowWindow | None = None):
         """Run the stack.
 
         x: (T, B, input_size), or (B, T, input_size) with batch_first. lengths: (B,) valid steps
         per sequence (right padding), None for all T. initial_state: (h_0, c_0), each
         (num_layers * num_directions, B, hidden_size); zeros when None. With training=True,
         dropout is applied and what backward needs is kept; otherwise nothing is kept.
-        prepared: what ``prepare()`` returned, for inference only.
+        prepared: what ``prepare()`` returned, for inference only. window: this batch is a
+        share of a larger one (data-parallel training); dropout masks are the larger batch's,
+        cut to this share (``layers.RowWindow``).
 
         Returns (outputs, (h_n, c_n)): outputs (T, B, D*H) (batch-first if so built), zeros at
         padded steps; h_n and c_n from each sequence's last valid step.
@@ -225,6 +228,8 @@ class LSTM:
         if T == 0 or B == 0:
             raise ArgumentError(f"x must have at least one step and one sequence, got shape {tuple(x.shape)}")
         lengths = self._check_lengths(lengths, T, B)
+        if window is not None:
+            window.check(B, T)
         if initial_state is None:
             h0 = c0 = xp.zeros((L * D, B, H), dtype=self.dtype)
         else:
@@ -254,7 +259,7 @@ class LSTM:
             layer_out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)
             mask = None
             if training and self.dropout > 0 and layer < L - 1:
-                mask = dropout_mask(xp, self._rng, layer_out.shape, self.dropout, self.dtype)
+                mask = dropout_mask(xp, self._rng, layer_out.shape, self.dropout, self.dtype, window)
                 layer_out = layer_out * mask
             tape["layers"].append(caches)
             tape["masks"].append(mask)
