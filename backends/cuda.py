@@ -54,6 +54,17 @@ KERNELS = {
     "lstm_backward_finish": "pppp" + "iii",
 }
 DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: NVRTC options of every build of the backend's kernels (CuPy adds -arch, -ftz=true,
+#: --device-as-default-execution-space and its include paths; cuda_compile.py, which compiles
+#: them in CI, adds the same). DYNAMIC_SHARED(T, name) declares the launch's dynamic shared
+#: memory as a T array: the fiber emulator (cuda_compat.h) cannot read `extern __shared__`, so
+#: kernels use this spelling, which both compilers understand. One raw array, cast: a template
+#: instantiated for float and double cannot declare `extern __shared__ T name[]` twice.
+NVRTC_OPTIONS = (
+    "--std=c++17",
+    "-DDYNAMIC_SHARED(T,name)=extern __shared__ __align__(16) unsigned char lstm_engine_dynamic_shared[]; "
+    "T* const name = reinterpret_cast<T*>(lstm_engine_dynamic_shared)",
+)
 INSTALL_HINT = ("pip install 'lstm-engine[cuda12]' (CUDA 12 driver) or "
                 "pip install 'lstm-engine[cuda13]' (CUDA 13 driver)")
 
@@ -84,6 +95,18 @@ def grid_for(n_threads: int) -> int:
     return max(1, -(-n_threads // BLOCK))
 
 
+def nvrtc_program(source: Path = KERNEL_SOURCE, kernels=None, types=None) -> tuple[str, tuple[str, ...], list[str]]:
+    """What cupy.RawModule gets for one .cu file: its code, the NVRTC options and the name
+    expressions of every kernel instantiation (`name<type>`). `kernels` (name -> argument
+    kinds) and `types` (C types, for all kernels or per name) default to this backend's
+    KERNELS and DTYPES; the CI compile check (cuda_compile.py) takes the same triple."""
+    from .cuda_host import instantiations
+    kernels = KERNELS if kernels is None else kernels
+    types = tuple(DTYPES.values()) if types is None else types
+    names = [k if t is None else f"{k}<{t}>" for k, t in instantiations(kernels, types)]
+    return Path(source).read_text(), NVRTC_OPTIONS, names
+
+
 # -- the real device ------------------------------------------------------------------------
 class _CupyDevice:
     """CuPy arrays on one GPU, cuBLAS through cupy.matmul, kernels from NVRTC. Not run yet."""
@@ -104,9 +127,8 @@ class _CupyDevice:
 
     def _load(self):
         if self._module is None:
-            names = [f"{k}<{t}>" for k in KERNELS for t in DTYPES.values()]
-            self._module = self.cupy.RawModule(
-                code=KERNEL_SOURCE.read_text(), options=("--std=c++17",), name_expressions=names)
+            code, options, names = nvrtc_program()
+            self._module = self.cupy.RawModule(code=code, options=options, name_expressions=names)
             # Every function is fetched (and so compiled and loaded) before any capture starts:
             # loading a module inside a stream capture is not allowed on older drivers.
             self._functions = {n: self._module.get_function(n) for n in names}
