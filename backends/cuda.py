@@ -288,6 +288,12 @@ class CudaBackend(Backend):
     def facts(self) -> dict:
         return self.device.facts()
 
+    def check_ready(self) -> None:
+        """Compile and load every kernel now (NVRTC on a GPU), so that a broken driver, runtime
+        or compiler shows when the backend is chosen (`auto` then falls back) rather than at
+        the first forward."""
+        self.device.prepare()
+
     def asarray(self, a, dtype=None):
         if hasattr(self.device, "activate"):
             with self.device.activate():
