@@ -145,7 +145,8 @@ struct Fiber {
 #else
     void* sp = nullptr;             // saved stack pointer while not running
 #endif
-    char* stack = nullptr;          // lowest usable byte (the guard page is just below)
+    bool started = false;           // has a stack and a context (from its first resume on)
+    char* stack = nullptr;          // its stack's mapping (a guard page, then stack_size bytes)
     size_t stack_size = 0;
     Block* block = nullptr;
     dim3 tid;
@@ -166,6 +167,7 @@ struct Block {
     unsigned linear = 0;
     Fiber* fibers = nullptr;        // n_threads of them
     unsigned n_threads = 0, live = 0, exited = 0;
+    unsigned in_warp_op[32] = {};   // lanes of each warp waiting in a warp operation
     unsigned long long rng = 0;
 };
 
@@ -414,7 +416,9 @@ struct Worker {
     void* scheduler_sp = nullptr;
 #endif
     Fiber* current = nullptr;
-    std::vector<Stack> stacks;               // reused from block to block
+    // Stacks not in use: a fiber takes one at its first resume and gives it back when it returns,
+    // so threads that never wait (pointwise kernels) all run on one cache-hot stack.
+    std::vector<Stack> free_stacks;
     std::vector<Fiber> fibers;
     std::vector<unsigned> round;             // the order of one scheduling round
     SharedArena dynamic_shared;              // this thread's dynamic shared memory
@@ -427,8 +431,22 @@ inline Worker& worker() {
 }
 
 inline void fiber_start();
+inline void prepare_fiber(Fiber& f);
 
 inline void resume(Worker& w, Fiber& f) {
+    if (!f.started) {
+        Stack stack;
+        if (w.free_stacks.empty()) {
+            stack = map_stack();
+        } else {
+            stack = w.free_stacks.back();
+            w.free_stacks.pop_back();
+        }
+        f.stack = stack.base;
+        f.stack_size = stack.size;
+        prepare_fiber(f);
+        f.started = true;
+    }
     w.current = &f;
     threadIdx = f.tid;
     w.switches += 2;   // in and back out
@@ -458,7 +476,7 @@ inline void park(Worker& w, Fiber& f) {
 inline void prepare_fiber(Fiber& f) {
 #ifdef EMU_FIBERS_USE_UCONTEXT
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_sp = f.stack + page_size();
     f.context.uc_stack.ss_size = f.stack_size;
     f.context.uc_link = nullptr;
     makecontext(&f.context, reinterpret_cast<void (*)()>(&fiber_start), 0);
@@ -466,7 +484,7 @@ inline void prepare_fiber(Fiber& f) {
     // From the top: a zero "return address" of fiber_start (never used), fiber_start as the
     // address switch_stack returns to, six zeroed registers, and this thread's MXCSR and x87
     // control word. fiber_start then begins with rsp % 16 == 8, as after a call.
-    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + f.stack_size) & ~uintptr_t(15);
+    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + page_size() + f.stack_size) & ~uintptr_t(15);
     void** sp = reinterpret_cast<void**>(top);
     *--sp = nullptr;
     *--sp = reinterpret_cast<void*>(&fiber_start);
@@ -558,7 +576,10 @@ inline bool try_complete_warp_op(Block& b, unsigned warp, unsigned mask) {
         }
     }
     for (unsigned l = 0; l < n; ++l)
-        if ((mask >> l & 1u) && lanes[l].wait == Wait::warp) lanes[l].wait = Wait::none;
+        if ((mask >> l & 1u) && lanes[l].wait == Wait::warp) {
+            lanes[l].wait = Wait::none;
+            --b.in_warp_op[warp];
+        }
     return true;
 }
 
@@ -585,6 +606,7 @@ inline unsigned long long warp_op(WarpOp op, unsigned mask, unsigned long long v
     me.width = width;
     me.predicate = predicate;
     me.wait = Wait::warp;
+    ++b.in_warp_op[me.warp];
     if (!try_complete_warp_op(b, me.warp, mask)) park(w, me);
     return me.result;
 }
@@ -734,10 +756,13 @@ inline void fiber_start() {
     // Lanes of this warp that wait for the returned lane: a __syncwarp may now complete; a
     // shuffle or vote that names it aborts (try_complete_warp_op says which).
     Fiber* lanes = b.fibers + f.warp * 32;
-    for (unsigned l = 0; l < lanes_in_warp(b, f.warp); ++l)
+    for (unsigned l = 0; b.in_warp_op[f.warp] && l < lanes_in_warp(b, f.warp); ++l)
         if (lanes[l].wait == Wait::warp && (lanes[l].mask >> f.lane & 1u))
             try_complete_warp_op(b, f.warp, lanes[l].mask);
     w.current = nullptr;
+    // Its stack is free once it has switched away below; the scheduler may hand it to the next
+    // fiber only after that.
+    w.free_stacks.push_back(Stack{f.stack, f.stack_size});
 #ifdef EMU_FIBERS_USE_UCONTEXT
     setcontext(&w.scheduler);
 #else
@@ -757,7 +782,6 @@ inline void run_block(Launch& L, unsigned linear) {
     b.n_threads = L.n_threads;
     b.live = L.n_threads;
     b.rng = L.seed ^ (0xD1B54A32D192ED03ull * (linear + 1));
-    while (w.stacks.size() < b.n_threads) w.stacks.push_back(map_stack());
     w.fibers.assign(b.n_threads, Fiber());
     b.fibers = w.fibers.data();
     for (unsigned k = 0; k < b.n_threads; ++k) {
@@ -767,9 +791,6 @@ inline void run_block(Launch& L, unsigned linear) {
         f.linear = k;
         f.warp = k / 32;
         f.lane = k % 32;
-        f.stack = w.stacks[k].base + page_size();
-        f.stack_size = w.stacks[k].size;
-        prepare_fiber(f);
     }
     if (L.shared_bytes) w.dynamic_shared.prepare(L.shared_bytes);
     blockIdx = b.idx;
@@ -868,12 +889,10 @@ inline pthread_mutex_t& launch_mutex() {
 }
 
 inline unsigned normal_launch_threads() {
+    static const long cores = sysconf(_SC_NPROCESSORS_ONLN);   // reads /sys: once
     const char* env = getenv("LSTM_ENGINE_EMU_THREADS");
     long n = env && *env ? strtol(env, nullptr, 10) : 0;
-    if (n <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cores > 2 ? cores : 2;
-    }
+    if (n <= 0) n = cores > 2 ? cores : 2;
     return static_cast<unsigned>(n);
 }
 
