@@ -7,6 +7,7 @@ NVRTC."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from lstm_engine import BackendError
 from lstm_engine.backends import cuda_host
 
 import cuda_kernel_tables as tables
+from conftest import load_benchmark
 
 pytestmark = pytest.mark.skipif(bool(cuda_host.unavailable_reason()), reason=cuda_host.unavailable_reason() or "")
 
@@ -222,6 +224,16 @@ def test_ucontext_fallback_runs_the_same_kernels():
     k.launch("normalise_two_phase", "double", 4, 128, (x, block_sums, y, 512), shared_bytes=256, cooperative=True)
     np.testing.assert_allclose(y, x / x.sum(), rtol=1e-10)
     assert neighbour_sum(k, x[:256], 1, "forward") and not neighbour_sum(k, x[:256], 0, "forward")
+
+
+def test_emulator_benchmark_smoke(tmp_path):
+    out = tmp_path / "e.json"
+    result = load_benchmark("cuda_emulator").main(["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert [r["kernel"] for r in data["switch_rates"]] == ["barrier_rounds", "shuffle_rounds"] * 2
+    assert all(r["switches"] > 0 and r["switches_per_s"] > 0 for r in data["switch_rates"])
+    assert [r["backend"] for r in data["backend_step"]] == ["numpy", "cuda-emulated"]
 
 
 # -- the rules: each broken kernel must abort with the rule named ------------------------------------
