@@ -139,12 +139,16 @@ inline const char* warp_op_name(WarpOp op) {
 struct Block;
 struct Launch;
 
-struct Fiber {
+// A suspended execution context: a saved stack pointer (the x86-64 switch below keeps the rest
+// on the stack), or a ucontext.
 #ifdef EMU_FIBERS_USE_UCONTEXT
-    ucontext_t context;
+using Context = ucontext_t;
 #else
-    void* sp = nullptr;             // saved stack pointer while not running
+using Context = void*;
 #endif
+
+struct Fiber {
+    Context context{};              // while not running
     bool started = false;           // has a stack and a context (from its first resume on)
     char* stack = nullptr;          // its stack's mapping (a guard page, then stack_size bytes)
     size_t stack_size = 0;
@@ -408,13 +412,21 @@ __attribute__((naked, noinline)) static void switch_stack(void** /*save*/, void*
 }
 #endif
 
+// Saves the running context in `save` and continues `next`. The compiler barriers make kernel
+// code reload what another fiber may have written meanwhile (shared memory, threadIdx).
+inline void jump(Context& save, Context& next) {
+    asm volatile("" ::: "memory");
+#ifdef EMU_FIBERS_USE_UCONTEXT
+    swapcontext(&save, &next);
+#else
+    switch_stack(&save, next);
+#endif
+    asm volatile("" ::: "memory");
+}
+
 // What each OS thread that runs blocks keeps.
 struct Worker {
-#ifdef EMU_FIBERS_USE_UCONTEXT
-    ucontext_t scheduler;
-#else
-    void* scheduler_sp = nullptr;
-#endif
+    Context scheduler{};
     Fiber* current = nullptr;
     // Stacks not in use: a fiber takes one at its first resume and gives it back when it returns,
     // so threads that never wait (pointwise kernels) all run on one cache-hot stack.
@@ -450,25 +462,13 @@ inline void resume(Worker& w, Fiber& f) {
     w.current = &f;
     threadIdx = f.tid;
     w.switches += 2;   // in and back out
-    asm volatile("" ::: "memory");
-#ifdef EMU_FIBERS_USE_UCONTEXT
-    swapcontext(&w.scheduler, &f.context);
-#else
-    switch_stack(&w.scheduler_sp, f.sp);
-#endif
-    asm volatile("" ::: "memory");
+    jump(w.scheduler, f.context);
     w.current = nullptr;
 }
 
 // Called on the fiber: back to the scheduler until it resumes this fiber.
 inline void park(Worker& w, Fiber& f) {
-    asm volatile("" ::: "memory");
-#ifdef EMU_FIBERS_USE_UCONTEXT
-    swapcontext(&f.context, &w.scheduler);
-#else
-    switch_stack(&f.sp, w.scheduler_sp);
-#endif
-    asm volatile("" ::: "memory");
+    jump(f.context, w.scheduler);
     // Kernel code re-reads threadIdx after this call (the compiler cannot keep it across the
     // switch); the scheduler set it for this fiber before resuming it.
 }
@@ -496,7 +496,7 @@ inline void prepare_fiber(Fiber& f) {
     asm volatile("fnstcw %0" : "=m"(fpcw));
     memcpy(reinterpret_cast<char*>(sp), &mxcsr, 4);
     memcpy(reinterpret_cast<char*>(sp) + 4, &fpcw, 2);
-    f.sp = sp;
+    f.context = sp;
 #endif
 }
 
@@ -763,12 +763,8 @@ inline void fiber_start() {
     // Its stack is free once it has switched away below; the scheduler may hand it to the next
     // fiber only after that.
     w.free_stacks.push_back(Stack{f.stack, f.stack_size});
-#ifdef EMU_FIBERS_USE_UCONTEXT
-    setcontext(&w.scheduler);
-#else
-    void* unused;
-    switch_stack(&unused, w.scheduler_sp);
-#endif
+    Context finished;
+    jump(finished, w.scheduler);
     __builtin_unreachable();
 }
 
