@@ -25,7 +25,9 @@ import numpy as np
 
 from . import cuda_host
 from .cuda import BLOCK, DTYPES, KERNEL_SOURCE, KERNELS, CudaBackend, grid_for, kernel_type
-from .cuda_host import CACHE_ENV, COMPAT_HEADER, cache_dir, compiler, unavailable_reason
+# The host build's settings live in cuda_host; these names stay importable from here.
+from .cuda_host import CACHE_ENV, COMPAT_HEADER, cache_dir, compiler, unavailable_reason  # noqa: F401
+
 
 def wrapper_source() -> str:
     """The host translation unit of lstm_kernels.cu: one entry point per kernel instantiation."""

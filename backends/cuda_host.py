@@ -116,7 +116,8 @@ def _compiler_id(cxx: str) -> str:
 def build_library(source: Path, kernels: Mapping[str, str], types: Types,
                   defines: Iterable[str] = ()) -> Path:
     """The compiled library of `source` under the emulator, built if this version of the
-    sources has not been yet. `defines`: extra -D macros (e.g. EMU_FIBERS_UCONTEXT)."""
+    sources has not been yet (the key covers the .cu file and the emulator headers, not other
+    files the .cu includes). `defines`: extra -D macros (e.g. EMU_FIBERS_UCONTEXT)."""
     cxx = compiler()
     if cxx is None:
         raise BackendError(unavailable_reason())
