@@ -360,7 +360,7 @@ struct SharedArena {
 
     unsigned char* prepare(size_t bytes) {
         const size_t used = (bytes + 15) / 16 * 16, pages = (used + page_size() - 1) / page_size() * page_size();
-        if (pages + page_size() != map_size) {
+        if (pages + page_size() > map_size) {   // grows only: a smaller request ends at the same guard
             if (map) {
                 if (guard >= 0 && guard < kMaxGuards) {
                     guard_ranges()[guard].lo.store(0, std::memory_order_relaxed);
@@ -375,7 +375,7 @@ struct SharedArena {
             if (mprotect(map + pages, page_size(), PROT_NONE) != 0) fail("cannot protect a guard page");
             guard = add_guard(map + pages, kSharedGuard);
         }
-        data = reinterpret_cast<unsigned char*>(map + pages - used);
+        data = reinterpret_cast<unsigned char*>(map + map_size - page_size() - used);
         memset(data, 0xFF, used);
         return data;
     }

@@ -344,7 +344,9 @@ def test_dynamic_shared_memory_is_poisoned_and_ends_at_a_guard_page(guarded):
     assert (out == 1).all()
     guarded.launch("read_shared", None, 1, 32, (out, 32), shared_bytes=64 * 4)
     assert np.isnan(out).all()
-    proc = guarded_run(guarded, ['k.launch("read_shared", None, 1, 32, (floats, 33), shared_bytes=64 * 4)'])
+    proc = guarded_run(guarded, [                 # a larger launch first: the smaller one still ends at the guard
+        'k.launch("read_shared", None, 1, 32, (floats, 0), shared_bytes=4096 * 4)',
+        'k.launch("read_shared", None, 1, 32, (floats, 33), shared_bytes=64 * 4)'])
     assert proc.returncode == -signal.SIGABRT, (proc.returncode, proc.stderr)
     assert "accessed past the end of the launch's dynamic shared memory (guard page hit)" in proc.stderr
 
