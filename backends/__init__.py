@@ -1,18 +1,23 @@
 """Backend registry: names to lazily imported backend classes, with availability probes.
 
-Nothing heavy is imported here: a backend's module (and Numba or CuPy with it) is imported
-only when that backend is asked for or probed.
+Nothing heavy is imported here: a backend's module is imported when that backend is asked
+for or probed, and it imports Numba or CuPy only when an instance is made (see base.py).
+Whether a backend can run here is its class's business (`Backend.unavailable_reason()`);
+the registry only knows where each class lives and whether the name is public.
+
+A *hidden* entry (`cuda-emulated`: the cuda backend's orchestration and .cu kernels on the
+host, for CI) can be asked for by name but is never listed by `names()` or `available()`
+unless asked, and `auto` never picks it.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import warnings
 from dataclasses import dataclass, field
 
-from ..errors import BackendError
+from ..errors import ArgumentError, ArgumentTypeError, BackendError
 from .base import Backend
 
 #: What `auto` tries, best first.
@@ -30,43 +35,35 @@ class BackendInfo:
 
 @dataclass(frozen=True)
 class _Entry:
-    module: str                 # module holding the backend class, relative to this package
+    module: str                 # module holding the backend class (relative to this package)
     cls: str
-    needs: tuple = ()           # importable modules it needs
-    extra: str = ""             # the pip extra that brings them
+    hidden: bool = False        # for tests and tools: not listed, never chosen by `auto`
 
 
 _REGISTRY: dict[str, _Entry] = {
     "numpy": _Entry(".reference", "NumpyBackend"),
-    "cpu": _Entry(".cpu", "CpuBackend", needs=("numba", "threadpoolctl"), extra="lstm-engine"),
-    # No `needs`: CudaBackend.unavailable_reason() names the extra to install (cuda12 or
-    # cuda13, by driver) and tells a missing CuPy from a missing GPU.
-    "cuda": _Entry(".cuda", "CudaBackend", extra="lstm-engine[cuda12]"),
+    "cpu": _Entry(".cpu", "CpuBackend"),
+    "cuda": _Entry(".cuda", "CudaBackend"),
+    "cuda-emulated": _Entry(".cuda_emulation", "EmulatedCudaBackend", hidden=True),
 }
 _INSTANCES: dict[str, Backend] = {}
 
 
-def names() -> list[str]:
-    """Registered backend names, `auto` excluded."""
-    return list(_REGISTRY)
+def names(include_hidden: bool = False) -> list[str]:
+    """Registered backend names, `auto` excluded; hidden ones only when asked."""
+    return [n for n, e in _REGISTRY.items() if include_hidden or not e.hidden]
 
 
-def _missing_reason(entry: _Entry) -> str:
-    missing = [m for m in entry.needs if importlib.util.find_spec(m) is None]
-    if not missing:
-        return ""
-    return f"missing {', '.join(missing)} (install with: pip install '{entry.extra}')"
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as `name`; imports its module (which is light, see base.py)."""
+    entry = _REGISTRY[name]
+    return getattr(importlib.import_module(entry.module, __name__), entry.cls)
 
 
 def _load(name: str) -> Backend:
     if name not in _INSTANCES:
-        entry = _REGISTRY[name]
-        reason = _missing_reason(entry)
-        if reason:
-            raise BackendError(f"backend {name!r} is not available: {reason}")
-        module = importlib.import_module(entry.module, __name__)
-        backend_cls = getattr(module, entry.cls)
-        reason = backend_cls.unavailable_reason() if hasattr(backend_cls, "unavailable_reason") else ""
+        backend_cls = backend_class(name)
+        reason = backend_cls.unavailable_reason()
         if reason:
             raise BackendError(f"backend {name!r} is not available: {reason}")
         _INSTANCES[name] = backend_cls()
@@ -82,13 +79,14 @@ def probe(name: str) -> BackendInfo:
     return BackendInfo(name, True, facts=backend.facts())
 
 
-def available() -> list[str]:
-    return [n for n in _REGISTRY if probe(n).available]
+def available(include_hidden: bool = False) -> list[str]:
+    """The backends that can run here, in registry order; hidden ones only when asked."""
+    return [n for n in names(include_hidden) if probe(n).available]
 
 
 def _describe_all() -> str:
     lines = []
-    for n in _REGISTRY:
+    for n in names():
         info = probe(n)
         lines.append(f"  {n}: " + ("available" if info.available else f"unavailable ({info.reason})"))
     return "\n".join(lines)
@@ -106,7 +104,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
     if name is None:
         name = os.environ.get(ENV_VAR, "").strip() or "auto"
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a name (str) or a Backend, got {type(name).__name__}")
+        raise ArgumentTypeError(f"backend must be a name (str) or a Backend, got {type(name).__name__}")
     key = name.strip().lower()
     if key == "auto":
         failed = []
@@ -127,7 +125,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         raise BackendError("no backend is available:\n" + "\n".join(failed + [_describe_all()]))
     if key not in _REGISTRY:
         raise BackendError(
-            f"unknown backend {name!r}; expected one of: auto, {', '.join(_REGISTRY)}\n" + _describe_all())
+            f"unknown backend {name!r}; expected one of: auto, {', '.join(names())}\n" + _describe_all())
     try:
         backend = _load(key)
     except BackendError as exc:
@@ -136,11 +134,9 @@ def get_backend(name: str | Backend | None = None) -> Backend:
 
 
 def _ready(backend: Backend) -> Backend:
-    """`backend` after its own start-up check (the cuda backend compiles and loads its
-    kernels), so that a failure shows when it is chosen, not at its first forward."""
-    check = getattr(backend, "check_ready", None)
-    if check is not None:
-        check()
+    """`backend` after its own start-up check (Backend.check_ready: the cuda backend compiles
+    and loads its kernels), so that a failure shows when it is chosen, not at its first forward."""
+    backend.check_ready()
     return backend
 
 
@@ -152,10 +148,10 @@ def _one_line(exc: BaseException) -> str:
 def set_num_threads(n: int) -> None:
     """Threads for the `cpu` backend (Numba's pool; BLAS is kept from oversubscribing it)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer, got {n!r}")
+        raise ArgumentError(f"threads must be a positive integer, got {n!r}")
     import numba
     if n > numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(
+        raise ArgumentError(
             f"threads={n} is more than Numba's pool of {numba.config.NUMBA_NUM_THREADS} "
             "(set NUMBA_NUM_THREADS before start-up to raise it)")
     numba.set_num_threads(n)

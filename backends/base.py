@@ -11,17 +11,36 @@ Semantics of ragged batches (PyTorch's packed sequences): step t of sequence b i
 *active* when t < lengths[b]. Inactive steps leave h and c unchanged and emit zeros, so a
 forward layer's final state is the one after its last valid step, and a reverse layer
 (which walks t = T-1 .. 0) starts from h0 at each sequence's own last valid step.
+`reference.step_order` and `reference.active_steps` are the executable form of this.
+
+Glossary: one name per quantity, the same in reference.py, cpu_kernels.py and
+lstm_kernels.cu (a `_t` suffix on a CUDA kernel argument means "step t's slice of").
+    x_proj   (T, B, G)  the input projection x @ w_ih.T (no bias)
+    pre      (B, G)     a step's gate pre-activations x_proj[t] + h_prev @ w_hh.T + bias
+    i, f, g, o (B, H)   the activated gates: input, forget (sigmoid), cell candidate (tanh),
+                        output (sigmoid); `g` is always the candidate, never an index
+    h_prev, c_prev (B, H)  the hidden and cell state entering a step (h0, c0 for the first)
+    c = f * c_prev + i * g     h = o * tanh(c)     the state after an active step
+    d_pre    (B, G)     the gradient of `pre`; dh, dc the gradients carried back through h, c
+Saved activations (what a training forward keeps for its backward, per step t):
+    gates    (T, B, G)  [i, f, g, o] of each step, zero where the step is inactive
+    c_prev   (T, B, H)  the cell state entering each step; backward recomputes c from it
+    h_prev   (T, B, H)  the hidden state entering each step, for dW_hh = d_pre.T @ h_prev
+                        (the cpu backend keeps it packed with x as xh, see cpu_kernels)
 
 The model above this layer (stacking, directions, dropout, batch_first) is backend-agnostic
-and talks to a backend only through this class.
+and talks to a backend only through this class. The registry (backends/__init__.py) learns
+whether a backend can run here from the class alone (`needs`, `extra`,
+`unavailable_reason()`), so a backend's module must import without its heavy dependencies:
+Numba and CuPy are imported inside methods or by sibling kernel modules loaded lazily.
 """
 
 from __future__ import annotations
 
 import contextlib
-
+import importlib.util
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,9 +49,30 @@ class Backend(ABC):
     """One way of running the LSTM cell and its BPTT. Instances are cheap and stateless
     apart from device handles; the registry creates one per name."""
 
-    name: str = ""
+    name: ClassVar[str] = ""
     #: The array namespace of this backend's arrays (numpy, or cupy).
     xp: Any = np
+    #: Modules it imports that may be missing (looked up with importlib.util.find_spec).
+    needs: ClassVar[tuple[str, ...]] = ()
+    #: The pip extra of lstm-engine that installs `needs` ("" when they are dependencies of
+    #: the package itself).
+    extra: ClassVar[str] = ""
+
+    # -- can it run here? --------------------------------------------------------------
+    @classmethod
+    def install_hint(cls) -> str:
+        """The command that installs what `needs` names."""
+        return f"pip install 'lstm-engine[{cls.extra}]'" if cls.extra else "pip install 'lstm-engine'"
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """Why this backend cannot run here, or "" when it can. Cheap and import-free for a
+        backend that cannot run: the base checks `needs`; subclasses extend it (a device, a
+        compiler) after calling it."""
+        missing = [m for m in cls.needs if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"missing {', '.join(missing)} (install with: {cls.install_hint()})"
+        return ""
 
     # -- moving arrays ---------------------------------------------------------------
     def asarray(self, a, dtype=None):
@@ -52,14 +92,28 @@ class Backend(ABC):
         """Device facts for `lstm-engine backends` (threads, library versions, GPU...)."""
         return {}
 
+    def check_ready(self) -> None:
+        """Raise now if this instance cannot run after all (the cuda backend compiles and
+        loads its kernels here), so that the registry finds out when the backend is chosen
+        (`auto` then falls back to the next one) rather than at the first forward. The default
+        has nothing to check."""
+
     # -- the cell through time -------------------------------------------------------
+    def prepare(self, w_ih, w_hh, bias):
+        """One layer-direction's weights made ready for repeated inference calls, passed back
+        as `layer_forward(..., prepared=...)`: the cpu backend packs them into its product
+        panels once instead of on every call. A snapshot: it does not see later in-place
+        changes of the arrays. The default has nothing to prepare (None)."""
+        return None
+
     @abstractmethod
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths: np.ndarray,
-                      reverse: bool, keep: bool):
+                      reverse: bool, keep: bool, prepared=None):
         """Run one layer-direction.
 
         Returns (y, h_n, c_n, cache): y (T, B, H) with zeros at inactive steps, h_n and c_n
         (B, H), and `cache`, an opaque object for `layer_backward` (None unless `keep`).
+        `prepared` is what `prepare(w_ih, w_hh, bias)` returned for these same weights, or None.
         """
 
     @abstractmethod

@@ -9,7 +9,13 @@ Per layer-direction (see cpu_kernels for the shapes):
               [dx_t, dh] = d_pre @ [w_ih, w_hh] per step (or dh only, and dx after the loop)
               [dW_ih, dW_hh] = d_pre.T @ [x, h_prev] as one product over all T*B rows
 Weights are packed into panels (cpu_gemm.pack) once per call; everything runs on Numba's
-threads, and no BLAS is called.
+threads, and no BLAS is called. The saved activations (gates, c_prev, xh) are named as in
+base.py's glossary.
+
+This module imports without Numba (the registry asks `CpuBackend.unavailable_reason()`
+before anything is compiled); numba, threadpoolctl and the kernel modules cpu_gemm and
+cpu_kernels are imported when a CpuBackend is made and, for speed of reading, inside the
+methods that call them (an import of a loaded module is a dictionary look-up).
 """
 
 from __future__ import annotations
@@ -18,22 +24,19 @@ import contextlib
 import os
 import threading
 
-import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from ..bench import cpu_model
-from . import cpu_gemm as M
-from . import cpu_kernels as K
 from .base import Backend
-from .cpu_sync import threads_run_together
+from .host import cpu_model, usable_cores
 
 _controller = None
 
 
-def _blas_controller() -> ThreadpoolController:
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries loaded (made once: it scans them)."""
     global _controller
     if _controller is None:
+        from threadpoolctl import ThreadpoolController
         _controller = ThreadpoolController()
     return _controller
 
@@ -44,7 +47,7 @@ def _blas_single_threaded():
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
-class _Workspace:
+class _ArrayFreeList:
     """Arrays a backward step is done with (saved gates, cell states, d_pre...), kept while a
     session is open for the next step's arrays of the same shape and dtype. Without it each
     step's large arrays are fresh pages from the kernel (malloc maps them and unmaps them on
@@ -81,11 +84,64 @@ class _Workspace:
                     self._free.clear()
 
 
+class _PackedWeights:
+    """One layer-direction's weights in the layouts the forward variants multiply by, each
+    packed into product panels (cpu_gemm.pack) the first time it is asked for and kept:
+    for one call (what layer_forward makes when it gets no `prepared`), or for as long as the
+    caller keeps it (CpuBackend.prepare: streams, predictors; packing costs about as much as a
+    step of a short sequence: 0.2 ms at H=256, 1.8 ms at H=512 with I=512)."""
+
+    def __init__(self, w_ih, w_hh, bias, wide: bool):
+        self.w_ih, self.w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
+        self.bias = np.ascontiguousarray(bias, dtype=self.w_hh.dtype)
+        self.wide = wide
+        self._packs: dict = {}
+
+    def _get(self, key, make):
+        packed = self._packs.get(key)
+        if packed is None:
+            packed = self._packs[key] = make()
+        return packed
+
+    def fused(self):
+        """[w_ih, w_hh].T: the step product of [x_t, h] (I + H, G)."""
+        from .cpu_gemm import pack
+        return self._get("fused", lambda: pack(np.concatenate([self.w_ih, self.w_hh], axis=1).T, self.wide))
+
+    def ih(self):
+        """w_ih.T (I, G): the hoisted input projection."""
+        from .cpu_gemm import pack
+        return self._get("ih", lambda: pack(self.w_ih.T, self.wide))
+
+    def hh(self):
+        """w_hh.T (H, G): the step product of h when the projection is hoisted."""
+        from .cpu_gemm import pack
+        return self._get("hh", lambda: pack(self.w_hh.T, self.wide))
+
+    def units(self, n: int):
+        """(n, P, H, NR): for each thread of forward_split_loop, w_hh.T's columns of its
+        hidden units' four gates, packed; panels past a thread's columns stay zero."""
+        return self._get(("units", n), lambda: self._unit_parts(n))
+
+    def _unit_parts(self, n: int):
+        from .cpu_gemm import pack
+        w_hh = self.w_hh
+        H = w_hh.shape[1]
+        parts = []
+        for k in range(n):
+            units = np.arange(k * H // n, (k + 1) * H // n)
+            rows = np.concatenate([units + q * H for q in range(4)])
+            parts.append(pack(w_hh[rows].T, self.wide))
+        out = np.zeros((n, max(p.shape[0] for p in parts)) + parts[0].shape[1:], w_hh.dtype)
+        for k, p in enumerate(parts):
+            out[k, :p.shape[0]] = p
+        return out
+
+
 class CpuBackend(Backend):
     name = "cpu"
     xp = np
-    #: Whether the products use the 64-byte vectors and 8-row register blocks of AVX-512.
-    wide = M.has_wide_vectors()
+    needs = ("numba", "threadpoolctl")
     #: A thread with at least this many batch rows folds the input projection into its
     #: per-step product ([x_t, h] @ [w_ih, w_hh].T), so x @ w_ih.T is never written out and
     #: read back; thinner slices hoist it into one product over all steps, since their
@@ -98,9 +154,14 @@ class CpuBackend(Backend):
     split_units_from = 32
 
     def __init__(self):
-        self._workspace = _Workspace()
+        from . import cpu_gemm, cpu_kernels  # noqa: F401  (Numba and the kernels load now)
+        #: Whether the products use the 64-byte vectors and 8-row register blocks of AVX-512.
+        self.wide = cpu_gemm.has_wide_vectors()
+        self._free_arrays = _ArrayFreeList()
+        self._cores = usable_cores()            # read once: a system call, slow on some VMs
 
     def facts(self) -> dict:
+        import numba
         return {
             "threads": numba.get_num_threads(),
             "cores": os.cpu_count(),
@@ -121,123 +182,131 @@ class CpuBackend(Backend):
     def session(self):
         # Numba's threads keep spinning between kernels; numpy's BLAS threads in the glue
         # between them would compete with those for the cores (2x slower steps, measured).
-        # Inside, each backward step's arrays are reused by the next step (_Workspace).
-        with _blas_single_threaded(), self._workspace.opened():
+        # Inside, each backward step's arrays are reused by the next step (_ArrayFreeList).
+        with _blas_single_threaded(), self._free_arrays.opened():
             yield
 
     @staticmethod
-    def _chunks(count: int) -> int:
+    def _threads() -> int:
+        """Numba's thread count now (set_num_threads may change it between calls); read once
+        per call: each read takes Numba's launch lock."""
+        import numba
+        return numba.get_num_threads()
+
+    @staticmethod
+    def _chunks(count: int, threads: int) -> int:
         """Threads for work that splits into `count` independent rows."""
-        return max(1, min(numba.get_num_threads(), count))
+        return max(1, min(threads, count))
 
-    def _fused(self, B: int) -> bool:
-        return B // self._chunks(B) >= self.fuse_from_rows
+    def _fused(self, B: int, threads: int) -> bool:
+        return B // self._chunks(B, threads) >= self.fuse_from_rows
 
-    def _split_units(self, B: int, H: int) -> int:
+    def _split_units(self, B: int, H: int, threads: int) -> int:
         """Threads to split the hidden units across (0: split the batch)."""
-        threads = numba.get_num_threads()
+        from .cpu_sync import threads_run_together
         # more spinning threads than cores would wait on descheduled ones at every barrier
-        n = min(threads, os.cpu_count() or 1, H // self.split_units_from)
+        n = min(threads, self._cores, H // self.split_units_from)
         if B >= threads or n < 2 or not threads_run_together():
             return 0
         return n
 
-    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
+    def prepare(self, w_ih, w_hh, bias):
+        return _PackedWeights(w_ih, w_hh, bias, self.wide)
+
+    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
+        from . import cpu_kernels
         T, B, I = x.shape
         H = w_hh.shape[1]
         G = 4 * H
         dt = x.dtype
-        wide, fused = self.wide, self._fused(B)
+        threads = self._threads()
+        fused = self._fused(B, threads)
+        # without `prepared`, this call's packs are made as they are needed and then dropped
+        packs = prepared if prepared is not None else _PackedWeights(w_ih, w_hh, bias, self.wide)
         x = np.ascontiguousarray(x)
-        w_ih, w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
         y = np.empty((T, B, H), dt)
         h_n = np.empty((B, H), dt)
         c_n = np.empty((B, H), dt)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        n_split = 0 if keep else self._split_units(B, H)
+        unused = np.empty((1, 1, 1), dt)                 # for the arguments a variant ignores
+        n_split = 0 if keep else self._split_units(B, H, threads)
         if n_split:
-            pre = self._project(x, w_ih)
-            K.forward_split_loop(pre, np.ascontiguousarray(bias, dtype=dt),
-                                 self._unit_parts(w_hh, n_split), np.ascontiguousarray(h0),
-                                 np.ascontiguousarray(c0), lengths, bool(reverse), n_split,
-                                 wide, np.zeros(1, np.int64), y, h_n, c_n)
-            self._workspace.give(pre)
+            x_proj = self._project(x, packs.ih(), G, threads)
+            cpu_kernels.forward_split_loop(
+                x_proj, packs.bias, packs.units(n_split), np.ascontiguousarray(h0),
+                np.ascontiguousarray(c0), lengths, bool(reverse), n_split, self.wide,
+                np.zeros(1, np.int64), y, h_n, c_n)
+            self._free_arrays.give(x_proj)
             return y, h_n, c_n, None
         if fused:
-            pre = np.empty((1, 1, 1), dt)
-            w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1).T, wide)
-            gates = self._workspace.empty((T, B, G), dt) if keep else pre
+            x_proj = unused
+            w_step = packs.fused()
+            gates = self._free_arrays.empty((T, B, G), dt) if keep else unused
         else:
-            pre = self._project(x, w_ih)
-            w_step = M.pack(w_hh.T, wide)
-            gates = pre                                   # overwritten in place when keep
+            x_proj = self._project(x, packs.ih(), G, threads)
+            w_step = packs.hh()
+            gates = x_proj                                # overwritten in place when keep
         if keep:
-            c_all = self._workspace.empty((T, B, H), dt)
-            NR = M.panel_width(dt.itemsize, wide)
-            xh = self._workspace.empty((-(-(I + H) // NR), T * B, NR), dt)
+            from .cpu_gemm import panel_width
+            c_prev = self._free_arrays.empty((T, B, H), dt)
+            NR = panel_width(dt.itemsize, self.wide)
+            xh = self._free_arrays.empty((-(-(I + H) // NR), T * B, NR), dt)
         else:
-            c_all, xh = np.empty((1, 1, 1), dt), np.empty((1, 1, 1), dt)
-        K.forward_loop(x, pre, np.ascontiguousarray(bias, dtype=dt), w_step,
-                       np.ascontiguousarray(h0), np.ascontiguousarray(c0), lengths,
-                       bool(reverse), self._chunks(B), wide, fused, bool(keep),
-                       y, h_n, c_n, gates, c_all, xh)
+            c_prev, xh = unused, unused
+        cpu_kernels.forward_loop(x, x_proj, packs.bias, w_step, np.ascontiguousarray(h0),
+                                 np.ascontiguousarray(c0), lengths, bool(reverse),
+                                 self._chunks(B, threads), self.wide, fused, bool(keep), y, h_n, c_n,
+                                 gates, c_prev, xh)
         if not keep:
-            self._workspace.give(pre)
+            self._free_arrays.give(x_proj)
         cache = None
         if keep:
-            cache = dict(I=I, w_ih=w_ih, w_hh=w_hh, gates=gates, c_all=c_all, xh=xh,
-                         c0=np.ascontiguousarray(c0), lengths=lengths, reverse=bool(reverse))
+            cache = dict(I=I, w_ih=packs.w_ih, w_hh=packs.w_hh, gates=gates, c_prev=c_prev, xh=xh,
+                         lengths=lengths, reverse=bool(reverse))
         return y, h_n, c_n, cache
 
-    def _project(self, x, w_ih):
-        """x @ w_ih.T for every step, (T, B, G), as one product over all T*B rows."""
+    def _project(self, x, w_ih_packed, G: int, threads: int):
+        """x_proj = x @ w_ih.T for every step, (T, B, G), as one product over all T*B rows."""
+        from .cpu_gemm import gemm_rows
         T, B, I = x.shape
-        pre = self._workspace.empty((T, B, w_ih.shape[0]), x.dtype)
-        M.gemm_rows(x.reshape(T * B, I), M.pack(w_ih.T, self.wide),
-                    pre.reshape(T * B, w_ih.shape[0]), self.wide, self._chunks(T * B))
-        return pre
-
-    def _unit_parts(self, w_hh, n: int):
-        """(n, P, H, NR): for each thread of forward_split_loop, w_hh.T's columns of its
-        hidden units' four gates, packed; panels past a thread's columns stay zero."""
-        H = w_hh.shape[1]
-        parts = []
-        for k in range(n):
-            units = np.arange(k * H // n, (k + 1) * H // n)
-            rows = np.concatenate([units + q * H for q in range(4)])
-            parts.append(M.pack(w_hh[rows].T, self.wide))
-        out = np.zeros((n, max(p.shape[0] for p in parts)) + parts[0].shape[1:], w_hh.dtype)
-        for k, p in enumerate(parts):
-            out[k, :p.shape[0]] = p
-        return out
+        x_proj = self._free_arrays.empty((T, B, G), x.dtype)
+        gemm_rows(x.reshape(T * B, I), w_ih_packed, x_proj.reshape(T * B, G), self.wide,
+                  self._chunks(T * B, threads))
+        return x_proj
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
+        from . import cpu_gemm, cpu_kernels
         I, w_ih, w_hh, gates = cache["I"], cache["w_ih"], cache["w_hh"], cache["gates"]
         T, B, G = gates.shape
         H = G // 4
         dt = gates.dtype
-        wide, fused = self.wide, self._fused(B)
-        w_step = M.pack(np.concatenate([w_ih, w_hh], axis=1) if fused else w_hh, wide)
-        d_pre = self._workspace.empty((T, B, G), dt)
+        threads = self._threads()
+        wide, fused = self.wide, self._fused(B, threads)
+        w_step = cpu_gemm.pack(np.concatenate([w_ih, w_hh], axis=1) if fused else w_hh, wide)
+        d_pre = self._free_arrays.empty((T, B, G), dt)
         dbias = np.empty(G, dt)
         dh0 = np.empty((B, H), dt)
         dc0 = np.empty((B, H), dt)
         dx = np.empty((T, B, I), dt)
-        K.backward_loop(gates, cache["c_all"], cache["c0"], w_step,
-                        np.ascontiguousarray(dy, dtype=dt), np.ascontiguousarray(dh_n, dtype=dt),
-                        np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
-                        cache["reverse"], self._chunks(B), wide, fused, d_pre, dbias, dx, dh0, dc0)
+        cpu_kernels.backward_loop(gates, cache["c_prev"], w_step,
+                                  np.ascontiguousarray(dy, dtype=dt),
+                                  np.ascontiguousarray(dh_n, dtype=dt),
+                                  np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
+                                  cache["reverse"], self._chunks(B, threads), wide, fused, d_pre, dbias,
+                                  dx, dh0, dc0)
         flat = d_pre.reshape(T * B, G)
         if not fused:
-            M.gemm_rows(flat, M.pack(w_ih, wide), dx.reshape(T * B, I), wide, self._chunks(T * B))
+            cpu_gemm.gemm_rows(flat, cpu_gemm.pack(w_ih, wide), dx.reshape(T * B, I), wide,
+                               self._chunks(T * B, threads))
         dw = np.empty((G, I + H), dt)                     # [dW_ih, dW_hh] in one product
-        M.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G))
+        cpu_gemm.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G, threads))
         # the tape is used up (each forward is backpropagated once)
-        self._workspace.give(gates, cache["c_all"], cache["xh"], d_pre)
+        self._free_arrays.give(gates, cache["c_prev"], cache["xh"], d_pre)
         return dx, np.ascontiguousarray(dw[:, :I]), np.ascontiguousarray(dw[:, I:]), dbias, dh0, dc0
 
 
 def _threading_layer() -> str:
+    import numba
     try:
         return numba.threading_layer()          # known once a parallel kernel has run
     except ValueError:

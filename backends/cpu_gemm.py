@@ -7,8 +7,9 @@ Shapes:
                          zero-padded past N, so that a panel's row for step k is one or two
                          vector loads and a panel stays in L1/L2 while row blocks pass it
     out  (R, N)          out = a @ w, or out += a @ w
-In the LSTM: per step z = h (Bc, H) @ w_hh.T (K = H, N = 4H gates i, f, g, o) forward and
-dh = d_pre (Bc, 4H) @ w_hh backward; after the loops the products over all T*B rows.
+In the LSTM (names of base.py's glossary): per step h_prev (Bc, H) @ w_hh.T (K = H, N = 4H
+gates i, f, g, o), the recurrent part of `pre`, forward and d_pre (Bc, 4H) @ w_hh backward;
+after the loops the products over all T*B rows.
 
 Why not BLAS or plain Numba loops: the per-step products are thin (1-32 rows) and come once a
 step, which OpenBLAS serves at 40-90 GFLOP/s per core here (it packs its operands on every
@@ -18,6 +19,9 @@ block of out lives in MR * NV vector registers (NV vectors of VW lanes across NR
 columns); each step k of the reduction loads NV vectors of the panel, broadcasts MR values
 of a, and does MR * NV fused multiply-adds. Measured on one Zen 5 core (AVX-512, float32):
 200-240 GFLOP/s on 16x256 @ 256x1024 and 16x1024 @ 1024x256; OpenBLAS 76-90.
+
+The IR is checked against `block_twin`, the same kernel in plain Numba loops, and NumPy
+(tests/test_cpu_kernels.py); each IR idiom it relies on is explained where it is used.
 
 Register budget: AVX-512 has 32 vector registers: MR = 8, NV = 2 uses 16 for sums. Without
 AVX-512 (16 registers) MR = 4, NV = 2 uses 8. Leftover rows go in blocks of 4, 2 and 1. VW
@@ -35,6 +39,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .kernel_cache import CPU_KERNELS
+
 
 def has_wide_vectors() -> bool:
     """Whether Numba compiles for AVX-512 here (32 vector registers of 64 bytes)."""
@@ -46,9 +52,23 @@ NV = 2              # vectors per panel row
 
 
 def _block(MR: int, vector_bytes: int, KU: int = 1):
-    """An intrinsic kernel(a, wp, out, r, p, k0, k1, ncols, acc): for rows r..r+MR-1 of a and
-    panel p, out[r + i, p*NR + c] (+)= sum_{k0 <= k < k1} a[r + i, k] * wp[p, k, c] for the
-    first `ncols` columns c of the panel (the rest are padding and are not stored)."""
+    """The register-blocked kernel for MR rows, as a Numba intrinsic (callable from compiled
+    code only); `block_twin(MR)` is the same computation in plain loops, its test oracle.
+
+    kernel(a, wp, out, r, p, k0, k1, ncols, acc), for i < MR and c < ncols:
+        out[r + i, p*NR + c] (+)= sum over k0 <= k < k1 of a[r + i, k] * wp[p, k, c]
+    a      (R, K)      the left operand, any strides; rows r .. r+MR-1 are read
+    wp     (P, K, NR)  the packed right operand (`pack`); panel p is read
+    out    (R, N)      the product, any strides; rows r .. r+MR-1, columns p*NR .. +ncols
+    r      int64       the block's first row
+    p      int64       the panel: output columns p*NR .. p*NR + NR - 1
+    k0, k1 int64       the part of the reduction summed, [k0, k1)
+    ncols  int64       how many of the panel's NR columns exist in out (the last panel's
+                       padding columns are neither read nor written)
+    acc    bool        add to out's values (True) or overwrite them (False)
+    MR rows of NR = NV * VW columns: VW = vector_bytes / itemsize lanes per vector. KU sets
+    of sums take the reduction steps in turn (KU > 1 for thin blocks, see below).
+    """
 
     @intrinsic
     def kernel(typingctx, a, wp, out, r, p, k0, k1, ncols, acc):
@@ -66,22 +86,34 @@ def _block(MR: int, vector_bytes: int, KU: int = 1):
             W = context.make_array(wty)(context, builder, args[1])
             O = context.make_array(oty)(context, builder, args[2])
             r_, p_, k0_, k1_, ncols_, acc_ = args[3:]
+            # IR idiom, byte strides: Numba's array strides count bytes, so an element's
+            # address is computed as an integer, data + sum(index * stride), and cast back
+            # with inttoptr. That serves any strides (a transposed `a` is a plain view).
             a_s = cgutils.unpack_tuple(builder, A.strides, 2)
             w_s = cgutils.unpack_tuple(builder, W.strides, 3)
             o_s = cgutils.unpack_tuple(builder, O.strides, 2)
             a_base = builder.ptrtoint(A.data, i64)
             w_base = builder.ptrtoint(W.data, i64)
             o_base = builder.ptrtoint(O.data, i64)
+            # IR idiom, opaque pointers: LLVM (15 and later, here through llvmlite) has one
+            # pointer type without an element type, so every load names the type it reads
+            # (`typ=`), and the overloaded intrinsics are named by address space (`.p0`),
+            # not by what the pointer points to.
             vptr, sptr = vty.as_pointer(), fty.as_pointer()
             name = f"v{VW}f{size * 8}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
                                                  f"llvm.fma.{name}")
+            # IR idiom, masked loads and stores: `out` has no padding, so the last panel's
+            # vectors may reach past its last column (or past the array). A masked load or
+            # store touches only the lanes whose mask bit is set; the others are not
+            # accessed at all (no fault) and a masked load gives the pass-through value there.
             mload = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vty, [vptr, i32, mty, vty]),
                 f"llvm.masked.load.{name}.p0")
             mstore = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [vty, vptr, i32, mty]),
                 f"llvm.masked.store.{name}.p0")
+            # panels and rows of out are aligned to an element only, not to a vector
             align = ir.Constant(i32, size)
 
             def const(v):
@@ -111,9 +143,15 @@ def _block(MR: int, vector_bytes: int, KU: int = 1):
                 return builder.inttoptr(at(o_base, o_s, row, col), vptr)
 
             # KU sets of sums take consecutive reduction steps in turn: with one row, a single
-            # set would wait on the FMA latency (4 cycles) instead of loading the next step
+            # set would wait on the FMA latency (4 cycles) instead of loading the next step.
+            # IR idiom, allocas for mem2reg: each vector of sums is a stack slot (alloca_once
+            # puts it in the entry block), loaded and stored around every FMA. LLVM's
+            # mem2reg/SROA pass turns such slots into SSA values, so the MR * NV sums live in
+            # vector registers for the whole loop, which a Numba loop nest does not achieve.
             sums = [[[cgutils.alloca_once(builder, vty) for _ in range(NV)] for _ in range(MR)]
                     for _ in range(KU)]
+            # IR idiom, zero constants: a Constant with value None is LLVM's zeroinitializer
+            # (a vector of 0.0 here), also the masked load's pass-through for unused lanes.
             zero = ir.Constant(vty, None)
             for u in range(KU):
                 for i in range(MR):
@@ -130,6 +168,8 @@ def _block(MR: int, vector_bytes: int, KU: int = 1):
             undef = ir.Constant(vty, ir.Undefined)
 
             def step(k, u):
+                # a broadcast is an insertelement into lane 0 and a shufflevector whose
+                # mask is all zeros (LLVM's splat idiom; it becomes one vbroadcastss/sd)
                 panel_row = at(w_base, w_s, p_, k)
                 wv = [builder.load(builder.inttoptr(builder.add(panel_row, const(j * VW * size)),
                                                     vptr), align=size, typ=vty)
@@ -175,13 +215,35 @@ _WIDE2, _WIDE1 = _block(2, 64, KU=2), _block(1, 64, KU=4)
 _NARROW4, _NARROW2, _NARROW1 = _block(4, 32), _block(2, 32, KU=2), _block(1, 32, KU=4)
 
 
+def block_twin(MR: int):
+    """The kernel of `_block(MR, ...)` in plain Numba loops: same arguments, same result up
+    to rounding (it sums k in order, without FMA). The test oracle of the IR kernels."""
+
+    @njit(error_model="numpy", boundscheck=True)
+    def twin(a, wp, out, r, p, k0, k1, ncols, acc):
+        NR = wp.shape[2]
+        for i in range(MR):
+            for c in range(ncols):
+                s = out[r + i, p * NR + c] if acc else out.dtype.type(0)
+                for k in range(k0, k1):
+                    s += a[r + i, k] * wp[p, k, c]
+                out[r + i, p * NR + c] = s
+    return twin
+
+
+#: Every block kernel gemm uses, by (rows MR, wide), for the tests.
+BLOCKS = {(8, True): _WIDE8, (4, True): _WIDE4, (2, True): _WIDE2, (1, True): _WIDE1,
+          (4, False): _NARROW4, (2, False): _NARROW2, (1, False): _NARROW1}
+
+
 def panel_width(dtype_size: int, wide: bool) -> int:
-    """NR: columns per panel for this item size."""
+    """NR: columns per panel for an item size in bytes (wide: AVX-512's 64-byte vectors)."""
     return NV * (64 if wide else 32) // dtype_size
 
 
 def pack(w, wide: bool):
-    """w (K, N), any strides -> wp (P, K, NR), zero-padded: see the module docstring."""
+    """w (K, N), any strides -> wp (P, K, NR), P = ceil(N / NR) panels of NR columns, each
+    (K, NR) contiguous, zero past column N (see the module docstring); `wide` picks NR."""
     K, N = w.shape
     NR = panel_width(w.itemsize, wide)
     P = -(-N // NR)
@@ -195,8 +257,12 @@ def pack(w, wide: bool):
 
 @njit(error_model="numpy", boundscheck=False)
 def store_packed(wp, m, src, col):
-    """Write src (1D) into row m of packed panels wp (P, M, NR), from column `col` on: the
-    packed layout of a (M, N) matrix built one row at a time."""
+    """Write a row segment into packed panels: the layout of `pack` built one row at a time.
+        wp   (P, M, NR)  the packed panels of an (M, N) matrix, written in place
+        m    int         the row written
+        src  (n,)        the values, for columns col .. col + n - 1 of row m
+        col  int         the first column written
+    """
     NR = wp.shape[2]
     i = 0
     while i < src.size:
@@ -207,9 +273,16 @@ def store_packed(wp, m, src, col):
         col += n
 
 
-@njit(cache=True, error_model="numpy", boundscheck=False)
+@CPU_KERNELS.jit(error_model="numpy", boundscheck=False)
 def gemm(a, wp, out, wide, k0, k1, acc):
-    """out (+)= a[:, k0:k1] @ w[k0:k1] for w packed as wp, on the calling thread."""
+    """out (+)= a[:, k0:k1] @ w[k0:k1] for w packed as wp, on the calling thread.
+        a      (R, K)      the left operand, any strides
+        wp     (P, K, NR)  w (K, N) packed by `pack` with the same `wide`
+        out    (R, N)      the product, written (acc False) or added to (acc True)
+        wide   bool        AVX-512 register blocking (8-row blocks of 64-byte vectors)
+        k0, k1 int         the part of the reduction summed, [k0, k1)
+        acc    bool        add to out instead of overwriting it
+    """
     R = a.shape[0]
     N = out.shape[1]
     NR = wp.shape[2]
@@ -243,10 +316,16 @@ def gemm(a, wp, out, wide, k0, k1, acc):
 KC = 256
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@CPU_KERNELS.jit(parallel=True, error_model="numpy")
 def gemm_rows(a, wp, out, wide, n_chunks):
     """out = a @ w for many rows: the rows split across threads (in multiples of 8), the
-    reduction cut into blocks of KC."""
+    reduction cut into blocks of KC.
+        a        (R, K)      the left operand, any strides
+        wp       (P, K, NR)  w (K, N) packed by `pack` with the same `wide`
+        out      (R, N)      the product, overwritten
+        wide     bool        AVX-512 register blocking
+        n_chunks int         threads (row slices) to split the rows across
+    """
     R, K = a.shape
     for c in prange(n_chunks):
         r0 = min(R, (c * R // n_chunks + 7) // 8 * 8)

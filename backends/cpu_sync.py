@@ -20,6 +20,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .kernel_cache import CPU_KERNELS
+
 
 @intrinsic
 def _fetch_add(typingctx, arr, value):
@@ -58,26 +60,37 @@ def _pause(typingctx):
 
 @njit(error_model="numpy")
 def barrier(counter, n_threads, round_):
-    """Return once all n_threads threads have called barrier(counter, n_threads, round_)."""
+    """Return once all n_threads threads have called barrier(counter, n_threads, round_).
+        counter   (1,) int64  shared by the threads, zero before the first round
+        n_threads int         threads taking part (every iteration of the caller's prange)
+        round_    int         1 for the first call of a thread, 2 for its second, ...
+    """
     _fetch_add(counter, 1)
     target = n_threads * round_
     while _load_acquire(counter) < target:
         _pause()
 
 
-
-@njit(cache=True, parallel=True, error_model="numpy")
+@CPU_KERNELS.jit(parallel=True, error_model="numpy")
 def _start_threads(out):
+    """Starts Numba's thread pool (and so its threading layer).
+        out  (n,) int64  out[k] = k, written by the prange's iterations
+    """
     for k in prange(out.size):
         out[k] = k
+
+
+_RUN_TOGETHER: list[bool] = []      # the answer, once known: a process keeps its threading layer
 
 
 def threads_run_together() -> bool:
     """Whether Numba's threading layer runs the iterations of a prange over at most
     get_num_threads() items on separate threads at once, so a barrier between them is safe."""
-    try:
-        layer = numba.threading_layer()
-    except ValueError:                      # no parallel region has run yet: start one
-        _start_threads(np.zeros(numba.get_num_threads(), np.int64))
-        layer = numba.threading_layer()
-    return layer in ("omp", "workqueue")
+    if not _RUN_TOGETHER:
+        try:
+            layer = numba.threading_layer()
+        except ValueError:                      # no parallel region has run yet: start one
+            _start_threads(np.zeros(numba.get_num_threads(), np.int64))
+            layer = numba.threading_layer()
+        _RUN_TOGETHER.append(layer in ("omp", "workqueue"))
+    return _RUN_TOGETHER[0]

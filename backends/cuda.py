@@ -10,13 +10,16 @@ Per layer-direction:
               lstm_backward_finish                        dh0
               dx = d_pre @ w_ih, dW_ih = d_pre.T @ x, dW_hh = d_pre.T @ h_prev, dbias = sum
               as GEMMs and one reduction over all T*B rows after the loop
-The kernels are lstm_kernels.cu (see its glossary).
+The kernels are lstm_kernels.cu (see its glossary; the names are base.py's). Their
+parameters are listed once, in KERNELS: the CuPy launcher, the g++ emulation's entry points
+and its ctypes calls are all built from that table, and a test parses the .cu source to check
+that the table matches the kernels' signatures.
 
 Why graphs: a step is two launches of microseconds each; driving T of them from Python costs
 more than the GPU work at small B. Each step loop is captured once per shape into a CUDA graph
-over *static* buffers (a `_Workspace`) and replayed: inputs are copied in, outputs copied out.
-A workspace whose saved activations a forward cache still needs is not reused; another one is
-made for the same shape (a 3-layer stack with equal layer sizes holds three).
+over *static* buffers (a `_GraphBuffers`) and replayed: inputs are copied in, outputs copied
+out. Buffers whose saved activations a forward cache still needs are not reused; another set
+is made for the same shape (a 3-layer stack with equal layer sizes holds three).
 
 Why two streams: the engine calls layer_forward once per direction; each direction runs on its
 own stream (fenced by events against the caller's stream), so the reverse direction's graph is
@@ -33,26 +36,24 @@ capture, streams) was written without access to one; only the emulated path is t
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
+import re
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError, CallOrderError
 from .base import Backend
+from .reference import step_order
 
 DEVICE_ENV = "LSTM_ENGINE_CUDA_DEVICE"
 KERNEL_SOURCE = Path(__file__).with_name("lstm_kernels.cu")
 #: Threads per block of the pointwise kernels (one thread per (b, j)).
 BLOCK = 256
-#: Argument kinds of each kernel, in order: "p" a device array, "i" a C int. Both the NVRTC
-#: launcher and the host emulation build their calls from this table.
-KERNELS = {
-    "lstm_forward_step": "pppppppppp" + "iiii",
-    "lstm_backward_step": "pppppppp" + "iiiii",
-    "lstm_backward_finish": "pppp" + "iii",
-}
 DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 #: NVRTC options of every build of the backend's kernels (CuPy adds -arch, -ftz=true,
 #: --device-as-default-execution-space and its include paths; cuda_compile.py, which compiles
@@ -65,8 +66,77 @@ NVRTC_OPTIONS = (
     "-DDYNAMIC_SHARED(T,name)=extern __shared__ __align__(16) unsigned char lstm_engine_dynamic_shared[]; "
     "T* const name = reinterpret_cast<T*>(lstm_engine_dynamic_shared)",
 )
-INSTALL_HINT = ("pip install 'lstm-engine[cuda12]' (CUDA 12 driver) or "
-                "pip install 'lstm-engine[cuda13]' (CUDA 13 driver)")
+#: The NumPy dtype of each C type a kernel parameter may have (T: the kernel's template type).
+C_TYPES = {"int": np.dtype(np.int32), "unsigned": np.dtype(np.uint32), "unsigned int": np.dtype(np.uint32),
+           "long long": np.dtype(np.int64), "unsigned long long": np.dtype(np.uint64),
+           "float": np.dtype(np.float32), "double": np.dtype(np.float64)}
+
+
+@dataclass(frozen=True)
+class KernelParam:
+    """One parameter of a kernel: its name and its C type as written in the .cu file, with T
+    the kernel's template type (float or double): "const T*", "T*", "const long long*",
+    "int", "T", "unsigned"... (a key of C_TYPES or T, optionally const, optionally a pointer)."""
+    name: str
+    ctype: str
+
+    @property
+    def is_array(self) -> bool:
+        return self.ctype.endswith("*")
+
+    @property
+    def base_type(self) -> str:
+        """The C type of the values, without const and *: "T", "long long", "int"."""
+        return " ".join(w for w in self.ctype.rstrip("*").split() if w != "const")
+
+    def dtype(self, dtype=None) -> np.dtype:
+        """The NumPy dtype of the parameter's values (an array's elements, or the scalar)
+        when T is `dtype` (None for a kernel that is not a template)."""
+        if self.base_type == "T":
+            if dtype is None:
+                raise ArgumentTypeError(f"parameter {self.name} has the template type T, but no dtype was given")
+            return np.dtype(dtype)
+        try:
+            return C_TYPES[self.base_type]
+        except KeyError:
+            raise ArgumentTypeError(f"parameter {self.name}: C type {self.ctype!r} is not one of "
+                                    f"T, {', '.join(C_TYPES)} (or a pointer to one)") from None
+
+    def c_declaration(self, ctype: str | None) -> str:
+        """The parameter as C, with T spelled `ctype` ("const float* x_proj_t")."""
+        words = self.ctype.replace("*", " * ").split()
+        if ctype is not None:
+            words = [ctype if w == "T" else w for w in words]
+        return " ".join(words).replace(" *", "*") + " " + self.name
+
+
+def _reads(*names):
+    return tuple(KernelParam(n, "const T*") for n in names)
+
+
+def _writes(*names):
+    return tuple(KernelParam(n, "T*") for n in names)
+
+
+def _ints(*names):
+    return tuple(KernelParam(n, "int") for n in names)
+
+
+_LENGTHS = (KernelParam("lengths", "const long long*"),)
+
+#: Every kernel's parameters in order, as in lstm_kernels.cu (roles documented there). The
+#: CuPy launcher and the host emulation take arguments by these names and build their calls
+#: from this table; tests/test_cuda_emulated.py checks it against the .cu source.
+KERNELS: dict[str, tuple[KernelParam, ...]] = {
+    "lstm_forward_step": (
+        _reads("x_proj_t", "rec", "bias", "h_prev_t", "c_prev_t")
+        + _writes("h_out", "c_out", "y_t", "gates_t") + _LENGTHS + _ints("t", "B", "H", "save")),
+    "lstm_backward_step": (
+        _reads("gates_t", "c_prev_t", "dy_t", "rec") + _writes("dh_buf", "dc_buf", "d_pre_t")
+        + _LENGTHS + _ints("t", "t_after", "has_after", "B", "H")),
+    "lstm_backward_finish": (
+        _reads("rec", "dh_buf") + _writes("dh0") + _LENGTHS + _ints("t_first", "B", "H")),
+}
 
 
 def kernel_type(dtype) -> str:
@@ -74,7 +144,61 @@ def kernel_type(dtype) -> str:
     try:
         return DTYPES[np.dtype(dtype)]
     except KeyError:
-        raise TypeError(f"the cuda backend runs float32 and float64, got dtype {np.dtype(dtype)}") from None
+        raise ArgumentTypeError(
+            f"the cuda backend runs float32 and float64, got dtype {np.dtype(dtype)}") from None
+
+
+def kernel_arguments(name: str, dtype, args: dict, params=None) -> list:
+    """`args` (parameter name -> value) of one launch of kernel `name` as the ordered
+    argument list both launchers pass on: arrays as they are, scalars as NumPy scalars of the
+    parameter's C type (np.int32 for int, the dtype for T). Each array is checked to be
+    C-contiguous with the parameter's dtype, since a kernel indexes raw memory and would
+    misread anything else rather than fail. `params` defaults to KERNELS[name]; `dtype` is
+    None for a kernel that is not a template."""
+    params = KERNELS[name] if params is None else params
+    wanted = [p.name for p in params]
+    if set(args) != set(wanted):
+        missing = [n for n in wanted if n not in args]
+        unknown = [n for n in args if n not in wanted]
+        raise ArgumentError(f"{name} takes the arguments {', '.join(wanted)}; "
+                            f"missing {missing or 'none'}, unknown {unknown or 'none'}")
+    if dtype is not None:
+        kernel_type(dtype)
+    out = []
+    for p in params:
+        a, want = args[p.name], p.dtype(dtype)
+        if p.is_array:
+            if not hasattr(a, "flags") or not a.flags.c_contiguous:
+                raise ArgumentTypeError(f"{name} argument {p.name} must be a C-contiguous array")
+            if a.dtype != want:
+                raise ArgumentTypeError(f"{name} argument {p.name} has dtype {a.dtype}, expected {want}")
+            out.append(a)
+        elif want.kind in "iu":
+            try:
+                out.append(want.type(operator.index(a)))
+            except TypeError:
+                raise ArgumentTypeError(f"{name} argument {p.name} must be an integer ({p.ctype}), "
+                                        f"got {type(a).__name__}") from None
+        else:
+            out.append(want.type(a))
+    return out
+
+
+_SIGNATURE = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)")
+
+
+def kernel_signatures(source: Path) -> dict[str, tuple[KernelParam, ...]]:
+    """{kernel: its parameters} parsed from the __global__ functions of a .cu file (types as
+    written, `__restrict__` dropped): the test kernels' tables, and the check that KERNELS
+    matches lstm_kernels.cu."""
+    text = re.sub(r"//[^\n]*", "", Path(source).read_text())
+    found = {}
+    for name, params in _SIGNATURE.findall(text):
+        found[name] = tuple(
+            KernelParam(words[-1], " ".join(words[:-1]).replace(" *", "*"))
+            for words in (p.replace("__restrict__", "").replace("*", " * ").split() for p in params.split(","))
+            if words)
+    return found
 
 
 def device_id_from_env() -> int:
@@ -85,9 +209,9 @@ def device_id_from_env() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{DEVICE_ENV} must be a device number such as 0 or 1, got {raw!r}") from None
+        raise ArgumentError(f"{DEVICE_ENV} must be a device number such as 0 or 1, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"{DEVICE_ENV} must be >= 0, got {value}")
+        raise ArgumentError(f"{DEVICE_ENV} must be >= 0, got {value}")
     return value
 
 
@@ -95,16 +219,44 @@ def grid_for(n_threads: int) -> int:
     return max(1, -(-n_threads // BLOCK))
 
 
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
+_PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*\n?", re.M)
+
+
+def kernel_source_text(source: Path) -> str:
+    """The text of a .cu file with each `#include "name"` of a file in its own folder replaced
+    by that file's text (once; headers use #pragma once), so that NVRTC gets one
+    self-contained program with no include path that depends on where the package lies, and
+    the emulator's build cache key covers the headers too (g++ reads them through -I, the
+    same files). Other includes are left as they are."""
+    source = Path(source)
+    seen: set[Path] = set()
+
+    def expand(path: Path) -> str:
+        def replace(m):
+            header = path.parent / m.group(1)
+            if not header.is_file():
+                return m.group(0)
+            if header in seen:
+                return ""
+            seen.add(header)
+            # inlined once, so its include guard goes (NVRTC warns of one in the main file)
+            return _PRAGMA_ONCE.sub("", expand(header))
+        return _LOCAL_INCLUDE.sub(replace, path.read_text())
+
+    return expand(source)
+
+
 def nvrtc_program(source: Path = KERNEL_SOURCE, kernels=None, types=None) -> tuple[str, tuple[str, ...], list[str]]:
     """What cupy.RawModule gets for one .cu file: its code, the NVRTC options and the name
-    expressions of every kernel instantiation (`name<type>`). `kernels` (name -> argument
-    kinds) and `types` (C types, for all kernels or per name) default to this backend's
+    expressions of every kernel instantiation (`name<type>`). `kernels` (name -> its
+    KernelParams) and `types` (C types, for all kernels or per name) default to this backend's
     KERNELS and DTYPES; the CI compile check (cuda_compile.py) takes the same triple."""
     from .cuda_host import instantiations
     kernels = KERNELS if kernels is None else kernels
     types = tuple(DTYPES.values()) if types is None else types
     names = [k if t is None else f"{k}<{t}>" for k, t in instantiations(kernels, types)]
-    return Path(source).read_text(), NVRTC_OPTIONS, names
+    return kernel_source_text(source), NVRTC_OPTIONS, names
 
 
 # -- the real device ------------------------------------------------------------------------
@@ -142,9 +294,11 @@ class _CupyDevice:
         # which stream capture needs (the captured operands are all C-contiguous).
         return self.cupy.matmul(a, b, out=out)
 
-    def launch(self, name, dtype, n_threads, args):
+    def launch(self, name, dtype, n_threads, args: dict):
+        """Kernel `name` instantiated for `dtype`, one thread per element of n_threads, with
+        `args` by parameter name (KERNELS)."""
+        conv = tuple(kernel_arguments(name, dtype, args))
         fn = self._load()[f"{name}<{kernel_type(dtype)}>"]
-        conv = tuple(np.int32(a) if kind == "i" else a for kind, a in zip(KERNELS[name], args))
         fn((grid_for(n_threads),), (BLOCK,), conv)
 
     @contextlib.contextmanager
@@ -186,8 +340,8 @@ class _CupyDevice:
         }
 
 
-# -- workspaces and their graphs ------------------------------------------------------------
-class _Workspace:
+# -- captured buffers and their graphs -----------------------------------------------------
+class _GraphBuffers:
     """The static buffers of one captured step loop, and its graphs (forward now, backward
     when first needed). Graph launches bake these buffers' addresses in."""
 
@@ -203,7 +357,7 @@ class _Workspace:
 
 
 class GraphCache:
-    """Workspaces by shape key, least recently used first; free ones are reused."""
+    """_GraphBuffers by shape key, least recently used first; free ones are reused."""
 
     def __init__(self, max_keys: int = 32):
         self.max_keys = max_keys
@@ -214,43 +368,43 @@ class GraphCache:
     def acquire(self, key, make):
         pool = self._by_key.setdefault(key, [])
         self._by_key.move_to_end(key)
-        ws = next((w for w in pool if w.free), None)
-        if ws is None:
-            ws = make()
-            pool.append(ws)
+        bufs = next((b for b in pool if b.free), None)
+        if bufs is None:
+            bufs = make()
+            pool.append(bufs)
             self._evict()
-        return ws
+        return bufs
 
     def _evict(self):
-        # Drop the oldest shapes' free workspaces; ones a cache holds stay until released.
+        # Drop the oldest shapes' free buffers; ones a cache holds stay until released.
         for key in list(self._by_key):
             if len(self._by_key) <= self.max_keys:
                 break
-            kept = [w for w in self._by_key[key] if not w.free]
+            kept = [b for b in self._by_key[key] if not b.free]
             if kept:
                 self._by_key[key] = kept
             else:
                 del self._by_key[key]
 
-    def workspaces(self, key=None) -> list:
+    def buffers(self, key=None) -> list:
+        """Every _GraphBuffers held (of one shape key, when given)."""
         if key is not None:
             return list(self._by_key.get(key, []))
-        return [w for pool in self._by_key.values() for w in pool]
+        return [b for pool in self._by_key.values() for b in pool]
+
 
 class _Cache:
-    """What layer_backward needs from a forward; holds its workspace until used up."""
+    """What layer_backward needs from a forward; holds its buffers until used up."""
 
-    def __init__(self, ws, x, w_ih):
-        self.ws, self.x, self.w_ih = ws, x, w_ih
+    def __init__(self, bufs, x, w_ih):
+        self.bufs, self.x, self.w_ih = bufs, x, w_ih
         self.spent = False
-
-
-def _step_order(T: int, reverse: bool) -> list:
-    return list(range(T - 1, -1, -1)) if reverse else list(range(T))
 
 
 class CudaBackend(Backend):
     name = "cuda"
+    needs = ("cupy",)
+    extra = "cuda12"
 
     def __init__(self, device=None):
         if device is None:
@@ -260,13 +414,20 @@ class CudaBackend(Backend):
         self.graphs = GraphCache()
 
     @classmethod
+    def install_hint(cls) -> str:
+        return ("pip install 'lstm-engine[cuda12]' (CUDA 12 driver) or "
+                "pip install 'lstm-engine[cuda13]' (CUDA 13 driver)")
+
+    @classmethod
     def unavailable_reason(cls) -> str:
-        import importlib.util
-        if importlib.util.find_spec("cupy") is None:
-            return f"CuPy is not installed (install with: {INSTALL_HINT})"
+        return super().unavailable_reason() or cls._device_reason()
+
+    @classmethod
+    def _device_reason(cls) -> str:
+        """Why the device cannot be used ("" when it can): no driver, no GPU, a bad id."""
         try:
             device_id = device_id_from_env()
-        except ValueError as exc:
+        except ArgumentError as exc:
             return str(exc)
         try:
             import cupy
@@ -278,12 +439,6 @@ class CudaBackend(Backend):
         if device_id >= count:
             return f"{DEVICE_ENV}={device_id}, but this machine has {count} CUDA device(s) (0..{count - 1})"
         return ""
-
-    @classmethod
-    def emulated(cls):
-        """The same orchestration on NumPy with the kernels compiled for the host (CI)."""
-        from .cuda_emulation import EmulatedCudaBackend
-        return EmulatedCudaBackend()
 
     def facts(self) -> dict:
         return self.device.facts()
@@ -308,49 +463,50 @@ class CudaBackend(Backend):
         T, B, H, dtype, reverse, keep = key
         xp, dev = self.xp, self.device
         G = 4 * H
-        ws = _Workspace(key)
-        ws.x_proj = xp.zeros((T, B, G), dtype)
-        ws.rec = xp.zeros((B, G), dtype)
-        ws.bias = xp.zeros((G,), dtype)
-        ws.w_hh_t = xp.zeros((H, G), dtype)
-        ws.w_hh = xp.zeros((G, H), dtype)
-        ws.lengths = xp.zeros((B,), np.int64)
-        ws.y = xp.zeros((T, B, H), dtype)
-        ws.h_n = xp.zeros((B, H), dtype)
-        ws.c_n = xp.zeros((B, H), dtype)
-        order = _step_order(T, reverse)
+        bufs = _GraphBuffers(key)
+        bufs.x_proj = xp.zeros((T, B, G), dtype)
+        bufs.rec = xp.zeros((B, G), dtype)
+        bufs.bias = xp.zeros((G,), dtype)
+        bufs.w_hh_t = xp.zeros((H, G), dtype)
+        bufs.w_hh = xp.zeros((G, H), dtype)
+        bufs.lengths = xp.zeros((B,), np.int64)
+        bufs.y = xp.zeros((T, B, H), dtype)
+        bufs.h_n = xp.zeros((B, H), dtype)
+        bufs.c_n = xp.zeros((B, H), dtype)
+        order = list(step_order(T, reverse))
         if keep:
             # h_prev/c_prev[t] hold the state entering step t: step t writes the next step's slot.
-            ws.h_prev = xp.zeros((T, B, H), dtype)
-            ws.c_prev = xp.zeros((T, B, H), dtype)
-            ws.gates = xp.zeros((T, B, G), dtype)
-            h_slots = [ws.h_prev[t] for t in order] + [ws.h_n]
-            c_slots = [ws.c_prev[t] for t in order] + [ws.c_n]
-            gate_slots = [ws.gates[t] for t in order]
+            bufs.h_prev = xp.zeros((T, B, H), dtype)
+            bufs.c_prev = xp.zeros((T, B, H), dtype)
+            bufs.gates = xp.zeros((T, B, G), dtype)
+            h_slots = [bufs.h_prev[t] for t in order] + [bufs.h_n]
+            c_slots = [bufs.c_prev[t] for t in order] + [bufs.c_n]
+            gate_slots = [bufs.gates[t] for t in order]
         else:
             ping_h, ping_c = xp.zeros((2, B, H), dtype), xp.zeros((2, B, H), dtype)
-            h_slots = [ping_h[k % 2] for k in range(T)] + [ws.h_n]
-            c_slots = [ping_c[k % 2] for k in range(T)] + [ws.c_n]
+            h_slots = [ping_h[k % 2] for k in range(T)] + [bufs.h_n]
+            c_slots = [ping_c[k % 2] for k in range(T)] + [bufs.c_n]
             scratch = xp.zeros((B, G), dtype)
             gate_slots = [scratch] * T
-        ws.h_start, ws.c_start = h_slots[0], c_slots[0]
+        bufs.h_start, bufs.c_start = h_slots[0], c_slots[0]
 
         def body():
             for k, t in enumerate(order):
-                dev.gemm(h_slots[k], ws.w_hh_t, out=ws.rec)
-                dev.launch("lstm_forward_step", dtype, B * H,
-                           (ws.x_proj[t], ws.rec, ws.bias, h_slots[k], c_slots[k],
-                            h_slots[k + 1], c_slots[k + 1], ws.y[t], gate_slots[k], ws.lengths,
-                            t, B, H, int(keep)))
+                dev.gemm(h_slots[k], bufs.w_hh_t, out=bufs.rec)
+                dev.launch("lstm_forward_step", dtype, B * H, dict(
+                    x_proj_t=bufs.x_proj[t], rec=bufs.rec, bias=bufs.bias,
+                    h_prev_t=h_slots[k], c_prev_t=c_slots[k],
+                    h_out=h_slots[k + 1], c_out=c_slots[k + 1], y_t=bufs.y[t],
+                    gates_t=gate_slots[k], lengths=bufs.lengths, t=t, B=B, H=H, save=int(keep)))
 
         dev.prepare()
         # One eager GEMM first: cuBLAS sets itself up (handle, workspace) outside the capture.
-        dev.gemm(ws.h_start, ws.w_hh_t, out=ws.rec)
-        ws.forward_graph = dev.capture(int(reverse), body)
+        dev.gemm(bufs.h_start, bufs.w_hh_t, out=bufs.rec)
+        bufs.forward_graph = dev.capture(int(reverse), body)
         self.graphs.captures += 1
-        return ws
+        return bufs
 
-    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
+    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
         xp, dev = self.xp, self.device
         x = xp.ascontiguousarray(x)
         T, B, I = x.shape
@@ -360,76 +516,79 @@ class CudaBackend(Backend):
         reverse, keep = bool(reverse), bool(keep)
         key = (T, B, H, dtype, reverse, keep)
         with dev.on_stream(int(reverse)):
-            ws = self.graphs.acquire(key, lambda: self._new_forward(key))
-            dev.gemm(x.reshape(T * B, I), w_ih.T, out=ws.x_proj.reshape(T * B, 4 * H))
-            ws.bias[...] = bias
-            ws.w_hh_t[...] = w_hh.T
-            ws.lengths[...] = xp.asarray(np.ascontiguousarray(lengths, dtype=np.int64))
-            ws.h_start[...] = h0
-            ws.c_start[...] = c0
-            dev.replay(ws.forward_graph)
+            bufs = self.graphs.acquire(key, lambda: self._new_forward(key))
+            dev.gemm(x.reshape(T * B, I), w_ih.T, out=bufs.x_proj.reshape(T * B, 4 * H))
+            bufs.bias[...] = bias
+            bufs.w_hh_t[...] = w_hh.T
+            bufs.lengths[...] = xp.asarray(np.ascontiguousarray(lengths, dtype=np.int64))
+            bufs.h_start[...] = h0
+            bufs.c_start[...] = c0
+            dev.replay(bufs.forward_graph)
             self.graphs.replays += 1
-            # Copies: the workspace is replayed again by the next call of this shape.
-            y, h_n, c_n = ws.y.copy(), ws.h_n.copy(), ws.c_n.copy()
+            # Copies: the buffers are replayed again by the next call of this shape.
+            y, h_n, c_n = bufs.y.copy(), bufs.h_n.copy(), bufs.c_n.copy()
             cache = None
             if keep:
-                ws.w_hh[...] = w_hh
-                cache = _Cache(ws, x, xp.ascontiguousarray(w_ih))
-                ws.holder = weakref.ref(cache)
+                bufs.w_hh[...] = w_hh
+                cache = _Cache(bufs, x, xp.ascontiguousarray(w_ih))
+                bufs.holder = weakref.ref(cache)
         return y, h_n, c_n, cache
 
     # -- backward --------------------------------------------------------------------------
-    def _capture_backward(self, ws):
-        T, B, H, dtype, reverse, _ = ws.key
+    def _capture_backward(self, bufs):
+        T, B, H, dtype, reverse, _ = bufs.key
         xp, dev = self.xp, self.device
         G = 4 * H
-        ws.dy = xp.zeros((T, B, H), dtype)
-        ws.dh_buf = xp.zeros((B, H), dtype)
-        ws.dc_buf = xp.zeros((B, H), dtype)
-        ws.d_pre = xp.zeros((T, B, G), dtype)
-        ws.rec_b = xp.zeros((B, H), dtype)
-        ws.dh0 = xp.zeros((B, H), dtype)
-        order = _step_order(T, reverse)[::-1]
+        bufs.dy = xp.zeros((T, B, H), dtype)
+        bufs.dh_buf = xp.zeros((B, H), dtype)
+        bufs.dc_buf = xp.zeros((B, H), dtype)
+        bufs.d_pre = xp.zeros((T, B, G), dtype)
+        bufs.rec_b = xp.zeros((B, H), dtype)
+        bufs.dh0 = xp.zeros((B, H), dtype)
+        order = list(step_order(T, reverse))[::-1]
 
         def body():
             t_after = -1
             for t in order:
-                dev.launch("lstm_backward_step", dtype, B * H,
-                           (ws.gates[t], ws.c_prev[t], ws.dy[t], ws.rec_b, ws.dh_buf, ws.dc_buf,
-                            ws.d_pre[t], ws.lengths, t, max(t_after, 0), int(t_after >= 0), B, H))
-                dev.gemm(ws.d_pre[t], ws.w_hh, out=ws.rec_b)
+                dev.launch("lstm_backward_step", dtype, B * H, dict(
+                    gates_t=bufs.gates[t], c_prev_t=bufs.c_prev[t], dy_t=bufs.dy[t],
+                    rec=bufs.rec_b, dh_buf=bufs.dh_buf, dc_buf=bufs.dc_buf,
+                    d_pre_t=bufs.d_pre[t], lengths=bufs.lengths, t=t, t_after=max(t_after, 0),
+                    has_after=int(t_after >= 0), B=B, H=H))
+                dev.gemm(bufs.d_pre[t], bufs.w_hh, out=bufs.rec_b)
                 t_after = t
-            dev.launch("lstm_backward_finish", dtype, B * H,
-                       (ws.rec_b, ws.dh_buf, ws.dh0, ws.lengths, order[-1], B, H))
+            dev.launch("lstm_backward_finish", dtype, B * H, dict(
+                rec=bufs.rec_b, dh_buf=bufs.dh_buf, dh0=bufs.dh0, lengths=bufs.lengths,
+                t_first=order[-1], B=B, H=H))
 
-        dev.gemm(ws.d_pre[0], ws.w_hh, out=ws.rec_b)
-        ws.backward_graph = dev.capture(int(reverse), body)
+        dev.gemm(bufs.d_pre[0], bufs.w_hh, out=bufs.rec_b)
+        bufs.backward_graph = dev.capture(int(reverse), body)
         self.graphs.captures += 1
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
         if not isinstance(cache, _Cache):
-            raise TypeError("cache must be what this backend's layer_forward(keep=True) returned")
+            raise ArgumentTypeError("cache must be what this backend's layer_forward(keep=True) returned")
         if cache.spent:
-            raise RuntimeError("this forward cache was already backpropagated (each forward can be "
-                               "backpropagated once)")
-        ws, dev = cache.ws, self.device
-        T, B, H, _, reverse, _ = ws.key
+            raise CallOrderError("this forward cache was already backpropagated (each forward can be "
+                                 "backpropagated once)")
+        bufs, dev = cache.bufs, self.device
+        T, B, H, _, reverse, _ = bufs.key
         G = 4 * H
         I = cache.x.shape[2]
         with dev.on_stream(int(reverse)):
-            if ws.backward_graph is None:
-                self._capture_backward(ws)
-            ws.dy[...] = dy
-            ws.dh_buf[...] = dh_n
-            ws.dc_buf[...] = dc_n
-            dev.replay(ws.backward_graph)
+            if bufs.backward_graph is None:
+                self._capture_backward(bufs)
+            bufs.dy[...] = dy
+            bufs.dh_buf[...] = dh_n
+            bufs.dc_buf[...] = dc_n
+            dev.replay(bufs.backward_graph)
             self.graphs.replays += 1
-            flat = ws.d_pre.reshape(T * B, G)
+            flat = bufs.d_pre.reshape(T * B, G)
             dx = dev.gemm(flat, cache.w_ih).reshape(T, B, I)
             dw_ih = dev.gemm(flat.T, cache.x.reshape(T * B, I))
-            dw_hh = dev.gemm(flat.T, ws.h_prev.reshape(T * B, H))
+            dw_hh = dev.gemm(flat.T, bufs.h_prev.reshape(T * B, H))
             dbias = flat.sum(axis=0)
-            dh0, dc0 = ws.dh0.copy(), ws.dc_buf.copy()
+            dh0, dc0 = bufs.dh0.copy(), bufs.dc_buf.copy()
         cache.spent = True
-        ws.holder = None            # the workspace may be replayed again from here on
+        bufs.holder = None            # the buffers may be replayed again from here on
         return dx, dw_ih, dw_hh, dbias, dh0, dc0

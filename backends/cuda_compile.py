@@ -103,7 +103,7 @@ BUDGETS = {
 
 @dataclass(frozen=True)
 class Module:
-    """One .cu file: its kernels (name -> argument kinds), C types, budgets by kernel name."""
+    """One .cu file: its kernels (name -> cuda.KernelParam tuple), C types, budgets by kernel name."""
 
     source: Path
     kernels: dict
@@ -315,12 +315,9 @@ def blocks_per_sm(gpu: Gpu, figures: dict, budget: Budget) -> tuple[int, list[st
 
 
 # -- compiling and checking ------------------------------------------------------------------------------
-_GLOBAL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)")
-
-
 def kernels_in_source(source: Path) -> list[str]:
     """The names of the __global__ functions defined in a .cu file."""
-    return _GLOBAL.findall(Path(source).read_text())
+    return list(cuda.kernel_signatures(source))
 
 
 def compile_module(module: Module, nvrtc: Nvrtc | None = None, targets=TARGETS) -> dict:

@@ -14,6 +14,11 @@ and stream bookkeeping should be tested there. So:
 
 The library is built once per source version into $LSTM_ENGINE_CACHE (default
 ~/.cache/lstm-engine)/cuda-emulation (see cuda_host.py).
+
+The backend is registered as `cuda-emulated`, a hidden entry of the registry: tests ask for
+it by name (`get_backend("cuda-emulated")`), `auto` never picks it and `lstm-engine
+backends` does not list it. Its "device" is the host compiler: without g++ it is
+unavailable, with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CallOrderError
 from . import cuda_host
 from .cuda import BLOCK, DTYPES, KERNEL_SOURCE, KERNELS, CudaBackend, grid_for, kernel_type
 # The host build's settings live in cuda_host; these names stay importable from here.
@@ -30,7 +36,7 @@ from .cuda_host import CACHE_ENV, COMPAT_HEADER, cache_dir, compiler, unavailabl
 
 
 def wrapper_source() -> str:
-    """The host translation unit of lstm_kernels.cu: one entry point per kernel instantiation."""
+    """The host translation unit of lstm_kernels.cu: one typed entry point per kernel instantiation."""
     return cuda_host.wrapper_source(KERNEL_SOURCE, KERNELS, tuple(DTYPES.values()))
 
 
@@ -40,35 +46,25 @@ def build_library() -> Path:
 
 
 class EmulatedKernels:
-    """The host-compiled kernels, called like CUDA launches: (name, dtype, n_threads, args)."""
+    """The host-compiled kernels, called like CUDA launches: (name, dtype, n_threads, args),
+    `args` by parameter name (cuda.KERNELS)."""
 
     def __init__(self, path: Path | None = None):
         self._host = cuda_host.HostKernels(KERNEL_SOURCE, KERNELS, tuple(DTYPES.values()),
                                            path=path or build_library())
         self.path = self._host.path
 
-    def __call__(self, name, dtype, n_threads, args):
+    def __call__(self, name, dtype, n_threads, args: dict):
         fn, call_args = self.bind(name, dtype, n_threads, args)
         fn(*call_args)
 
-    def bind(self, name, dtype, n_threads, args):
-        """(ctypes function, its arguments) for one launch, every argument checked: a capture
-        binds once and its replays call the result, as a CUDA graph keeps its launches'
-        pointers."""
+    def bind(self, name, dtype, n_threads, args: dict):
+        """(ctypes function, its arguments) for one launch, every argument checked
+        (cuda.kernel_arguments): a capture binds once and its replays call the result, as a
+        CUDA graph keeps its launches' pointers."""
         ctype = kernel_type(dtype)
-        kinds = KERNELS[name]
-        if len(args) != len(kinds):
-            raise TypeError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
-        for n, (kind, a) in enumerate(zip(kinds, args)):
-            if kind == "p":
-                # The kernels index raw memory: a strided view or a wrong dtype would be read
-                # wrongly rather than fail, so refuse them here.
-                if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
-                    raise TypeError(f"{name} argument {n} must be a C-contiguous ndarray")
-                if a.dtype not in (np.dtype(dtype), np.dtype(np.int64)):
-                    raise TypeError(f"{name} argument {n} has dtype {a.dtype}, expected {np.dtype(dtype)} or int64")
         config = cuda_host.launch_config(grid_for(int(n_threads)), BLOCK)
-        return self._host.function(name, ctype), (config, *self._host.convert(name, args))
+        return self._host.function(name, ctype), (config, *self._host.convert(name, ctype, args))
 
 
 class RecordedGraph:
@@ -112,15 +108,15 @@ class EmulatedDevice:
     def gemm(self, a, b, out=None):
         if self._recording is not None:
             if out is None:
-                raise RuntimeError("a GEMM inside a graph capture needs a preallocated `out`")
+                raise CallOrderError("a GEMM inside a graph capture needs a preallocated `out`")
             self._recording.append((self._run_gemm, (a, b, out)))
             return out
         return np.matmul(a, b, out=out)
 
-    def launch(self, name, dtype, n_threads, args):
+    def launch(self, name, dtype, n_threads, args: dict):
         if self._recording is not None:
             self._recording.append(self.kernels.bind(name, dtype, n_threads, args))
-            self._bound.extend(a for a in args if isinstance(a, np.ndarray))
+            self._bound.extend(a for a in args.values() if isinstance(a, np.ndarray))
             return
         self.kernels(name, dtype, n_threads, args)
 
@@ -131,7 +127,7 @@ class EmulatedDevice:
 
     def capture(self, index: int, body):
         if self._recording is not None:
-            raise RuntimeError("graph capture is already in progress")
+            raise CallOrderError("graph capture is already in progress")
         self._recording, self._bound = [], []
         try:
             body()
@@ -148,17 +144,22 @@ class EmulatedDevice:
 
 
 class EmulatedCudaBackend(CudaBackend):
-    """CudaBackend on NumPy with host-compiled kernels; for tests, never chosen by `auto`."""
+    """CudaBackend on NumPy with host-compiled kernels: the registry's hidden `cuda-emulated`,
+    for tests; never chosen by `auto`."""
 
     name = "cuda-emulated"
-    #: pytest names a parameter by its __name__: tests read "cuda-emulated", not "backend3".
-    __name__ = name
+    needs = ()
+    extra = ""
 
     def __init__(self, device: EmulatedDevice | None = None):
         super().__init__(device or EmulatedDevice())
 
     @classmethod
-    def unavailable_reason(cls) -> str:
+    def install_hint(cls) -> str:
+        return "apt-get install g++, or set CXX"
+
+    @classmethod
+    def _device_reason(cls) -> str:
         return unavailable_reason()
 
     def __repr__(self):

@@ -4,9 +4,12 @@ blocks on a pool of OS threads), ctypes loads the result, and a launch is a call
 a block, dynamic shared memory, a cooperative flag and a schedule order.
 
 Entry points: for each kernel instantiation `name<T>` the generated wrapper defines
-`extern "C" int emu_<name>_<T>(const emu_launch_config*, args...)`; an argument is a device
-pointer ("p": a C-contiguous ndarray or an address) or a C int ("i"), in the order of the
-kernel's signature table (cuda.KERNELS for the backend; a test's own table for its kernels).
+`extern "C" int emu_<name>_<T>(const emu_launch_config*, params...)`, its parameters declared
+with the C types of the kernel's table of cuda.KernelParam (cuda.KERNELS for the backend;
+cuda.kernel_signatures() of a test's .cu file for its kernels), so a table that disagrees with
+the kernel's own types fails to compile. A launch takes its arguments by parameter name,
+checked by cuda.kernel_arguments (arrays C-contiguous with the parameter's dtype, scalars of
+its C type: int, unsigned, long long, float, double or T).
 
 Schedules: `order` is "forward" (threads of a block resumed in index order), "reverse",
 "random" (a permutation per round from `seed`) or None, which takes $LSTM_ENGINE_EMU_ORDER
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, BackendError
+from .cuda import KernelParam, kernel_arguments, kernel_source_text
 
 HERE = Path(__file__).parent
 COMPAT_HEADER = HERE / "cuda_compat.h"
@@ -70,9 +74,13 @@ def cache_dir() -> Path:
 #: The C types each kernel is instantiated for: one list for all kernels, or one per kernel name
 #: (a kernel missing from the mapping, or given no types, is not a template).
 Types = Sequence[str] | Mapping[str, Sequence[str]]
+#: A kernel table: kernel name -> its parameters in order.
+Kernels = Mapping[str, Sequence[KernelParam]]
+#: The dtype of T for each C type a kernel is instantiated for.
+TEMPLATE_DTYPES = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}
 
 
-def instantiations(kernels: Mapping[str, str], types: Types) -> list[tuple[str, str | None]]:
+def instantiations(kernels: Mapping, types: Types) -> list[tuple[str, str | None]]:
     """(kernel, C type) for every instantiation, (kernel, None) for a kernel that is not a
     template."""
     def of(kernel):
@@ -85,20 +93,15 @@ def entry_point(kernel: str, ctype: str | None) -> str:
     return f"emu_{kernel}" + ("" if ctype is None else "_" + re.sub(r"\W+", "_", ctype))
 
 
-def wrapper_source(source: Path, kernels: Mapping[str, str], types: Types) -> str:
+def wrapper_source(source: Path, kernels: Kernels, types: Types) -> str:
     """The host translation unit: the emulator, the .cu file, one extern "C" entry point per
-    instantiation; arguments arrive as void* / int and are cast to the kernel's own parameter
-    types (a count that disagrees with the table fails to compile)."""
+    instantiation with the kernel's parameters as its table types them."""
     # By name, found through -I its folder: the text (and so the cache key) does not depend on
     # where the file lies.
     lines = ['#include "cuda_compat.h"', f'#include "{Path(source).name}"', ""]
     for name, ctype in instantiations(kernels, types):
-        kinds = kernels[name]
-        bad = set(kinds) - {"p", "i"}
-        if bad:
-            raise ArgumentError(f"kernel {name!r}: argument kinds must be 'p' or 'i', got {sorted(bad)}")
-        params = "".join(f", {'void*' if k == 'p' else 'int'} a{n}" for n, k in enumerate(kinds))
-        args = "".join(f", a{n}" for n in range(len(kinds)))
+        params = "".join(", " + p.c_declaration(ctype) for p in kernels[name])
+        args = "".join(", " + p.name for p in kernels[name])
         symbol = name if ctype is None else f"{name}<{ctype}>"
         lines += [f'extern "C" __attribute__((visibility("default"))) int '
                   f"{entry_point(name, ctype)}(const emu_launch_config* config{params}) {{",
@@ -113,11 +116,12 @@ def _compiler_id(cxx: str) -> str:
     return cxx + "\n" + (out.stdout.splitlines() or [""])[0]
 
 
-def build_library(source: Path, kernels: Mapping[str, str], types: Types,
+def build_library(source: Path, kernels: Kernels, types: Types,
                   defines: Iterable[str] = ()) -> Path:
     """The compiled library of `source` under the emulator, built if this version of the
-    sources has not been yet (the key covers the .cu file and the emulator headers, not other
-    files the .cu includes). `defines`: extra -D macros (e.g. EMU_FIBERS_UCONTEXT)."""
+    sources has not been yet (the key covers the .cu file with the headers it includes from
+    its own folder, and the emulator headers). `defines`: extra -D macros (e.g.
+    EMU_FIBERS_UCONTEXT)."""
     cxx = compiler()
     if cxx is None:
         raise BackendError(unavailable_reason())
@@ -125,7 +129,7 @@ def build_library(source: Path, kernels: Mapping[str, str], types: Types,
     wrapper = wrapper_source(source, kernels, types)
     flags = [*FLAGS, *(f"-D{d}" for d in defines)]
     digest = hashlib.sha256()
-    for part in (source.read_bytes(), *(h.read_bytes() for h in RUNTIME_HEADERS), wrapper.encode(),
+    for part in (kernel_source_text(source).encode(), *(h.read_bytes() for h in RUNTIME_HEADERS), wrapper.encode(),
                  " ".join(flags).encode(), _compiler_id(cxx).encode()):
         digest.update(part)
         digest.update(b"\0")
@@ -186,32 +190,28 @@ def launch_config(grid, block, shared_bytes: int = 0, cooperative: bool = False,
                         int(shared_bytes), int(bool(cooperative)), ORDERS[order], int(seed))
 
 
-def pointer(a, what: str) -> int:
-    """The address a kernel gets for `a`: a C-contiguous ndarray's data, or an int address.
-    A strided view would be read wrongly rather than fail, so it is refused."""
-    if isinstance(a, np.ndarray):
-        if not a.flags.c_contiguous:
-            raise ArgumentTypeError(f"{what} must be a C-contiguous ndarray")
-        return a.ctypes.data
-    if isinstance(a, (int, np.integer)) and not isinstance(a, bool):
-        return int(a)
-    raise ArgumentTypeError(f"{what} must be an ndarray or an address, got {type(a).__name__}")
+#: The ctypes type of each scalar parameter's dtype.
+_CTYPES = {np.dtype(np.int32): ctypes.c_int, np.dtype(np.uint32): ctypes.c_uint,
+           np.dtype(np.int64): ctypes.c_longlong, np.dtype(np.uint64): ctypes.c_ulonglong,
+           np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
 
 
 class HostKernels:
-    """One .cu file built for the emulator and loaded: launch its kernels by name and type."""
+    """One .cu file built for the emulator and loaded: launch its kernels by name and type,
+    with the arguments by parameter name."""
 
-    def __init__(self, source: Path, kernels: Mapping[str, str], types: Types = (),
+    def __init__(self, source: Path, kernels: Kernels, types: Types = (),
                  defines: Iterable[str] = (), path: Path | None = None):
-        self.source, self.kernels, self.types = Path(source), dict(kernels), types
+        self.source, self.kernels, self.types = Path(source), {k: tuple(v) for k, v in kernels.items()}, types
         self.path = path or build_library(self.source, self.kernels, self.types, defines)
         self._lib = ctypes.CDLL(str(self.path))
         self._fns = {}
         for name, ctype in instantiations(self.kernels, self.types):
             fn = getattr(self._lib, entry_point(name, ctype))
             fn.restype = ctypes.c_int
+            dtype = TEMPLATE_DTYPES.get(ctype)
             fn.argtypes = [ctypes.POINTER(LaunchConfig)] + [
-                ctypes.c_void_p if k == "p" else ctypes.c_int for k in self.kernels[name]]
+                ctypes.c_void_p if p.is_array else _CTYPES[p.dtype(dtype)] for p in self.kernels[name]]
             self._fns[name, ctype] = fn
         self._lib.emu_stats.restype = None
         self._lib.emu_stats.argtypes = [ctypes.POINTER(ctypes.c_ulonglong)]
@@ -224,21 +224,20 @@ class HostKernels:
             known = ", ".join(n if t is None else f"{n}<{t}>" for n, t in self._fns)
             raise ArgumentError(f"no kernel {name}<{ctype}> in {self.source.name}; it has: {known}") from None
 
-    def convert(self, name: str, args: Sequence) -> list:
-        """`args` as the entry point takes them, checked against the kernel's table."""
-        kinds = self.kernels[name]
-        if len(args) != len(kinds):
-            raise ArgumentError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
-        return [pointer(a, f"{name} argument {n}") if k == "p" else int(a)
-                for n, (k, a) in enumerate(zip(kinds, args))]
+    def convert(self, name: str, ctype: str | None, args: Mapping) -> list:
+        """`args` (parameter name -> value) as the entry point of `name<ctype>` takes them,
+        checked against the kernel's table (cuda.kernel_arguments): addresses and C scalars."""
+        self.function(name, ctype)
+        checked = kernel_arguments(name, TEMPLATE_DTYPES.get(ctype), args, self.kernels[name])
+        return [a.ctypes.data if p.is_array else a.item() for p, a in zip(self.kernels[name], checked)]
 
-    def launch(self, name: str, ctype: str | None, grid, block, args: Sequence, *, shared_bytes: int = 0,
+    def launch(self, name: str, ctype: str | None, grid, block, args: Mapping, *, shared_bytes: int = 0,
                cooperative: bool = False, order: str | None = None, seed: int = 0) -> None:
         """Run one launch to completion (a rule broken inside aborts the process; see
         cuda_fibers.h)."""
         fn = self.function(name, ctype)
         config = launch_config(grid, block, shared_bytes, cooperative, order, seed)
-        fn(ctypes.byref(config), *self.convert(name, args))
+        fn(ctypes.byref(config), *self.convert(name, ctype, args))
 
     def stats(self) -> dict:
         """The runtime's counters since this library was loaded."""

@@ -1,18 +1,17 @@
 // The pointwise kernels of the `cuda` backend: one LSTM step's gate math, forward and backward.
 //
-// Shapes (all C-contiguous, time-major; pointers below already point at step t's slice):
+// Shapes (all C-contiguous, time-major); the names are base.py's glossary, and a `_t` suffix
+// means "step t's slice of" (the pointer already points at it):
 //     T steps, B batch, I inputs, H hidden; G = 4H gate columns in the order i, f, g, o.
-//     x_proj_t (B, G)   x[t] @ w_ih.T, one GEMM over all T*B rows before the loop (no bias)
-//     rec      (B, G)   forward: h_prev @ w_hh.T, this step's recurrent GEMM
-//              (B, H)   backward: d_pre[t_after] @ w_hh, the previous backward step's GEMM
-//     bias     (G,)     bias_ih + bias_hh, added here rather than in a separate pass
-//     h, c     (B, H)   the carried state; a step reads h_in/c_in and writes h_out/c_out
-//     y_t      (B, H)   the step's output, zero where the step is inactive
-//     gates_t  (B, G)   activated gates i, f, g, o saved for backward
-//     d_pre_t  (B, G)   gradient of the gate pre-activations (input of the GEMMs after the loop)
-//     lengths  (B,)     int64; step t of row b is active when t < lengths[b]
-// Memory layout of a gate row b: [i_0..i_{H-1}, f_0.., g_0.., o_0..], so element (b, k, j) of
-// gate k sits at b*G + k*H + j.
+//     x_proj   (T, B, G)  x @ w_ih.T, one GEMM over all T*B rows before the loop (no bias)
+//     bias     (G,)       bias_ih + bias_hh, added here rather than in a separate pass
+//     gates    (T, B, G)  the activated gates [i, f, g, o], saved for backward
+//     h_prev, c_prev (T, B, H)  the state entering each step, saved for backward
+//     d_pre    (T, B, G)  gradient of the gate pre-activations (input of the GEMMs after the loop)
+//     lengths  (B,)       int64; step t of row b is active when t < lengths[b]
+// Memory layout of a gate row b: [i_0..i_{H-1}, f_0.., g_0.., o_0..], so element (b, q, j) of
+// gate q sits at b*G + q*H + j. The math of a step is reference.step_forward and
+// reference.step_backward, which the tests hold these kernels to.
 //
 // Launch: one thread per (b, j), b < B, j < H, on a 1-D grid of ceil(B*H / block) blocks.
 // No shared memory and no __syncthreads: every thread owns its (b, j) element of h, c, dh, dc,
@@ -20,6 +19,8 @@
 // library. CI compiles this file with NVRTC (cuda_compile.py) and runs it under the host
 // emulator (cuda_compat.h).
 //
+// The parameters of each kernel are listed once more, in cuda.py's KERNELS table, from which
+// both launchers build their calls; a test checks the two agree (names, types, order).
 // Instantiated for float and double through NVRTC name expressions, e.g.
 // "lstm_forward_step<float>".
 
@@ -27,15 +28,27 @@ template <typename T> __device__ __forceinline__ T act_tanh(T z);
 template <> __device__ __forceinline__ float act_tanh<float>(float z) { return tanhf(z); }
 template <> __device__ __forceinline__ double act_tanh<double>(double z) { return tanh(z); }
 
-// The tanh form of the sigmoid never overflows exp() and matches the NumPy reference.
+// sigmoid(z) = 0.5 * tanh(z / 2) + 0.5: the tanh form never overflows exp() and matches the
+// NumPy reference (reference.sigmoid).
 template <typename T> __device__ __forceinline__ T act_sigmoid(T z) {
     return T(0.5) * act_tanh<T>(T(0.5) * z) + T(0.5);
 }
 
+// One forward step t: pre = x_proj_t + rec + bias, the gates, and the new state.
+//     x_proj_t  (B, G)  in: x[t] @ w_ih.T
+//     rec       (B, G)  in: h_prev_t @ w_hh.T, this step's recurrent GEMM
+//     bias      (G,)    in: bias_ih + bias_hh
+//     h_prev_t, c_prev_t (B, H)  in: the state entering step t
+//     h_out, c_out (B, H)  out: the state after step t (h_prev_t, c_prev_t where inactive)
+//     y_t       (B, H)  out: the step's output, h where active, zero where not
+//     gates_t   (B, G)  out when save: [i, f, g, o], zero where inactive
+//     lengths   (B,)    in: int64 sequence lengths
+//     t         the step's index in time;  B, H  the batch and hidden sizes
+//     save      1 in training (write gates_t), 0 in inference (gates_t is left alone)
 template <typename T>
 __global__ void lstm_forward_step(const T* __restrict__ x_proj_t, const T* __restrict__ rec,
                                   const T* __restrict__ bias,
-                                  const T* __restrict__ h_in, const T* __restrict__ c_in,
+                                  const T* __restrict__ h_prev_t, const T* __restrict__ c_prev_t,
                                   T* __restrict__ h_out, T* __restrict__ c_out,
                                   T* __restrict__ y_t, T* __restrict__ gates_t,
                                   const long long* __restrict__ lengths,
@@ -45,45 +58,50 @@ __global__ void lstm_forward_step(const T* __restrict__ x_proj_t, const T* __res
     const int b = (int)(idx / H);
     const int j = (int)(idx % H);
     const long long s = idx;                       // (b, j) in a (B, H) array
+    const long long q = (long long)b * 4 * H + j;  // (b, j) of gate i in a (B, G) array
     if (t >= lengths[b]) {
         // Inactive: the state passes through untouched and the output is zero.
-        h_out[s] = h_in[s];
-        c_out[s] = c_in[s];
+        h_out[s] = h_prev_t[s];
+        c_out[s] = c_prev_t[s];
         y_t[s] = T(0);
         if (save) {
             // Backward multiplies by these only where the step is active; zeros keep the
             // saved buffer deterministic.
-            const long long g = (long long)b * 4 * H + j;
-            gates_t[g] = gates_t[g + H] = gates_t[g + 2 * H] = gates_t[g + 3 * H] = T(0);
+            gates_t[q] = gates_t[q + H] = gates_t[q + 2 * H] = gates_t[q + 3 * H] = T(0);
         }
         return;
     }
-    const long long g = (long long)b * 4 * H + j;
-    const T zi = x_proj_t[g] + rec[g] + bias[j];
-    const T zf = x_proj_t[g + H] + rec[g + H] + bias[j + H];
-    const T zg = x_proj_t[g + 2 * H] + rec[g + 2 * H] + bias[j + 2 * H];
-    const T zo = x_proj_t[g + 3 * H] + rec[g + 3 * H] + bias[j + 3 * H];
-    const T i = act_sigmoid<T>(zi);
-    const T f = act_sigmoid<T>(zf);
-    const T gg = act_tanh<T>(zg);
-    const T o = act_sigmoid<T>(zo);
-    const T c = f * c_in[s] + i * gg;
+    const T i = act_sigmoid<T>(x_proj_t[q] + rec[q] + bias[j]);
+    const T f = act_sigmoid<T>(x_proj_t[q + H] + rec[q + H] + bias[j + H]);
+    const T g = act_tanh<T>(x_proj_t[q + 2 * H] + rec[q + 2 * H] + bias[j + 2 * H]);
+    const T o = act_sigmoid<T>(x_proj_t[q + 3 * H] + rec[q + 3 * H] + bias[j + 3 * H]);
+    const T c = f * c_prev_t[s] + i * g;
     const T h = o * act_tanh<T>(c);
     h_out[s] = h;
     c_out[s] = c;
     y_t[s] = h;
     if (save) {
-        gates_t[g] = i;
-        gates_t[g + H] = f;
-        gates_t[g + 2 * H] = gg;
-        gates_t[g + 3 * H] = o;
+        gates_t[q] = i;
+        gates_t[q + H] = f;
+        gates_t[q + 2 * H] = g;
+        gates_t[q + 3 * H] = o;
     }
 }
 
 // One backward step t. The carried dh entering step t is rec (= d_pre[t_after] @ w_hh) where
 // the step processed just before (t_after, later in the forward direction) was active, and
 // the carried dh_buf where it was inactive or did not exist (has_after == 0): an inactive step
-// passed h through, so it passes its gradient through too. dc_buf is updated in place.
+// passed h through, so it passes its gradient through too.
+//     gates_t   (B, G)  in: the saved [i, f, g, o] of step t
+//     c_prev_t  (B, H)  in: the saved cell state entering step t (c is recomputed from it)
+//     dy_t      (B, H)  in: the gradient of y at step t
+//     rec       (B, H)  in: d_pre[t_after] @ w_hh, the previous backward step's GEMM
+//     dh_buf    (B, H)  in/out: the carried gradient of h; out: the one entering step t
+//     dc_buf    (B, H)  in/out: the carried gradient of c; out: the one of c_prev_t
+//     d_pre_t   (B, G)  out: the gradient of step t's pre-activations, zero where inactive
+//     lengths   (B,)    in: int64 sequence lengths
+//     t         the step's index in time;  t_after  the step backward processed before it
+//     has_after 0 for the first backward step (no t_after), else 1;  B, H  the sizes
 template <typename T>
 __global__ void lstm_backward_step(const T* __restrict__ gates_t, const T* __restrict__ c_prev_t,
                                    const T* __restrict__ dy_t, const T* __restrict__ rec,
@@ -95,31 +113,36 @@ __global__ void lstm_backward_step(const T* __restrict__ gates_t, const T* __res
     const int b = (int)(idx / H);
     const int j = (int)(idx % H);
     const long long s = idx;
-    const long long g = (long long)b * 4 * H + j;
+    const long long q = (long long)b * 4 * H + j;
     const T dh_carried = (has_after && t_after < lengths[b]) ? rec[s] : dh_buf[s];
     dh_buf[s] = dh_carried;
     if (t >= lengths[b]) {
-        d_pre_t[g] = d_pre_t[g + H] = d_pre_t[g + 2 * H] = d_pre_t[g + 3 * H] = T(0);
+        d_pre_t[q] = d_pre_t[q + H] = d_pre_t[q + 2 * H] = d_pre_t[q + 3 * H] = T(0);
         return;
     }
-    const T i = gates_t[g];
-    const T f = gates_t[g + H];
-    const T gg = gates_t[g + 2 * H];
-    const T o = gates_t[g + 3 * H];
-    const T cp = c_prev_t[s];
+    const T i = gates_t[q];
+    const T f = gates_t[q + H];
+    const T g = gates_t[q + 2 * H];
+    const T o = gates_t[q + 3 * H];
+    const T c_prev = c_prev_t[s];
     // Recomputed rather than saved: one FMA instead of a (T, B, H) buffer.
-    const T tanh_c = act_tanh<T>(f * cp + i * gg);
+    const T tanh_c = act_tanh<T>(f * c_prev + i * g);
     const T dh = dh_carried + dy_t[s];
     const T dc = dc_buf[s] + dh * o * (T(1) - tanh_c * tanh_c);
-    d_pre_t[g] = dc * gg * i * (T(1) - i);
-    d_pre_t[g + H] = dc * cp * f * (T(1) - f);
-    d_pre_t[g + 2 * H] = dc * i * (T(1) - gg * gg);
-    d_pre_t[g + 3 * H] = dh * tanh_c * o * (T(1) - o);
+    d_pre_t[q] = dc * g * i * (T(1) - i);
+    d_pre_t[q + H] = dc * c_prev * f * (T(1) - f);
+    d_pre_t[q + 2 * H] = dc * i * (T(1) - g * g);
+    d_pre_t[q + 3 * H] = dh * tanh_c * o * (T(1) - o);
     dc_buf[s] = dc * f;
 }
 
 // After the last backward step (t_first, the first step in the forward direction): the
 // gradient of h0 is that step's recurrent GEMM where it was active, else the carried one.
+//     rec       (B, H)  in: d_pre[t_first] @ w_hh
+//     dh_buf    (B, H)  in: the carried gradient of h
+//     dh0       (B, H)  out: the gradient of h0
+//     lengths   (B,)    in: int64 sequence lengths
+//     t_first   the step forward processed first (0, or T-1 in reverse);  B, H  the sizes
 template <typename T>
 __global__ void lstm_backward_finish(const T* __restrict__ rec, const T* __restrict__ dh_buf,
                                      T* __restrict__ dh0, const long long* __restrict__ lengths,

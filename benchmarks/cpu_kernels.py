@@ -75,19 +75,19 @@ def _ms(shape, repeat: int, mode: str, reuse: bool = True, **cpu_settings) -> fl
     from lstm_engine.backends import get_backend
     cpu = get_backend("cpu")
     saved = {k: getattr(cpu, k) for k in cpu_settings}
-    saved_give = cpu._workspace.give
+    saved_give = cpu._free_arrays.give
     try:
         for k, v in cpu_settings.items():
             setattr(cpu, k, v)
         if not reuse:
-            cpu._workspace.give = lambda *arrays: None
+            cpu._free_arrays.give = lambda *arrays: None
         fwd, fwd_bwd, _, session = _build("cpu", shape, None)
         with session():
             return time_call(fwd_bwd if mode == "fwd_bwd" else fwd, 3, repeat)["median_ms"]
     finally:
         for k, v in saved.items():
             setattr(cpu, k, v)
-        cpu._workspace.give = saved_give
+        cpu._free_arrays.give = saved_give
 
 
 def first_calls() -> dict:

@@ -22,6 +22,7 @@ import numpy as np
 
 from lstm_engine.bench import machine_facts, time_call, write_results
 from lstm_engine.backends import cuda_host
+from lstm_engine.backends.cuda import kernel_signatures
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,19 +49,17 @@ __global__ void shuffle_rounds(float* x, int rounds) {
     x[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 """
-TABLE = {"barrier_rounds": "pi", "shuffle_rounds": "pi"}
-
-
 def switch_rates(source: Path, defines, grid: int, block: int, rounds: int, repeat: int) -> list[dict]:
-    lib = cuda_host.HostKernels(source, TABLE, defines=defines)
+    table = kernel_signatures(source)
+    lib = cuda_host.HostKernels(source, table, defines=defines)
     rows = []
-    for kernel in TABLE:
+    for kernel in table:
         x = np.ones(grid * block, np.float32)
         best = None
         for _ in range(repeat):
             before = lib.stats()
             t = time.perf_counter()
-            lib.launch(kernel, None, grid, block, (x, rounds), order="forward")
+            lib.launch(kernel, None, grid, block, dict(x=x, rounds=rounds), order="forward")
             seconds = time.perf_counter() - t
             switches = lib.stats()["switches"] - before["switches"]
             if best is None or seconds < best[0]:

@@ -64,7 +64,7 @@ PACKAGES = ("lstm-engine", "numpy", "numba", "py3langid", "cld3-py", "gcld3", "f
 
 def load_lstm(checkpoint: str, backend: str):
     """The trained model behind a `lstm-engine run` checkpoint."""
-    from lstm_engine.tasks import load_predictor
+    from lstm_engine.predictor import load_predictor
     return load_predictor(checkpoint, backend=backend)
 
 

@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from lstm_engine import __version__, runs
+from lstm_engine import __version__, runs, settings
 from lstm_engine.backends import get_backend
 from lstm_engine.tasks import get_task
 
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version(), "lstm_engine": __version__,
                     "backend": backend.name, "backend_facts": backend.facts()},
-        "settings": runs.resolve_config(get_task("speech-digits"), {"epochs": args.epochs}),
+        "settings": settings.resolve(get_task("speech-digits"), {"epochs": args.epochs}),
         "runs": rows,
         "accuracy": {"mean": statistics.mean(accuracies), "min": min(accuracies), "max": max(accuracies)},
     }

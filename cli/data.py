@@ -20,17 +20,14 @@ from .settings import parse_set
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def data(task, data, set_pairs, export_path, as_json):
     """Build and describe TASK's data (per split and label counts); optionally export it."""
-    from lstm_engine.runs import resolve_config
+    from lstm_engine import settings
     from lstm_engine.tasks import get_task
-    try:
-        t = get_task(task)
-        config = resolve_config(t, parse_set(set_pairs), {"data": data})
-        options = t.data_options(config)
-        splits = t.load_data(options)
-        if export_path:
-            t.export(splits, export_path)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        raise click.ClickException(str(e)) from None
+    t = get_task(task)
+    config = settings.resolve(t, ("--set", parse_set(set_pairs)), ("--data", {"data": data}))
+    options = t.data_options(config)
+    splits = t.load_data(options)
+    if export_path:
+        t.export(splits, export_path)
     stats = {
         "task": t.name, "options": options,
         "splits": {name: len(ex) for name, ex in splits.items()},

@@ -8,14 +8,28 @@ import os
 import click
 
 from lstm_engine import backends as registry
+from lstm_engine.errors import LstmEngineError
 
 from .bench import bench
 from .data import data
-from .settings import apply_threads, device_option
+from .export import export
+from .settings import apply_threads, device_option, settings
 from .training import evaluate, predict, run, train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: the project's own errors (LstmEngineError: bad settings, data,
+    checkpoints, backends...) print as one line with exit status 1; anything else is a bug and
+    shows its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LstmEngineError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lstm-engine")
 def main():
     """lstm-engine: fast LSTM training and inference on CPU (Numba) and GPU (CUDA)."""
@@ -60,7 +74,7 @@ def backends(backend: str | None, as_json: bool, threads: int | None):
     click.echo(f"(* = the backend {wanted!r} resolves to here: {chosen})")
 
 
-for _command in (run, train, evaluate, predict, data, bench):
+for _command in (run, train, evaluate, predict, data, bench, settings, export):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Settings from the command line: a TOML config file, ``--set KEY=VALUE`` and named flags,
-in that order of precedence (later wins), over the task's defaults."""
+in that order of precedence (later wins), over the task's defaults (the schema and its rules
+are engine/settings.py's); and `lstm-engine settings`, which lists them."""
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -68,3 +70,27 @@ def _set_device(ctx, param, value):
 device_option = click.option("--device-id", type=click.IntRange(min=0), default=None, expose_value=False,
                              callback=_set_device, help="GPU for the cuda backend (default 0, or "
                              "$LSTM_ENGINE_CUDA_DEVICE).")
+
+
+@click.command()
+@click.argument("task", required=False, default="language-id", metavar="[TASK]")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def settings(task: str, as_json: bool):
+    """List every setting of TASK: its group, default (the task's), allowed values, the flag
+    that sets it, whether it may change on --resume, and what it does."""
+    from lstm_engine import settings as schema
+    from lstm_engine.tasks import get_task
+    rows = schema.table(get_task(task))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for group in schema.GROUPS:
+        members = [r for r in rows if r["group"] == group]
+        if not members:
+            continue
+        click.echo(f"[{group}]")
+        for r in members:
+            flag = f" ({r['flag']})" if r["flag"] else ""
+            resume = "; may change on --resume" if r["resumable"] else ""
+            click.echo(f"  {r['name']} = {r['default']!r}{flag}: {r['allowed']}{resume}")
+            click.echo(f"      {r['help']}")

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+from lstm_engine import settings as settings_schema
+from lstm_engine.errors import DataError
+
 from .settings import apply_threads, device_option, parse_set, read_config_file
 
 DEFAULT_TASK = "language-id"
@@ -19,33 +22,22 @@ def _task_names():
     return sorted(TASKS)
 
 
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
-
-
 def _training_options(f):
     options = [
         click.argument("task", required=False, default=DEFAULT_TASK, metavar="[TASK]"),
         click.option("--backend", default=None, metavar="NAME", help="numpy, cpu, cuda or auto (default)."),
         device_option,
-        click.option("--data", default=None, metavar="PATH",
-                     help="Data to train on instead of the task's default corpus."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None),
-        click.option("--hidden-size", type=click.IntRange(min=1), default=None),
-        click.option("--num-layers", type=click.IntRange(min=1), default=None),
-        click.option("--bidirectional/--unidirectional", default=None),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate."),
-        click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=None),
-        click.option("--seed", type=int, default=None),
+        # the named settings (--epochs, --hidden-size, ...), derived from engine/settings.py
+        *settings_schema.click_options(),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the cpu backend."),
         click.option("--out", default=None, metavar="DIR",
                      help="Run folder (default: runs/<task>-<time>). With --resume: the run to continue."),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
         click.option("--config", "config_file", default=None, metavar="FILE.toml",
-                     help="Settings file; flags override it."),
+                     help="Settings file; --set and flags override it."),
         click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
-                     help="Any other setting (dropout=0.2, pooling=mean, patience=3, ...)."),
+                     help="Any setting (dropout=0.2, pooling=mean, patience=3, clip_norm=none...); "
+                          "`lstm-engine settings TASK` lists them."),
         click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout."),
         click.option("--progress/--no-progress", default=None,
                      help="Progress bars on stderr (default: only on a terminal)."),
@@ -55,32 +47,24 @@ def _training_options(f):
     return f
 
 
-def _train(test: bool, task, backend, data, epochs, batch_size, hidden_size, num_layers, bidirectional,
-           lr, optimizer, seed, threads, out, resume, config_file, set_pairs, as_json, progress):
+def _train(test: bool, task, backend, threads, out, resume, config_file, set_pairs, as_json, progress,
+           **flags):
     from lstm_engine import runs
-    from lstm_engine.backends import BackendError
-    from lstm_engine.checkpoint import CheckpointError
-    from lstm_engine.trainer import TrainingDiverged
+    from lstm_engine.tasks import get_task
 
     if task not in _task_names():
         raise click.BadParameter(f"expected one of {', '.join(_task_names())}, got {task!r}", param_hint="TASK")
     apply_threads(threads)
-    flags = dict(data=data, epochs=epochs, batch_size=batch_size, hidden_size=hidden_size,
-                 num_layers=num_layers, bidirectional=bidirectional, lr=lr, optimizer=optimizer, seed=seed)
-    settings = {**read_config_file(config_file), **parse_set(set_pairs),
-                **{k: v for k, v in flags.items() if v is not None}}
+    overrides = settings_schema.given(get_task(task), (f"--config {config_file}", read_config_file(config_file)),
+                                      ("--set", parse_set(set_pairs)), ("a flag", flags))
     if resume and out is None:
         raise click.UsageError("--resume needs --out DIR, the run folder to continue")
     if out is None:
         out = str(Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
     elif not resume and (Path(out) / "last.safetensors").exists():
         raise click.UsageError(f"{out} already holds a run; continue it with --resume, or choose another --out")
-    try:
-        summary = runs.run(task, settings, out, backend=backend or "auto", resume=resume, test=test,
-                           progress=progress)
-    except (TrainingDiverged, BackendError, CheckpointError, FileNotFoundError, ValueError, TypeError,
-            ImportError) as e:
-        raise _fail(e) from None
+    summary = runs.run(task, overrides, out, backend=backend or "auto", resume=resume, test=test,
+                       progress=progress)
     _report(summary, as_json)
     if summary["status"] == "interrupted":
         sys.exit(130)
@@ -135,19 +119,16 @@ def train(**kwargs):
 def evaluate(checkpoint, data, split, backend, as_json):
     """Score a checkpoint (file or run folder) on labelled data."""
     from lstm_engine.data import Examples
-    from lstm_engine.tasks import load_predictor
-    try:
-        pred = load_predictor(checkpoint, backend=backend or "auto")
-        options = dict(pred.data_options, **({"data": data} if data else {}))
-        splits = pred.task.load_data(options)
-        if split == "all":
-            examples = Examples(sum((s.inputs for s in splits.values()), []),
-                                sum((s.labels for s in splits.values()), []))
-        else:
-            examples = splits[split]
-        result = pred.evaluate(examples)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        raise _fail(e) from None
+    from lstm_engine.predictor import load_predictor
+    pred = load_predictor(checkpoint, backend=backend or "auto")
+    options = dict(pred.data_options, **({"data": data} if data else {}))
+    splits = pred.task.load_data(options)
+    if split == "all":
+        examples = Examples(sum((s.inputs for s in splits.values()), []),
+                            sum((s.labels for s in splits.values()), []))
+    else:
+        examples = splits[split]
+    result = pred.evaluate(examples)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -173,20 +154,17 @@ def predict(checkpoint, inputs, backend, top):
     blank output lines). speech tasks: INPUTS are WAV or .npz files. Prints
     label<TAB>probability per input (then <TAB>source for files).
     """
-    from lstm_engine.tasks import load_predictor
-    try:
-        pred = load_predictor(checkpoint, backend=backend or "auto")
-        if pred.task.kind == "text":
-            texts = list(inputs) if inputs else _stdin_lines()
-            _print_text_predictions(pred, texts, top)
-        else:
-            if not inputs:
-                raise click.UsageError("give one or more WAV or .npz files to predict on")
-            values, names = pred.task.read_inputs(list(inputs), pred.encoder)
-            for name, row in zip(names, pred.predict_proba(values)):
-                click.echo("\t".join(_top(pred.labels, row, top)) + f"\t{name}")
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-        raise _fail(e) from None
+    from lstm_engine.predictor import load_predictor
+    pred = load_predictor(checkpoint, backend=backend or "auto")
+    if pred.task.kind == "text":
+        texts = list(inputs) if inputs else _stdin_lines()
+        _print_text_predictions(pred, texts, top)
+    else:
+        if not inputs:
+            raise click.UsageError("give one or more WAV or .npz files to predict on")
+        values, names = pred.task.read_inputs(list(inputs), pred.encoder)
+        for name, row in zip(names, pred.predict_proba(values)):
+            click.echo("\t".join(_top(pred.labels, row, top)) + f"\t{name}")
 
 
 def _top(labels, row, k):
@@ -200,8 +178,8 @@ def _stdin_lines() -> list[str]:
         try:
             lines.append(raw.decode("utf-8").rstrip("\r\n"))
         except UnicodeDecodeError as e:
-            raise ValueError(f"stdin line {n} is not valid UTF-8 ({e.reason} at byte {e.start}); "
-                             f"texts must be UTF-8") from None
+            raise DataError(f"stdin line {n} is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                            f"texts must be UTF-8") from None
     return lines
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ArgumentError
 
 @dataclass
 class Encoded:
@@ -21,9 +22,9 @@ class Encoded:
 
     def __post_init__(self):
         if len(self.items) != len(self.targets):
-            raise ValueError(f"items and targets differ in length: {len(self.items)} != {len(self.targets)}")
+            raise ArgumentError(f"items and targets differ in length: {len(self.items)} != {len(self.targets)}")
         if len(self.items) and any(len(item) == 0 for item in self.items):
-            raise ValueError("every sequence must have at least one step (found an empty one)")
+            raise ArgumentError("every sequence must have at least one step (found an empty one)")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -42,7 +43,7 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     length (evaluation order; results are mapped back by index).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = len(lengths)
     if rng is None:
         order = np.argsort(lengths, kind="stable")

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from .backends.host import cpu_model, usable_cores
+
 #: name: (B, T, I, H, layers, bidirectional, forward_only)
 STANDARD_SHAPES = {
     "latency": (1, 150, 256, 256, 1, False, True),
@@ -341,17 +343,6 @@ def peak_step_memory(engine: str, shape, threads: int | None = None, timeout: fl
 
 
 # -- machine facts ----------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(package: str) -> str | None:
     # From the installed metadata: no import of numba or torch just to name their versions.
     try:
@@ -364,15 +355,11 @@ def machine_facts() -> dict:
     """Platform, CPU model, cores, library versions, the cpu backend's facts, BLAS/OpenMP/Numba env."""
     from lstm_engine import __version__, backends
     cpu = backends.probe("cpu")
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:                   # not on Linux
-        usable = os.cpu_count()
     return {
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": usable_cores(),
         "python": platform.python_version(),
         "lstm_engine": __version__,
         **{name: _version(name) for name in ("numpy", "numba", "llvmlite", "torch")},

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint, save_checkpoint
+from .errors import ArgumentError
 from .trainer import Callback
 
 
@@ -23,7 +24,7 @@ class ProgressBar(Callback):
     def on_epoch_begin(self, trainer, num_batches):
         from tqdm.auto import tqdm
         st = trainer.state
-        self.bar = tqdm(total=num_batches, initial=st.batch, desc=f"epoch {st.epoch + 1}/{trainer.config.epochs}",
+        self.bar = tqdm(total=num_batches, initial=st.batch, desc=f"epoch {st.epoch + 1}/{trainer.settings.epochs}",
                         unit="batch", file=sys.stderr, disable=self.disable, leave=False, dynamic_ncols=True)
 
     def on_batch_end(self, trainer, loss, lr):
@@ -64,7 +65,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, patience: int):
         if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience!r}")
+            raise ArgumentError(f"patience must be >= 1, got {patience!r}")
         self.patience = patience
 
     def on_epoch_end(self, trainer, record):
@@ -78,7 +79,7 @@ def snapshot(trainer, task: dict, run: dict) -> Checkpoint:
     to_np = model.backend.to_numpy
     train = {
         "state": asdict(trainer.state),
-        "config": asdict(trainer.config),
+        "config": asdict(trainer.settings),
         "optimizer": {"name": opt.name, "steps": opt.steps, **opt.hyperparameters()},
         "rng": model.rng.bit_generator.state,
         "run": run,

@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 
 from . import layers
+from .errors import ArgumentError, CallOrderError
 from .lstm import LSTM
+from .settings import ModelSettings
+
+#: The defaults of the model settings (engine/settings.py) are the classifier's defaults.
+_MODEL = ModelSettings()
 
 
 class SequenceClassifier:
@@ -24,19 +29,21 @@ class SequenceClassifier:
     no pooling. The loss is softmax cross-entropy (mean over sequences, or over valid steps).
     """
 
-    def __init__(self, num_classes: int, *, vocab_size: int | None = None, embedding_dim: int = 64,
-                 input_size: int | None = None, hidden_size: int = 128, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, pooling: str = "last",
-                 per_step: bool = False, forget_bias: float = 1.0, dtype=np.float32,
-                 backend="auto", seed: int | None = None):
+    def __init__(self, num_classes: int, *, vocab_size: int | None = None,
+                 embedding_dim: int = _MODEL.embedding_dim, input_size: int | None = None,
+                 hidden_size: int = _MODEL.hidden_size, num_layers: int = _MODEL.num_layers,
+                 bidirectional: bool = _MODEL.bidirectional, dropout: float = _MODEL.dropout,
+                 pooling: str = _MODEL.pooling, per_step: bool = False,
+                 forget_bias: float = _MODEL.forget_bias, dtype=np.float32, backend="auto",
+                 seed: int | None = None):
         if (vocab_size is None) == (input_size is None):
-            raise ValueError("give exactly one of vocab_size (token input) and input_size (feature input)")
+            raise ArgumentError("give exactly one of vocab_size (token input) and input_size (feature input)")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+            raise ArgumentError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if pooling not in layers.POOLINGS:
-            raise ValueError(f"pooling must be one of {layers.POOLINGS}, got {pooling!r}")
+            raise ArgumentError(f"pooling must be one of {layers.POOLINGS}, got {pooling!r}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+            raise ArgumentError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.config = dict(num_classes=int(num_classes), vocab_size=vocab_size, embedding_dim=int(embedding_dim),
                            input_size=input_size, hidden_size=int(hidden_size), num_layers=int(num_layers),
                            bidirectional=bool(bidirectional), dropout=float(dropout), pooling=pooling,
@@ -94,10 +101,10 @@ class SequenceClassifier:
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
         if missing or unexpected:
-            raise KeyError(f"state_dict does not match this model: missing {missing}, unexpected {unexpected}")
+            raise ArgumentError(f"state_dict does not match this model: missing {missing}, unexpected {unexpected}")
         for name, shape in expected.items():
             if tuple(np.shape(state[name])) != shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {tuple(np.shape(state[name]))}, expected {shape}")
+                raise ArgumentError(f"state_dict[{name!r}] has shape {tuple(np.shape(state[name]))}, expected {shape}")
         self.lstm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lstm.")})
         for k in self.extra:
             self.extra[k] = self.backend.asarray(np.asarray(state[k]), dtype=self.dtype)
@@ -111,8 +118,9 @@ class SequenceClassifier:
         return self
 
     # -- forward and backward ----------------------------------------------------------
-    def forward(self, inputs, lengths, training: bool = False):
-        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints.
+    def forward(self, inputs, lengths, training: bool = False, prepared=None):
+        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints; prepared:
+        ``self.lstm.prepare()``'s weights for inference (see LSTM.prepare).
 
         Returns logits (B, C), or (T, B, C) for a tagger (padded steps hold garbage).
         """
@@ -121,13 +129,13 @@ class SequenceClassifier:
         if cfg["vocab_size"] is not None:
             tokens = xp.asarray(inputs)
             if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
-                raise ValueError(f"inputs must be (T, B) integer token ids, got shape "
-                                 f"{tuple(tokens.shape)} dtype {tokens.dtype}")
+                raise ArgumentError(f"inputs must be (T, B) integer token ids, got shape "
+                                    f"{tuple(tokens.shape)} dtype {tokens.dtype}")
             x = layers.embedding_forward(xp, self.extra["embedding.weight"], tokens)
         else:
             tokens = None
             x = self.backend.asarray(inputs, dtype=self.dtype)
-        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training)
+        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training, prepared=prepared)
         D = self.lstm.num_directions
         if cfg["per_step"]:
             features, pool_saved = out, None
@@ -159,7 +167,7 @@ class SequenceClassifier:
     def backward(self, d_logits) -> dict[str, Any]:
         """Gradients of every parameter (same names as ``parameters()``) from d_logits."""
         if self._saved is None:
-            raise RuntimeError("backward() needs a forward(..., training=True) first")
+            raise CallOrderError("backward() needs a forward(..., training=True) first")
         xp, cfg, D = self.backend.xp, self.config, self.lstm.num_directions
         tokens, lengths, out_shape, pool_saved, mask, features = self._saved
         self._saved = None
@@ -184,10 +192,24 @@ class SequenceClassifier:
         grads["head.bias"] = d_b
         return grads
 
-    def predict_proba(self, inputs, lengths):
+    def predict_proba(self, inputs, lengths, prepared=None):
         """Class probabilities as a host array: (B, C), or (T, B, C) for a tagger."""
-        logits = self.forward(inputs, lengths, training=False)
+        logits = self.forward(inputs, lengths, training=False, prepared=prepared)
         return np.asarray(self.backend.to_numpy(layers.softmax(self.backend.xp, logits)))
+
+    # -- deployment (lstm_engine.onnx_export, lstm_engine.streaming) ------------------------
+    def to_onnx(self, path, *, labels=None, encoder: dict | None = None, task: str | None = None):
+        """Write this classifier as an ONNX model (needs ``lstm-engine[onnx]``); ``labels``,
+        ``encoder`` and ``task`` go into its metadata. Returns the path (``onnx_export``)."""
+        from .onnx_export import export_classifier
+        return export_classifier(self, path, labels=labels, encoder=encoder, task=task)
+
+    def stream(self, batch_size: int = 1):
+        """A stateful stream of ``batch_size`` sequences: ``stream.push(inputs)`` returns the
+        per-step probabilities of the new steps (per-step head) or the running prediction over
+        everything seen so far (pooled) (``streaming.ClassifierStream``). Unidirectional only."""
+        from .streaming import ClassifierStream
+        return ClassifierStream(self, batch_size)
 
     def __repr__(self) -> str:
         c = self.config

@@ -8,6 +8,8 @@ the first ``lengths[b]`` steps (right padding).
 
 from __future__ import annotations
 
+from .errors import ArgumentError
+
 POOLINGS = ("last", "mean", "max")
 
 
@@ -59,7 +61,7 @@ def pool_forward(xp, kind: str, outputs, h_n, lengths, num_directions: int):
             xp.copyto(best, outputs[t], where=better)
             arg[better] = t
         return best, arg
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {kind!r}")
+    raise ArgumentError(f"pooling must be one of {POOLINGS}, got {kind!r}")
 
 
 def pool_backward(xp, kind: str, d_pooled, saved, out_shape, lengths, num_directions: int):

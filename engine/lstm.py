@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, get_backend
+from .errors import ArgumentError, ArgumentTypeError, CallOrderError
 from .layers import dropout_mask
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
@@ -33,14 +34,28 @@ def _check_dtype(dtype) -> np.dtype:
     except TypeError:
         dt = None
     if dt not in _DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        raise ArgumentError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
 
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+@dataclass
+class PreparedWeights:
+    """What ``LSTM.prepare`` returns: per layer-direction suffix ("l0", "l1_reverse"...), the
+    summed bias and the backend's prepared weights; and the parameter arrays it was made from,
+    to tell when they have been replaced."""
+    backend: Any
+    params: dict
+    layers: dict
+
+    def matches(self, lstm) -> bool:
+        return lstm.backend is self.backend and lstm.params.keys() == self.params.keys() and all(
+            lstm.params[k] is v for k, v in self.params.items())
 
 
 class LSTM:
@@ -60,7 +75,7 @@ class LSTM:
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+            raise ArgumentError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bidirectional = bool(bidirectional)
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
@@ -113,7 +128,7 @@ class LSTM:
         missing = [n for n in shapes if n not in state]
         unexpected = [n for n in state if n not in shapes]
         if missing or unexpected:
-            raise KeyError(f"state_dict does not match this LSTM: missing {missing}, unexpected {unexpected}")
+            raise ArgumentError(f"state_dict does not match this LSTM: missing {missing}, unexpected {unexpected}")
         loaded = {}
         for name, shape in shapes.items():
             value = state[name]
@@ -121,7 +136,7 @@ class LSTM:
                 value = value.detach().cpu().numpy()
             value = np.asarray(value)
             if value.shape != shape:
-                raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, expected {shape}")
+                raise ArgumentError(f"state_dict[{name!r}] has shape {value.shape}, expected {shape}")
             loaded[name] = self.backend.asarray(value, dtype=self.dtype)
         self.params = loaded
 
@@ -138,17 +153,17 @@ class LSTM:
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             a = np.asarray(a)
         if len(a.shape) != len(shape):
-            raise ValueError(f"{name} must be {len(shape)}-D {what}, got shape {tuple(a.shape)}")
+            raise ArgumentError(f"{name} must be {len(shape)}-D {what}, got shape {tuple(a.shape)}")
         for k, (got, want) in enumerate(zip(a.shape, shape)):
             if want is not None and got != want:
-                raise ValueError(f"{name} must have shape {what}, got {tuple(a.shape)} "
-                                 f"(dimension {k} is {got}, expected {want})")
+                raise ArgumentError(f"{name} must have shape {what}, got {tuple(a.shape)} "
+                                    f"(dimension {k} is {got}, expected {want})")
         if np.dtype(a.dtype) != self.dtype:
-            raise TypeError(f"{name} has dtype {np.dtype(a.dtype)}, but this LSTM is {self.dtype}; "
-                            f"convert it with .astype(np.{self.dtype}) or build the LSTM with "
-                            f"dtype=np.{np.dtype(a.dtype)}")
+            raise ArgumentTypeError(f"{name} has dtype {np.dtype(a.dtype)}, but this LSTM is {self.dtype}; "
+                                    f"convert it with .astype(np.{self.dtype}) or build the LSTM with "
+                                    f"dtype=np.{np.dtype(a.dtype)}")
         if self.check_finite and not bool(self.backend.xp.isfinite(self.backend.asarray(a)).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+            raise ArgumentError(f"{name} contains NaN or Inf values")
         return self.backend.asarray(a)
 
     def _check_lengths(self, lengths, T: int, B: int) -> np.ndarray:
@@ -160,39 +175,61 @@ class LSTM:
             lengths = lengths.detach().cpu().numpy()
         lengths = np.asarray(lengths)
         if lengths.shape != (B,):
-            raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
+            raise ArgumentError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
         if lengths.dtype.kind not in "iu":
-            raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+            raise ArgumentTypeError(f"lengths must be integers, got dtype {lengths.dtype}")
         if B and (lengths.min() < 1 or lengths.max() > T):
-            raise ValueError(f"lengths must lie in [1, T={T}], got min {lengths.min()} and max {lengths.max()}")
+            raise ArgumentError(f"lengths must lie in [1, T={T}], got min {lengths.min()} and max {lengths.max()}")
         return lengths.astype(np.int64)
 
     # -- forward and backward ----------------------------------------------------------
-    def forward(self, x, lengths=None, initial_state=None, training: bool = True):
+    def prepare(self) -> "PreparedWeights":
+        """The weights made ready for repeated inference calls, ``forward(...,
+        training=False, prepared=p)``: the cpu backend packs them into its product panels once
+        here instead of in every call (what streams and predictors do). A snapshot: replacing
+        the parameters (``load_state_dict``, ``to_backend``) makes ``forward`` refuse it, but an
+        in-place change of their values (an optimizer step) is not seen: prepare again."""
+        prepared = {}
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self._suffix(layer, d)
+                p = self.params
+                bias = p[f"bias_ih_{s}"] + p[f"bias_hh_{s}"]
+                prepared[s] = (bias, self.backend.prepare(p[f"weight_ih_{s}"], p[f"weight_hh_{s}"], bias))
+        return PreparedWeights(self.backend, dict(self.params), prepared)
+
+    def forward(self, x, lengths=None, initial_state=None, training: bool = True, prepared=None):
         """Run the stack.
 
         x: (T, B, input_size), or (B, T, input_size) with batch_first. lengths: (B,) valid steps
         per sequence (right padding), None for all T. initial_state: (h_0, c_0), each
         (num_layers * num_directions, B, hidden_size); zeros when None. With training=True,
         dropout is applied and what backward needs is kept; otherwise nothing is kept.
+        prepared: what ``prepare()`` returned, for inference only.
 
         Returns (outputs, (h_n, c_n)): outputs (T, B, D*H) (batch-first if so built), zeros at
         padded steps; h_n and c_n from each sequence's last valid step.
         """
         xp, L, D, H = self.backend.xp, self.num_layers, self.num_directions, self.hidden_size
+        if prepared is not None:
+            if training:
+                raise ArgumentError("prepared weights are for inference: call forward(..., training=False)")
+            if not prepared.matches(self):
+                raise CallOrderError("these prepared weights were made for other parameters (they "
+                                     "were replaced since): call prepare() again")
         x = self._check_array("x", x, (None, None, self.input_size),
                               "(B, T, input_size)" if self.batch_first else "(T, B, input_size)")
         if self.batch_first:
             x = xp.ascontiguousarray(x.transpose(1, 0, 2))
         T, B = x.shape[:2]
         if T == 0 or B == 0:
-            raise ValueError(f"x must have at least one step and one sequence, got shape {tuple(x.shape)}")
+            raise ArgumentError(f"x must have at least one step and one sequence, got shape {tuple(x.shape)}")
         lengths = self._check_lengths(lengths, T, B)
         if initial_state is None:
             h0 = c0 = xp.zeros((L * D, B, H), dtype=self.dtype)
         else:
             if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
-                raise ValueError("initial_state must be a pair (h_0, c_0)")
+                raise ArgumentError("initial_state must be a pair (h_0, c_0)")
             h0 = self._check_array("initial_state[0] (h_0)", initial_state[0], (L * D, B, H), f"({L * D}, {B}, {H})")
             c0 = self._check_array("initial_state[1] (c_0)", initial_state[1], (L * D, B, H), f"({L * D}, {B}, {H})")
 
@@ -205,10 +242,11 @@ class LSTM:
             for d in range(D):
                 s = self._suffix(layer, d)
                 p = self.params
+                bias, packed = (prepared.layers[s] if prepared is not None else
+                                (p[f"bias_ih_{s}"] + p[f"bias_hh_{s}"], None))
                 y, h, c, cache = self.backend.layer_forward(
-                    layer_in, p[f"weight_ih_{s}"], p[f"weight_hh_{s}"],
-                    p[f"bias_ih_{s}"] + p[f"bias_hh_{s}"], h0[layer * D + d], c0[layer * D + d],
-                    lengths, reverse=bool(d), keep=training)
+                    layer_in, p[f"weight_ih_{s}"], p[f"weight_hh_{s}"], bias, h0[layer * D + d],
+                    c0[layer * D + d], lengths, reverse=bool(d), keep=training, prepared=packed)
                 outs.append(y)
                 caches.append(cache)
                 h_n.append(h)
@@ -234,8 +272,8 @@ class LSTM:
         any may be None (zero). The kept activations are released afterwards.
         """
         if self._tape is None:
-            raise RuntimeError("backward() needs a forward(..., training=True) first "
-                               "(and each forward can be backpropagated once)")
+            raise CallOrderError("backward() needs a forward(..., training=True) first "
+                                 "(and each forward can be backpropagated once)")
         tape = self._tape
         xp, L, D, H = self.backend.xp, self.num_layers, self.num_directions, self.hidden_size
         T, B = tape["T"], len(tape["lengths"])
@@ -274,6 +312,20 @@ class LSTM:
         d_x = xp.ascontiguousarray(d_layer.transpose(1, 0, 2)) if self.batch_first else d_layer
         ordered = {name: grads[name] for name in self.parameter_shapes()}
         return Gradients(input=d_x, h_0=xp.stack(dh0), c_0=xp.stack(dc0), params=ordered)
+
+    # -- deployment (lstm_engine.onnx_export, lstm_engine.streaming) ------------------------
+    def to_onnx(self, path, *, with_state: bool = True):
+        """Write this LSTM as an ONNX model (needs ``lstm-engine[onnx]``); returns the path.
+        Inputs input, lengths[, h0, c0]; outputs output, h_n, c_n (``onnx_export``)."""
+        from .onnx_export import export_lstm
+        return export_lstm(self, path, with_state=with_state)
+
+    def stream(self, batch_size: int = 1, initial_state=None):
+        """A stateful stream: ``stream.push(chunk)`` runs the next steps of ``batch_size``
+        sequences, carrying (h, c) between chunks (``streaming.LSTMStream``). Unidirectional
+        only: a reverse direction needs the steps that have not arrived yet."""
+        from .streaming import LSTMStream
+        return LSTMStream(self, batch_size, initial_state)
 
     def __repr__(self) -> str:
         extra = ", bidirectional=True" if self.bidirectional else ""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ArgumentError
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """(C, C) counts; row = true class, column = predicted class (as scikit-learn)."""
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} != {y_pred.shape}")
+        raise ArgumentError(f"y_true and y_pred differ in shape: {y_true.shape} != {y_pred.shape}")
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes) \
         .reshape(num_classes, num_classes)
 

@@ -11,15 +11,19 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ArgumentError
+
 
 class Optimizer:
     name = "?"
+    #: torch.optim's default for this optimizer; settings.resolve records it in a run's config.
+    default_weight_decay = 0.0
 
     def __init__(self, lr: float, weight_decay: float = 0.0):
         if not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
+            raise ArgumentError(f"lr must be a positive number, got {lr!r}")
         if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+            raise ArgumentError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.steps = 0
@@ -49,7 +53,7 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(lr, weight_decay)
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+            raise ArgumentError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     def _update(self, name, p, g, lr):
@@ -74,7 +78,7 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr, weight_decay)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+            raise ArgumentError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
 
     def _update(self, name, p, g, lr):
@@ -109,8 +113,10 @@ class AdamW(Adam):
     """torch.optim.AdamW: decoupled weight decay (default 0.01, as in PyTorch)."""
     name = "adamw"
     decoupled = True
+    default_weight_decay = 0.01
 
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = default_weight_decay):
         super().__init__(lr, betas, eps, weight_decay)
 
 
@@ -121,10 +127,19 @@ def make_optimizer(name: str, lr: float | None = None, **options) -> Optimizer:
     """An optimizer by name (``sgd``, ``adam``, ``adamw``); ``lr=None`` keeps its default."""
     key = str(name).lower()
     if key not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+        raise ArgumentError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     if lr is not None:
         options["lr"] = lr
     return OPTIMIZERS[key](**options)
+
+
+def optimizer_from(settings) -> Optimizer:
+    """The optimizer a run's ``OptimizerSettings`` describe, every hyperparameter passed
+    explicitly (the weight decay is already resolved), so what config.json records runs."""
+    options = {"lr": settings.lr, "weight_decay": settings.weight_decay}
+    if settings.optimizer == "sgd":
+        options["momentum"] = settings.momentum
+    return make_optimizer(settings.optimizer, **options)
 
 
 def clip_grad_norm(grads: dict, max_norm: float | None, xp) -> float:
@@ -152,7 +167,7 @@ def lr_multiplier(step: int, total_steps: int, schedule: str = "constant", warmu
     ``min_factor`` at ``total_steps`` (CosineAnnealingLR).
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise ArgumentError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     s = step - warmup_steps

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batching import Encoded, bucket_batches, collate
-from .errors import TrainingDiverged
-from .metrics import scores
+from .errors import DataError, TrainingDiverged
+from .evaluation import evaluate
 from .optim import Optimizer, clip_grad_norm, lr_multiplier
+from .settings import TrainerSettings
 
 
 @dataclass
@@ -33,20 +34,6 @@ class TrainState:
     stopped: str | None = None        # why training ended early: "interrupted", "early_stopping"
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    seed: int = 0
-    clip_norm: float | None = 1.0
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    step_size: int = 1000
-    gamma: float = 0.5
-    monitor: str = "accuracy"          # validation metric for best checkpoint / early stopping
-    eval_batch_size: int = 256
-
-
 class Callback:
     """Hooks the trainer calls; override what you need. ``trainer.state`` is the TrainState."""
 
@@ -59,11 +46,14 @@ class Callback:
 
 
 class Trainer:
-    def __init__(self, model, optimizer: Optimizer, config: TrainConfig | None = None,
-                 callbacks=(), state: TrainState | None = None):
+    def __init__(self, model, optimizer: Optimizer, settings: TrainerSettings | None = None,
+                 callbacks=(), state: TrainState | None = None, sampler=None):
+        """``sampler(train, epoch) -> Encoded`` re-draws the training split for each epoch
+        (engine/sampling.py: class balance, random crops); None trains on it as it is."""
         self.model = model
         self.optimizer = optimizer
-        self.config = config or TrainConfig()
+        self.settings = settings or TrainerSettings()
+        self.sampler = sampler
         self.callbacks = list(callbacks)
         self.state = state or TrainState()
         self._stop_reason: str | None = None
@@ -77,16 +67,15 @@ class Trainer:
             getattr(cb, hook)(self, *args)
 
     def total_steps(self, n_train: int) -> int:
-        return self.config.epochs * math.ceil(n_train / self.config.batch_size)
+        return self.settings.epochs * math.ceil(n_train / self.settings.batch_size)
 
     def fit(self, train: Encoded, validation: Encoded | None = None) -> TrainState:
-        """Train until ``config.epochs`` epochs are done (counting those already in
+        """Train until ``settings.epochs`` epochs are done (counting those already in
         ``state``), early stopping, or Ctrl-C (which stops after the current batch)."""
         if len(train) == 0:
-            raise ValueError("the training set is empty")
-        cfg, st = self.config, self.state
+            raise DataError("the training set is empty")
+        cfg, st = self.settings, self.state
         st.stopped = None
-        lengths = train.lengths
         total = self.total_steps(len(train))
         previous = _install_sigint(self)
         try:
@@ -95,12 +84,13 @@ class Trainer:
             with self.model.backend.session():
                 self._emit("on_train_begin")
                 while st.epoch < cfg.epochs and self._stop_reason is None:
-                    batches = bucket_batches(lengths, cfg.batch_size,
+                    epoch_train = train if self.sampler is None else self.sampler(train, st.epoch)
+                    batches = bucket_batches(epoch_train.lengths, cfg.batch_size,
                                              np.random.default_rng([cfg.seed, st.epoch]))
                     self._emit("on_epoch_begin", len(batches))
                     losses = []
                     for idx in batches[st.batch:]:
-                        loss, lr = self._train_step(train, idx, total)
+                        loss, lr = self._train_step(epoch_train, idx, total)
                         losses.append(loss)
                         st.batch += 1
                         st.step += 1
@@ -129,7 +119,7 @@ class Trainer:
         return st
 
     def _train_step(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
-        cfg, model = self.config, self.model
+        cfg, model = self.settings, self.model
         inputs, lengths, targets = collate(train, idx, model.dtype)
         logits = model.forward(inputs, lengths, training=True)
         loss, d_logits = model.loss(logits, targets, lengths)
@@ -147,11 +137,11 @@ class Trainer:
         return loss, lr
 
     def _update_best(self, record: dict) -> None:
-        st, key = self.state, f"val_{self.config.monitor}"
+        st, key = self.state, f"val_{self.settings.monitor}"
         value = record.get(key)
         if value is None:
             return
-        better = st.best is None or (value < st.best if self.config.monitor == "loss" else value > st.best)
+        better = st.best is None or (value < st.best if self.settings.monitor == "loss" else value > st.best)
         record["best"] = bool(better)
         if better:
             st.best, st.best_epoch, st.bad_epochs = value, record["epoch"], 0
@@ -159,30 +149,7 @@ class Trainer:
             st.bad_epochs += 1
 
     def evaluate(self, data: Encoded) -> dict:
-        return evaluate(self.model, data, self.config.eval_batch_size)
-
-
-def predict_proba(model, data: Encoded, batch_size: int = 256) -> np.ndarray:
-    """(N, C) class probabilities for every sequence, in the data's order."""
-    out = None
-    for idx in bucket_batches(data.lengths, batch_size, None):
-        inputs, lengths, _ = collate(data, idx, model.dtype)
-        with model.backend.session():
-            probs = model.predict_proba(inputs, lengths)
-        if out is None:
-            out = np.empty((len(data), probs.shape[-1]), dtype=np.float64)
-        out[idx] = probs
-    return out
-
-
-def evaluate(model, data: Encoded, batch_size: int = 256) -> dict:
-    """Loss, accuracy, macro-F1, per-class F1 and the confusion matrix on a labelled set."""
-    probs = predict_proba(model, data, batch_size)
-    targets = np.asarray(data.targets, dtype=np.int64)
-    picked = probs[np.arange(len(targets)), targets]
-    result = scores(targets, probs.argmax(axis=1), probs.shape[1])
-    result["loss"] = float(-np.log(np.maximum(picked, 1e-12)).mean())
-    return result
+        return evaluate(self.model, data, self.settings.eval_batch_size)
 
 
 def _install_sigint(trainer: Trainer):

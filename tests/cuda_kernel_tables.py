@@ -1,31 +1,27 @@
-"""The kernel tables of the test kernels in tests/cuda/ (name -> argument kinds, C types, launch
+"""The kernel tables of the test kernels in tests/cuda/ (name -> parameters, C types, launch
 budgets): shared by the emulator's tests (test_cuda_emulator.py, built with g++) and the
-NVRTC compile check (test_cuda_compile.py), so both compile the same instantiations."""
+NVRTC compile check (test_cuda_compile.py), so both compile the same instantiations. The
+parameters are read from the kernels' own signatures (cuda.kernel_signatures)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lstm_engine.backends.cuda import kernel_signatures
 from lstm_engine.backends.cuda_compile import Budget, Module
 
 HERE = Path(__file__).parent / "cuda"
 FLOATS = ("float", "double")
 
 EMULATOR_KERNELS = HERE / "emulator_kernels.cu"
-KERNELS = {
-    "block_reduce": "ppi", "normalise_two_phase": "pppi", "neighbour_sum": "ppi",
-    "integer_atomics": "pppii", "atomic_sum": "ppi", "warp_probe": "piiii", "barrier_votes": "pi",
-    "barrier_loop": "pi", "spin_handshake": "pp",
-}
+KERNELS = kernel_signatures(EMULATOR_KERNELS)
 TYPES = {k: FLOATS for k in ("block_reduce", "normalise_two_phase", "neighbour_sum", "atomic_sum")}
 #: The largest launch each test makes (the tests use smaller ones too); one resident block per SM
 #: is all they need.
 BUDGETS = {k: Budget(1024, 1) for k in KERNELS}
 
 FAULT_KERNELS = HERE / "emulator_faults.cu"
-FAULTS = {k: "p" for k in ("divergent_barrier", "shuffle_names_returned_lanes", "warp_and_block_deadlock",
-                           "grid_sync_needs_cooperative_launch", "block_leaves_grid_sync",
-                           "shuffle_mask_without_caller")}
+FAULTS = kernel_signatures(FAULT_KERNELS)
 FAULT_BUDGETS = {k: Budget(64, 1) for k in FAULTS}
 
 

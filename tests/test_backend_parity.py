@@ -1,10 +1,12 @@
-"""Every fast backend against the NumPy reference: outputs, final states and every gradient,
-over the awkward cases, in float32 and float64."""
+"""The parity suite: every fast backend (cuda-emulated included) against the NumPy reference,
+outputs, final states and every gradient, over the awkward cases, in float32 and float64;
+and what each saves for backward, under the one vocabulary of base.py."""
 
 import numpy as np
 import pytest
-from conftest import assert_results_close, make_case, run_case
-from lstm_engine import LSTM, set_num_threads
+from helpers import assert_close, assert_results_close, layer_inputs, make_case, run_case
+
+from lstm_engine import LSTM, CallOrderError, get_backend
 
 CASES = {
     "T1-B1": dict(T=1, B=1, I=4, H=5),
@@ -31,129 +33,15 @@ def test_matches_reference(fast_backend, name, dtype):
     assert_results_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("threads,B", [(1, 5), (2, 1), (2, 3), (2, 7)])
-def test_thread_split_edges(fast_backend, threads, B):
-    """B smaller than the thread count, and B not divisible by it."""
-    if fast_backend != "cpu":
-        pytest.skip("thread splitting is the cpu backend's")
-    import numba
-    before = numba.get_num_threads()
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip("not enough threads in Numba's pool")
-    set_num_threads(threads)
-    try:
-        case = make_case(T=6, B=B, I=3, H=5, bidirectional=True, lengths=np.arange(B) % 6 + 1,
-                         dtype=np.float64, seed=B)
-        ref_model, want = run_case(case, "numpy")
-        _, got = run_case(case, "cpu", state=ref_model.state_dict())
-        assert_results_close(got, want, np.float64)
-    finally:
-        set_num_threads(before)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("wide", [True, False])
-def test_cpu_gemm_matches_matmul(wide, dtype):
-    """The cpu backend's SIMD products against NumPy's matmul: every row block (8, 4, 2 and
-    1 rows wide, 4, 2 and 1 narrow), partial last panels, a part of the reduction, accumulation
-    into out, a transposed left operand, and the threaded driver."""
-    pytest.importorskip("numba")
-    from lstm_engine.backends.cpu_gemm import gemm, gemm_rows, pack
-    rng = np.random.default_rng(0)
-    tol = 1e-12 if dtype == np.float64 else 2e-5
-    for R, K, N in [(1, 1, 1), (3, 7, 5), (4, 9, 16), (8, 16, 33), (13, 33, 17), (17, 40, 70),
-                    (9, 300, 64), (30, 600, 3)]:
-        a = rng.standard_normal((R, K)).astype(dtype)
-        w = rng.standard_normal((K, N)).astype(dtype)
-        wp = pack(w, wide)
-        want = a @ w
-        out = np.full((R, N), np.nan, dtype)
-        gemm(a, wp, out, wide, 0, K, False)
-        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K, err_msg=f"{R}x{K}x{N}")
-        k0 = K // 3
-        out = np.ones((R, N), dtype)
-        gemm(a, wp, out, wide, k0, K, True)
-        np.testing.assert_allclose(out, 1 + a[:, k0:] @ w[k0:], rtol=tol, atol=tol * K)
-        out = np.full((R, N), np.nan, dtype)
-        gemm_rows(np.ascontiguousarray(a.T).T, wp, out, wide, 2)    # a transposed view
-        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K)
-        out = np.full((R, N), np.nan, dtype)
-        gemm_rows(a, wp, out, wide, 3)
-        np.testing.assert_allclose(out, want, rtol=tol, atol=tol * K)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("fuse_from_rows", [1, 10**9], ids=["fused", "hoisted"])
-@pytest.mark.parametrize("wide", [True, False])
-def test_cpu_kernel_variants_match_reference(wide, fuse_from_rows, dtype, monkeypatch):
-    """The cpu backend with and without the AVX-512 register blocking, and with the input
-    projection fused into the step product or hoisted out of the loop, forward and backward
-    (ragged, bidirectional, 2 layers; 6 rows per thread, so the 4- and 1-row blocks)."""
-    from lstm_engine import backends
-    if not backends.probe("cpu").available:
-        pytest.skip("the cpu backend is not available here")
-    cpu = backends.get_backend("cpu")
-    monkeypatch.setattr(cpu, "wide", wide)
-    monkeypatch.setattr(cpu, "fuse_from_rows", fuse_from_rows)
-    case = make_case(T=7, B=12, I=5, H=9, bidirectional=True, num_layers=2,
-                     lengths=[7, 1, 3, 7, 2, 6, 5, 7, 4, 1, 7, 6], dtype=dtype, seed=3)
-    ref_model, want = run_case(case, "numpy")
-    _, got = run_case(case, cpu, state=ref_model.state_dict())
-    assert_results_close(got, want, dtype)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("B,H,lengths", [(1, 64, None), (3, 7, [5, 1, 3]), (2, 33, [5, 4])])
-def test_cpu_hidden_split_matches_reference(B, H, lengths, dtype, monkeypatch):
-    """Inference with the hidden units split across two threads (a barrier per step), as for
-    batches thinner than the thread count: odd unit counts, ragged rows, both directions."""
-    import numba
-    from lstm_engine import backends
-    if not backends.probe("cpu").available:
-        pytest.skip("the cpu backend is not available here")
-    if numba.get_num_threads() < 2:
-        pytest.skip("needs two threads in Numba's pool")
-    cpu = backends.get_backend("cpu")
-    calls = []
-    monkeypatch.setattr(cpu, "_split_units", lambda B, H: calls.append(B) or 2)
-    case = make_case(T=5, B=B, I=4, H=H, num_layers=2, bidirectional=True, lengths=lengths,
-                     dtype=dtype, seed=B + H)
-    ref = LSTM(**case["config"], backend="numpy", seed=1)
-    model = LSTM(**case["config"], backend=cpu, seed=1)
-    model.load_state_dict(ref.state_dict())
-    state = (np.random.default_rng(0).standard_normal((4, B, H)).astype(dtype),) * 2
-    want, (want_h, want_c) = ref.forward(case["x"], case["lengths"], state, training=False)
-    got, (got_h, got_c) = model.forward(case["x"], case["lengths"], state, training=False)
-    assert calls, "the split path was not taken"
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got, want, **tol)
-    np.testing.assert_allclose(got_h, want_h, **tol)
-    np.testing.assert_allclose(got_c, want_c, **tol)
-
-
 def test_inference_mode_keeps_nothing(fast_backend):
     case = make_case(T=4, B=2, I=3, H=4, num_layers=2, dropout=0.5, dtype=np.float32)
     model = LSTM(**case["config"], backend=fast_backend, seed=0)
     ref = LSTM(**case["config"], backend="numpy", seed=0)
     out, _ = model.forward(case["x"], training=False)
     ref_out, _ = ref.forward(case["x"], training=False)
-    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)
+    assert_close(model.backend.to_numpy(out), ref_out, np.float32)
     with pytest.raises(RuntimeError, match="forward"):
         model.backward(case["d_outputs"])
-
-
-def test_fast_tanh_is_within_1e6_of_float64():
-    pytest.importorskip("numba")
-    from lstm_engine.backends.cpu_kernels import tanh_kernel
-    z = np.linspace(-20, 20, 400_001).astype(np.float32)
-    out = np.empty_like(z)
-    tanh_kernel(z, out)
-    err = np.abs(out.astype(np.float64) - np.tanh(z.astype(np.float64)))
-    assert err.max() < 1e-6
-    assert out.max() <= 1.0 and out.min() >= -1.0
-    out_nan = np.empty(1, np.float32)
-    tanh_kernel(np.array([np.nan], np.float32), out_nan)
-    assert np.isnan(out_nan[0])
 
 
 def test_to_backend_moves_parameters(fast_backend):
@@ -163,3 +51,51 @@ def test_to_backend_moves_parameters(fast_backend):
     assert model.to_backend("numpy") is model and model.backend.name == "numpy"
     ref_out, _ = model.forward(case["x"], training=False)
     np.testing.assert_allclose(model.backend.to_numpy(ref_out), np.asarray(out), atol=1e-12)
+
+
+def _saved(cache, name):
+    """A saved activation by its glossary name, from any backend's opaque cache."""
+    return cache[name] if isinstance(cache, dict) else getattr(cache.bufs, name)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_saved_activations_share_one_vocabulary(fast_backend, reverse):
+    """gates and c_prev (base.py's glossary) hold the same values in every backend: the
+    activated gates (zero at inactive steps) and the cell state entering each step."""
+    inputs = layer_inputs(T=5, B=4, I=3, H=6)
+    lengths = np.array([5, 1, 3, 4])
+    ref = get_backend("numpy").layer_forward(**inputs, lengths=lengths, reverse=reverse, keep=True)[3]
+    backend = get_backend(fast_backend)
+    cache = backend.layer_forward(**{k: backend.asarray(v) for k, v in inputs.items()},
+                                  lengths=lengths, reverse=reverse, keep=True)[3]
+    for name in ("gates", "c_prev"):
+        assert_close(backend.to_numpy(_saved(cache, name)), ref[name], np.float64, err_msg=name)
+    T = 5
+    inactive = np.arange(T)[:, None] >= lengths[None, :]
+    assert not backend.to_numpy(_saved(cache, "gates"))[inactive].any()
+
+
+@pytest.mark.parametrize("B", [1, 2, 7])
+def test_prepared_weights_give_the_same_outputs(fast_backend, B, monkeypatch):
+    """forward(..., prepared=lstm.prepare()) against the plain call, every variant the cpu
+    backend picks by batch (hidden split at B=1..2 on two threads, hoisted, fused), and
+    refused once the parameters are replaced or for training."""
+    backend = get_backend(fast_backend)
+    for fuse in ([1, 10**9] if backend.name == "cpu" else [None]):
+        if fuse is not None:
+            monkeypatch.setattr(backend, "fuse_from_rows", fuse)
+        case = make_case(T=6, B=B, I=5, H=64, num_layers=2, bidirectional=True,
+                         lengths=[6, 1, 4, 6, 2, 5, 3][:B], dtype=np.float32, seed=B)
+        model = LSTM(**case["config"], backend=backend, seed=3)
+        want, (want_h, want_c) = model.forward(case["x"], case["lengths"], training=False)
+        prepared = model.prepare()
+        for _ in range(2):                                   # the packs are made once, then reused
+            got, (got_h, got_c) = model.forward(case["x"], case["lengths"], training=False,
+                                                prepared=prepared)
+            for a, b in ((got, want), (got_h, want_h), (got_c, want_c)):
+                np.testing.assert_array_equal(model.backend.to_numpy(a), model.backend.to_numpy(b))
+    with pytest.raises(ValueError, match="inference"):
+        model.forward(case["x"], case["lengths"], training=True, prepared=prepared)
+    model.load_state_dict(model.state_dict())
+    with pytest.raises(CallOrderError, match="prepare\\(\\) again"):
+        model.forward(case["x"], case["lengths"], training=False, prepared=prepared)

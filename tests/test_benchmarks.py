@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from lstm_engine import bench as suite
 from lstm_engine.cli.main import main as cli
 
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")

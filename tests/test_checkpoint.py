@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lstm_engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from lstm_engine.runs import Predictor
+from lstm_engine.predictor import Predictor
 
-from conftest import FAST_BACKENDS
+from helpers import FAST_BACKENDS, assert_close
 
 
 def _ckpt():
@@ -88,4 +88,4 @@ def test_a_checkpoint_predicts_the_same_on_every_backend(lid_run, backend):
     texts = ["der Hund bellt laut", "le chien aboie fort", "zzz"]
     ref = Predictor.load(lid_run, backend="numpy").predict_proba(texts)
     got = Predictor.load(lid_run, backend=backend).predict_proba(texts)
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert_close(got, ref, np.float32)

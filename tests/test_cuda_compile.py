@@ -207,11 +207,11 @@ def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nv
 
 def test_a_budget_the_registers_do_not_fit_is_a_problem(nvrtc):
     """The backend's own kernels, asked for full occupancy (8 blocks of 256 threads per SM):
-    lstm_forward_step<float> on sm_90 uses 38 registers, so only 6 blocks fit."""
+    lstm_forward_step<double> on sm_90 uses 38 registers, so only 6 blocks fit."""
     strict = {k: Budget(cuda.BLOCK, 8, why="full occupancy") for k in cuda.KERNELS}
     m = Module(cuda.KERNEL_SOURCE, cuda.KERNELS, tuple(cuda.DTYPES.values()), strict)
     problems = cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc, targets=("sm_90",)))
-    assert any(p.startswith("lstm_forward_step<float> on sm_90 (H100/H200 SXM): 6 resident blocks of 256 threads "
+    assert any(p.startswith("lstm_forward_step<double> on sm_90 (H100/H200 SXM): 6 resident blocks of 256 threads "
                             "per SM (limited by registers; 38 registers") for p in problems), problems
 
 

@@ -20,9 +20,10 @@ import pytest
 
 from lstm_engine import BackendError
 from lstm_engine.backends import cuda_host
+from lstm_engine.backends.cuda import KernelParam, kernel_signatures
 
 import cuda_kernel_tables as tables
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 pytestmark = pytest.mark.skipif(bool(cuda_host.unavailable_reason()), reason=cuda_host.unavailable_reason() or "")
 
@@ -44,7 +45,7 @@ def test_block_reduce(kernels, order, dtype, n, block):
     x = np.random.default_rng(n).standard_normal(n).astype(dtype)
     grid = -(-n // block)
     sums = np.full(grid, np.nan, dtype)
-    kernels.launch("block_reduce", CTYPES[dtype], grid, block, (x, sums, n), order=order, seed=7)
+    kernels.launch("block_reduce", CTYPES[dtype], grid, block, dict(x=x, block_sums=sums, n=n), order=order, seed=7)
     padded = np.zeros(grid * block, dtype)
     padded[:n] = x
     np.testing.assert_allclose(sums, padded.reshape(grid, block).sum(axis=1), **TOL[dtype])
@@ -57,7 +58,7 @@ def test_two_phase_grid_sync(kernels, order, dtype):
     n, block, grid = 700, 128, 6
     x = np.random.default_rng(1).uniform(0.5, 1.5, n).astype(dtype)
     block_sums, y = np.zeros(grid, dtype), np.full(n, np.nan, dtype)
-    kernels.launch("normalise_two_phase", CTYPES[dtype], grid, block, (x, block_sums, y, n),
+    kernels.launch("normalise_two_phase", CTYPES[dtype], grid, block, dict(x=x, block_sums=block_sums, y=y, n=n),
                    shared_bytes=32 * x.itemsize, cooperative=True, order=order, seed=3)
     np.testing.assert_allclose(y, x / x.sum(dtype=np.float64), **TOL[dtype])
 
@@ -70,7 +71,7 @@ def test_blocks_of_a_cooperative_launch_are_resident_together(kernels):
         import cuda_kernel_tables as t
         k = HostKernels(t.EMULATOR_KERNELS, t.KERNELS, t.TYPES, path={str(kernels.path)!r})
         flag, out = np.zeros(1, np.int32), np.zeros(1, np.int32)
-        k.launch("spin_handshake", None, 2, 32, (flag, out), cooperative=True, order="forward")
+        k.launch("spin_handshake", None, 2, 32, dict(flag=flag, out=out), cooperative=True, order="forward")
         assert out[0] == 1 and flag[0] == 1
     """
     run_python(code, timeout=60, check=True)
@@ -78,7 +79,7 @@ def test_blocks_of_a_cooperative_launch_are_resident_together(kernels):
 
 def neighbour_sum(kernels, x, with_barrier, order, seed=0):
     y = np.full_like(x, np.nan)
-    kernels.launch("neighbour_sum", "double", 2, 128, (x, y, with_barrier), order=order, seed=seed)
+    kernels.launch("neighbour_sum", "double", 2, 128, dict(x=x, y=y, with_barrier=with_barrier), order=order, seed=seed)
     tiles = x.reshape(2, 128)
     want = tiles + np.concatenate([tiles[:, 1:], tiles[:, -1:]], axis=1)
     return np.allclose(y, want.ravel())
@@ -113,7 +114,7 @@ def test_barrier_votes_and_returned_threads(kernels, order, active):
     arrived (the barrier opens without them)."""
     block = 96
     out = np.full((block, 3), -7, np.int32)
-    kernels.launch("barrier_votes", None, 1, block, (out, active), order=order, seed=11)
+    kernels.launch("barrier_votes", None, 1, block, dict(out=out, active=active), order=order, seed=11)
     live = np.arange(active)
     votes = live % 3 == 0
     want = [votes.sum(), int(votes.all()), int(votes.any())]
@@ -154,7 +155,8 @@ WARP_CASES = [  # op, operand, width, mask, block
 def test_shuffles_follow_the_documented_semantics(kernels, order, op, operand, width, mask, block):
     threads = int(np.prod(block))
     out = np.full(threads, -9, np.int32)
-    kernels.launch("warp_probe", None, 1, block, (out, op, operand, width, mask), order=order, seed=op)
+    kernels.launch("warp_probe", None, 1, block, dict(out=out, op=op, operand=operand, width=width, mask=mask),
+                   order=order, seed=op)
     for t in range(threads):
         warp, lane = divmod(t, 32)
         if not mask >> lane & 1:
@@ -167,7 +169,8 @@ def test_shuffles_follow_the_documented_semantics(kernels, order, op, operand, w
                                              (5, 33, 0xFFFFFFFE), (6, 1, 0xFFFFFFFF), (6, 2, 0xFFFFFFFF)])
 def test_votes(kernels, op, operand, mask):
     out = np.full(64, -9, np.int32)
-    kernels.launch("warp_probe", None, 1, 64, (out, op, operand, 32, mask), order="reverse")
+    kernels.launch("warp_probe", None, 1, 64, dict(out=out, op=op, operand=operand, width=32, mask=mask),
+                   order="reverse")
     lanes = np.array([l for l in range(32) if mask >> l & 1])
     votes = sum(1 << int(l) for l in lanes if l % operand == 0)
     want = {4: votes, 5: int(votes != 0), 6: int(votes == mask)}[op]
@@ -182,7 +185,8 @@ def test_integer_atomics_from_many_blocks(kernels, order):
     n, limit = 300, 7
     counters = np.array([0, -1, 1 << 30, 0, 0, 0, 0, 0], np.int32)
     wraps, seen = np.zeros(1, np.uint32), np.full(n, -1, np.int32)
-    kernels.launch("integer_atomics", None, 10, 32, (counters, wraps, seen, n, limit), order=order, seed=5)
+    kernels.launch("integer_atomics", None, 10, 32, dict(counters=counters, wraps=wraps, order=seen, n=n, limit=limit),
+                   order=order, seed=5)
     bits = 0
     for i in range(n):
         bits |= 1 << (i % 31)
@@ -196,7 +200,7 @@ def test_floating_point_atomic_add(kernels, dtype):
     n = 5000
     x = np.random.default_rng(4).uniform(0, 1, n).astype(dtype)
     total = np.zeros(1, dtype)
-    kernels.launch("atomic_sum", CTYPES[dtype], 20, 256, (x, total, n), order="random", seed=1)
+    kernels.launch("atomic_sum", CTYPES[dtype], 20, 256, dict(x=x, total=total, n=n), order="random", seed=1)
     np.testing.assert_allclose(total[0], x.sum(dtype=np.float64), rtol=1e-4 if dtype == np.float32 else 1e-12)
 
 
@@ -206,7 +210,7 @@ def test_counters_count_every_switch(kernels):
     and once after each barrier, and each resume is two switches (in and out)."""
     x = np.zeros(64, np.float32)
     before = kernels.stats()
-    kernels.launch("barrier_loop", None, 1, 64, (x, 10), order="forward")
+    kernels.launch("barrier_loop", None, 1, 64, dict(x=x, rounds=10), order="forward")
     after = kernels.stats()
     delta = {k: after[k] - before[k] for k in after}
     assert delta == {"launches": 1, "fibers": 64, "switches": 2 * 64 * (1 + 2 * 10), "block_barriers": 20,
@@ -218,10 +222,11 @@ def test_ucontext_fallback_runs_the_same_kernels():
     k = cuda_host.HostKernels(tables.EMULATOR_KERNELS, tables.KERNELS, tables.TYPES, defines=["EMU_FIBERS_UCONTEXT"])
     x = np.random.default_rng(5).standard_normal(512)
     sums = np.zeros(2)
-    k.launch("block_reduce", "double", 2, 256, (x, sums, 512), order="random", seed=2)
+    k.launch("block_reduce", "double", 2, 256, dict(x=x, block_sums=sums, n=512), order="random", seed=2)
     np.testing.assert_allclose(sums, x.reshape(2, 256).sum(axis=1), rtol=1e-12)
     y, block_sums = np.zeros(512), np.zeros(4)
-    k.launch("normalise_two_phase", "double", 4, 128, (x, block_sums, y, 512), shared_bytes=256, cooperative=True)
+    k.launch("normalise_two_phase", "double", 4, 128, dict(x=x, block_sums=block_sums, y=y, n=512), shared_bytes=256,
+             cooperative=True)
     np.testing.assert_allclose(y, x / x.sum(), rtol=1e-10)
     assert neighbour_sum(k, x[:256], 1, "forward") and not neighbour_sum(k, x[:256], 0, "forward")
 
@@ -260,7 +265,7 @@ def launch_fault(faults, name, grid=1, block=64, cooperative=False, env=None):
         import cuda_kernel_tables as t
         k = HostKernels(t.FAULT_KERNELS, t.FAULTS, path={str(faults.path)!r})
         out = np.zeros({grid} * {block}, np.float32)
-        k.launch({name!r}, None, {grid}, {block}, (out,), cooperative={cooperative})
+        k.launch({name!r}, None, {grid}, {block}, dict(out=out), cooperative={cooperative})
         print("finished")
     """
     return run_python(code, env=env)
@@ -312,14 +317,15 @@ __global__ void read_shared(float* out, int offset) {
 def guarded(tmp_path_factory):
     src = tmp_path_factory.mktemp("guarded") / "guarded.cu"
     src.write_text(GUARDED)
-    return cuda_host.HostKernels(src, {"recurse": "pi", "read_shared": "pi"})
+    return cuda_host.HostKernels(src, kernel_signatures(src))
 
 
 def guarded_run(guarded, launches, env=None):
     code = f"""
         import numpy as np
+        from lstm_engine.backends.cuda import kernel_signatures
         from lstm_engine.backends.cuda_host import HostKernels
-        k = HostKernels({str(guarded.source)!r}, {guarded.kernels!r}, path={str(guarded.path)!r})
+        k = HostKernels({str(guarded.source)!r}, kernel_signatures({str(guarded.source)!r}), path={str(guarded.path)!r})
         ints, floats = np.zeros(32, np.int32), np.zeros(32, np.float32)
     """
     return run_python(textwrap.dedent(code) + "\n".join(launches), env=env)
@@ -327,10 +333,10 @@ def guarded_run(guarded, launches, env=None):
 
 def test_stack_overflow_hits_the_guard_page(guarded):
     proc = guarded_run(guarded, [
-        'k.launch("recurse", None, 1, 2, (ints, 10), order="forward")',
+        'k.launch("recurse", None, 1, 2, dict(out=ints, n=10), order="forward")',
         'assert ints[:2].tolist() == [55, 55], ints',
         'print("shallow ok", flush=True)',
-        'k.launch("recurse", None, 1, 2, (ints, 100000), order="forward")'], env={"LSTM_ENGINE_EMU_STACK_KB": "64"})
+        'k.launch("recurse", None, 1, 2, dict(out=ints, n=100000), order="forward")'], env={"LSTM_ENGINE_EMU_STACK_KB": "64"})
     assert "shallow ok" in proc.stdout, proc.stderr
     assert proc.returncode == -signal.SIGABRT, (proc.returncode, proc.stderr)
     assert "overflowed its fiber stack (guard page hit)" in proc.stderr
@@ -340,19 +346,20 @@ def test_dynamic_shared_memory_is_poisoned_and_ends_at_a_guard_page(guarded):
     """Unwritten dynamic shared memory reads as NaN (a GPU does not clear it); one float past
     its end faults."""
     out = np.zeros(32, np.float32)
-    guarded.launch("read_shared", None, 1, 32, (out, 0), shared_bytes=64 * 4)
+    guarded.launch("read_shared", None, 1, 32, dict(out=out, offset=0), shared_bytes=64 * 4)
     assert (out == 1).all()
-    guarded.launch("read_shared", None, 1, 32, (out, 32), shared_bytes=64 * 4)
+    guarded.launch("read_shared", None, 1, 32, dict(out=out, offset=32), shared_bytes=64 * 4)
     assert np.isnan(out).all()
     proc = guarded_run(guarded, [                 # a larger launch first: the smaller one still ends at the guard
-        'k.launch("read_shared", None, 1, 32, (floats, 0), shared_bytes=4096 * 4)',
-        'k.launch("read_shared", None, 1, 32, (floats, 33), shared_bytes=64 * 4)'])
+        'k.launch("read_shared", None, 1, 32, dict(out=floats, offset=0), shared_bytes=4096 * 4)',
+        'k.launch("read_shared", None, 1, 32, dict(out=floats, offset=33), shared_bytes=64 * 4)'])
     assert proc.returncode == -signal.SIGABRT, (proc.returncode, proc.stderr)
     assert "accessed past the end of the launch's dynamic shared memory (guard page hit)" in proc.stderr
 
 
 # -- what the emulator does not run does not build -------------------------------------------------------
 KERNEL = "#include <cooperative_groups.h>\n__global__ void k(float* out) {{ {} }}\n"
+KERNEL_TABLE = {"k": (KernelParam("out", "float*"),)}
 UNSUPPORTED = {
     "extern __shared__": KERNEL.format("extern __shared__ float dynamic[]; out[0] = dynamic[0];"),
     "__constant__": "__constant__ float table[4];\n" + KERNEL.format("out[0] = table[0];"),
@@ -374,7 +381,7 @@ def test_unsupported_device_code_does_not_build(tmp_path):
         work = tmp_path / str(n)
         work.mkdir()
         (work / "k.cu").write_text(source)
-        cmd = cuda_host.compile_command(work / "k.cu", cuda_host.wrapper_source(work / "k.cu", {"k": "p"}, ()),
+        cmd = cuda_host.compile_command(work / "k.cu", cuda_host.wrapper_source(work / "k.cu", KERNEL_TABLE, ()),
                                         work, None)
         procs[what] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     built = [what for what, proc in procs.items() if proc.wait() == 0]
@@ -382,19 +389,23 @@ def test_unsupported_device_code_does_not_build(tmp_path):
     good = tmp_path / "good"
     good.mkdir()
     (good / "k.cu").write_text(KERNEL.format("out[0] = 1.0f;"))
-    cmd = cuda_host.compile_command(good / "k.cu", cuda_host.wrapper_source(good / "k.cu", {"k": "p"}, ()), good, None)
+    cmd = cuda_host.compile_command(good / "k.cu", cuda_host.wrapper_source(good / "k.cu", KERNEL_TABLE, ()), good, None)
     assert subprocess.run(cmd, capture_output=True).returncode == 0     # the harness itself builds
 
 
 def test_launch_arguments_are_checked(kernels):
     x = np.zeros(64)
-    with pytest.raises(ValueError, match="block_reduce takes 3 arguments, got 2"):
-        kernels.launch("block_reduce", "double", 1, 64, (x, x))
-    with pytest.raises(TypeError, match="argument 0 must be a C-contiguous ndarray"):
-        kernels.launch("block_reduce", "double", 1, 64, (np.zeros(128)[::2], x, 64))
+    with pytest.raises(ValueError, match=r"block_reduce takes the arguments x, block_sums, n; missing \['n'\], unknown none"):
+        kernels.launch("block_reduce", "double", 1, 64, dict(x=x, block_sums=x))
+    with pytest.raises(TypeError, match="block_reduce argument x must be a C-contiguous array"):
+        kernels.launch("block_reduce", "double", 1, 64, dict(x=np.zeros(128)[::2], block_sums=x, n=64))
+    with pytest.raises(TypeError, match="block_reduce argument block_sums has dtype float32, expected float64"):
+        kernels.launch("block_reduce", "double", 1, 64, dict(x=x, block_sums=x.astype(np.float32), n=64))
+    with pytest.raises(TypeError, match=r"block_reduce argument n must be an integer \(int\), got float"):
+        kernels.launch("block_reduce", "double", 1, 64, dict(x=x, block_sums=x, n=64.0))
     with pytest.raises(ValueError, match="no kernel block_reduce<int>"):
-        kernels.launch("block_reduce", "int", 1, 64, (x, x, 64))
+        kernels.launch("block_reduce", "int", 1, 64, dict(x=x, block_sums=x, n=64))
     with pytest.raises(ValueError, match="order must be one of"):
-        kernels.launch("block_reduce", "double", 1, 64, (x, x, 64), order="sideways")
+        kernels.launch("block_reduce", "double", 1, 64, dict(x=x, block_sums=x, n=64), order="sideways")
     with pytest.raises(ValueError, match="block must be a positive int"):
-        kernels.launch("block_reduce", "double", 1, (0, 1), (x, x, 64))
+        kernels.launch("block_reduce", "double", 1, (0, 1), dict(x=x, block_sums=x, n=64))

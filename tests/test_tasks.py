@@ -14,25 +14,14 @@ from click.testing import CliRunner
 from lstm_engine import get_backend, runs
 from lstm_engine.checkpoint import load_checkpoint
 from lstm_engine.cli.main import main
-from lstm_engine.tasks import get_task, load_predictor
+from lstm_engine.predictor import load_predictor
+from lstm_engine.tasks import get_task
 from lstm_engine.trainer import Callback
 
-from conftest import FAST_BACKENDS
+from helpers import FAST_BACKENDS
 
 TINY_LID = {"epochs": 2, "hidden_size": 12, "embedding_dim": 8, "batch_size": 16, "warmup_steps": 0}
 TINY_SPEECH = {"epochs": 2, "hidden_size": 10, "batch_size": 16, "warmup_steps": 0}
-
-
-@pytest.fixture(scope="session")
-def speech_npz(tmp_path_factory):
-    """Feature sequences of three classes told apart by their mean (a generic .npz dataset)."""
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(3, 15, 150)
-    y = np.arange(150) % 3
-    X = np.concatenate([rng.standard_normal((n, 5)) + c for n, c in zip(lengths, y)]).astype(np.float32)
-    path = tmp_path_factory.mktemp("speech") / "feats.npz"
-    np.savez(path, X=X, lengths=lengths, y=y, labels=np.array(["low", "mid", "high"]))
-    return path
 
 
 @pytest.mark.parametrize("backend", ["numpy"] + FAST_BACKENDS)
@@ -56,6 +45,7 @@ def test_speech_task_trains_on_feature_sequences_on_every_backend(tmp_path, spee
     assert summary["test"]["labels"] == ["high", "low", "mid"]
 
 
+@pytest.mark.slow
 def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, lid_tsv, monkeypatch):
     settings = {**TINY_LID, "data": str(lid_tsv), "epochs": 3, "dropout": 0.2}
     full = runs.run("language-id", settings, tmp_path / "full", backend="numpy", progress=False)
@@ -184,6 +174,7 @@ def test_unknown_characters_map_to_the_unknown_id(lid_run):
 
 
 # -- the default data (skipped where it is not on this machine) ------------------------------
+@pytest.mark.slow
 def test_language_id_on_the_default_gettext_corpus(tmp_path):
     from lstm_engine.data.gettext_corpus import load_gettext_corpus
     try:

@@ -4,13 +4,15 @@ Skipped where torch is not importable (CI installs the CPU build to run it)."""
 import numpy as np
 import pytest
 
+from helpers import assert_close
+
 from lstm_engine import LSTM, backends
 
 torch = pytest.importorskip("torch")
 pack = torch.nn.utils.rnn.pack_padded_sequence
 unpack = torch.nn.utils.rnn.pad_packed_sequence
 
-BACKENDS = [n for n in backends.names() if backends.probe(n).available]
+BACKENDS = backends.available(include_hidden=True)
 CASES = {
     "plain": dict(T=6, B=3, I=4, H=5),
     "ragged-bi-2layer": dict(T=7, B=4, I=3, H=6, num_layers=2, bidirectional=True, lengths=[7, 2, 5, 1]),
@@ -64,15 +66,16 @@ def test_matches_torch(name, backend):
     out, (h_n, c_n) = ours.forward(x, lengths=lengths, initial_state=state)
     g = ours.backward(d_out, d_h, d_c)
     to_np = ours.backend.to_numpy
-    np.testing.assert_allclose(to_np(out), t_out, atol=1e-10)
-    np.testing.assert_allclose(to_np(h_n), t_h, atol=1e-10)
-    np.testing.assert_allclose(to_np(c_n), t_c, atol=1e-10)
-    np.testing.assert_allclose(to_np(g.input), t_grads["input"], atol=1e-10)
+    f64 = np.float64
+    assert_close(to_np(out), t_out, f64, "torch")
+    assert_close(to_np(h_n), t_h, f64, "torch")
+    assert_close(to_np(c_n), t_c, f64, "torch")
+    assert_close(to_np(g.input), t_grads["input"], f64, "torch")
     if state is not None:
-        np.testing.assert_allclose(to_np(g.h_0), t_grads["h_0"], atol=1e-10)
-        np.testing.assert_allclose(to_np(g.c_0), t_grads["c_0"], atol=1e-10)
+        assert_close(to_np(g.h_0), t_grads["h_0"], f64, "torch")
+        assert_close(to_np(g.c_0), t_grads["c_0"], f64, "torch")
     for n, grad in g.params.items():
-        np.testing.assert_allclose(to_np(grad), t_grads[n], atol=1e-10, err_msg=n)
+        assert_close(to_np(grad), t_grads[n], f64, "torch", err_msg=n)
 
 
 def test_weights_move_from_ours_to_torch():
@@ -83,5 +86,5 @@ def test_weights_move_from_ours_to_torch():
     out, _ = ours.forward(x, training=False)
     with torch.no_grad():
         t_out, _ = tm(torch.from_numpy(x))
-    np.testing.assert_allclose(out, t_out.numpy(), atol=1e-6)
+    assert_close(out, t_out.numpy(), np.float32, "torch")
     assert list(ours.state_dict()) == list(tm.state_dict())    # same names, same order

@@ -13,7 +13,9 @@ from lstm_engine.checkpoint import load_checkpoint
 from lstm_engine.classifier import SequenceClassifier
 from lstm_engine.metrics import scores
 from lstm_engine.optim import clip_grad_norm, lr_multiplier, make_optimizer
-from lstm_engine.trainer import Callback, TrainConfig, Trainer, TrainingDiverged
+from lstm_engine.errors import TrainingDiverged
+from lstm_engine.settings import TrainerSettings
+from lstm_engine.trainer import Callback, Trainer
 
 
 # -- optimizers against torch.optim ----------------------------------------------------------
@@ -123,7 +125,7 @@ def toy_model(backend="numpy", seed=0):
 def test_trainer_learns_a_toy_task():
     train, val = toy_data(), toy_data(48, seed=1)
     model = toy_model()
-    trainer = Trainer(model, make_optimizer("adam", lr=0.05), TrainConfig(epochs=8, batch_size=16))
+    trainer = Trainer(model, make_optimizer("adam", lr=0.05), TrainerSettings(epochs=8, batch_size=16))
     before = trainer.evaluate(val)["accuracy"]
     state = trainer.fit(train, val)
     assert state.epoch == 8 and len(state.history) == 8
@@ -147,7 +149,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     model = toy_model()
     ckpt = Checkpointer(tmp_path, {"name": "toy"}, {})
-    trainer = Trainer(model, make_optimizer("sgd", lr=0.1), TrainConfig(epochs=3, batch_size=32), [ckpt, Poison()])
+    trainer = Trainer(model, make_optimizer("sgd", lr=0.1), TrainerSettings(epochs=3, batch_size=32), [ckpt, Poison()])
     with pytest.raises(TrainingDiverged, match="loss became nan"):
         trainer.fit(toy_data())
     saved = load_checkpoint(tmp_path / "last.safetensors")
@@ -160,7 +162,7 @@ def test_early_stopping_after_patience_epochs():
         def on_epoch_end(self, trainer, record):
             trainer.state.bad_epochs = trainer.state.epoch - 1
 
-    trainer = Trainer(toy_model(), make_optimizer("adam"), TrainConfig(epochs=10, batch_size=32),
+    trainer = Trainer(toy_model(), make_optimizer("adam"), TrainerSettings(epochs=10, batch_size=32),
                       [Flat(), EarlyStopping(2)])
     state = trainer.fit(toy_data())
     assert state.stopped == "early_stopping" and state.epoch == 3

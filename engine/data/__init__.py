@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ArgumentError
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -21,7 +23,7 @@ class Examples:
 
     def __post_init__(self):
         if len(self.inputs) != len(self.labels):
-            raise ValueError(f"inputs and labels differ in length: {len(self.inputs)} != {len(self.labels)}")
+            raise ArgumentError(f"inputs and labels differ in length: {len(self.inputs)} != {len(self.labels)}")
 
     def __len__(self) -> int:
         return len(self.inputs)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, DataError, DataNotFoundError, MissingDependencyError
+
 AUDIO_EXTRA_HINT = 'pip install "lstm-engine[audio]"'
 
 
@@ -42,13 +44,13 @@ class FeatureConfig:
 
     def __post_init__(self):
         if self.sample_rate is not None and self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive or None, got {self.sample_rate}")
+            raise ArgumentError(f"sample_rate must be positive or None, got {self.sample_rate}")
         if self.window_ms <= 0 or self.hop_ms <= 0:
-            raise ValueError(f"window_ms and hop_ms must be positive, got {self.window_ms} and {self.hop_ms}")
+            raise ArgumentError(f"window_ms and hop_ms must be positive, got {self.window_ms} and {self.hop_ms}")
         if not 1 <= self.n_mfcc <= self.n_mels:
-            raise ValueError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={self.n_mfcc}, n_mels={self.n_mels}")
+            raise ArgumentError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={self.n_mfcc}, n_mels={self.n_mels}")
         if self.delta_width < 1:
-            raise ValueError(f"delta_width must be >= 1, got {self.delta_width}")
+            raise ArgumentError(f"delta_width must be >= 1, got {self.delta_width}")
 
     @property
     def num_features(self) -> int:
@@ -116,7 +118,7 @@ def require_librosa():
     try:
         import librosa
     except ImportError as exc:
-        raise ImportError(f"reading audio files needs librosa: {AUDIO_EXTRA_HINT}") from exc
+        raise MissingDependencyError(f"reading audio files needs librosa: {AUDIO_EXTRA_HINT}") from exc
     return librosa
 
 
@@ -130,14 +132,14 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such audio file: {path}")
+        raise DataNotFoundError(f"no such audio file: {path}")
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile reports every malformed file differently
-        raise ValueError(f"cannot read audio file {path}: {exc}") from exc
+        raise DataError(f"cannot read audio file {path}: {exc}") from exc
     samples = samples.mean(axis=1)
     if samples.size == 0:
-        raise ValueError(f"audio file {path} holds no samples")
+        raise DataError(f"audio file {path} holds no samples")
     if sample_rate is not None and sample_rate != rate:
         samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate)
         rate = sample_rate
@@ -148,16 +150,16 @@ def _as_samples(array: np.ndarray) -> np.ndarray:
     """A 1-D float signal; integer PCM is scaled to [-1, 1] as a file read would be."""
     samples = np.asarray(array)
     if samples.ndim != 1:
-        raise ValueError(f"expected a 1-D (mono) signal, got shape {samples.shape}")
+        raise ArgumentError(f"expected a 1-D (mono) signal, got shape {samples.shape}")
     if samples.size == 0:
-        raise ValueError("the signal holds no samples")
+        raise ArgumentError("the signal holds no samples")
     if samples.dtype.kind in "iu":
         info = np.iinfo(samples.dtype)
         # unsigned PCM (8-bit WAV) is centred on the middle of its range
         offset = (int(info.max) + 1) // 2 if samples.dtype.kind == "u" else 0
         return ((samples.astype(np.float64) - offset) / (int(info.max) + 1 - offset)).astype(np.float32)
     if samples.dtype.kind != "f":
-        raise ValueError(f"expected numeric samples, got dtype {samples.dtype}")
+        raise ArgumentError(f"expected numeric samples, got dtype {samples.dtype}")
     return samples.astype(np.float32)
 
 
@@ -181,18 +183,18 @@ def extract_features(path_or_array, sr: int | None = None,
     """
     if isinstance(path_or_array, (str, os.PathLike)):
         if sr is not None:
-            raise ValueError("sr is the rate of an array signal; to resample a file set FeatureConfig.sample_rate")
+            raise ArgumentError("sr is the rate of an array signal; to resample a file set FeatureConfig.sample_rate")
         samples, rate = read_audio(path_or_array, features.sample_rate)
         source = str(path_or_array)
     else:
         if sr is None or sr <= 0:
-            raise ValueError("a signal given as an array needs its sample rate: sr=...")
+            raise ArgumentError("a signal given as an array needs its sample rate: sr=...")
         samples, rate, source = _as_samples(path_or_array), int(sr), "the signal"
         if features.sample_rate is not None and features.sample_rate != rate:
             samples = require_librosa().resample(samples, orig_sr=rate, target_sr=features.sample_rate)
             rate = features.sample_rate
     coefficients = mfcc_frames(samples, rate, features)
     if not np.all(np.isfinite(coefficients)):
-        raise ValueError(f"non-finite features computed from {source}")
+        raise DataError(f"non-finite features computed from {source}")
     return postprocess(coefficients, deltas=features.deltas, normalize=features.normalize,
                        delta_width=features.delta_width)

@@ -51,6 +51,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
 from .text_formats import check_fractions, split_of, stable_unit
 
@@ -350,13 +351,13 @@ _HOW_TO_GET_DATA = (
     "label<TAB>text TSV file.")
 
 
-def _missing_root(root: Path) -> FileNotFoundError:
-    return FileNotFoundError(f"no gettext catalogs: {root} does not exist. {_HOW_TO_GET_DATA}")
+def _missing_root(root: Path) -> DataNotFoundError:
+    return DataNotFoundError(f"no gettext catalogs: {root} does not exist. {_HOW_TO_GET_DATA}")
 
 
-def _no_languages(root: Path, min_strings: int, report: BuildReport) -> ValueError:
+def _no_languages(root: Path, min_strings: int, report: BuildReport) -> DataError:
     found = ", ".join(f"{lang}={n}" for lang, n in sorted(report.languages_below_min.items())) or "none"
-    return ValueError(f"no language in {root} has at least {min_strings} usable strings "
+    return DataError(f"no language in {root} has at least {min_strings} usable strings "
                       f"({report.catalogs_read} catalogs read; strings per language: {found}). "
                       f"{_HOW_TO_GET_DATA}")
 
@@ -380,11 +381,11 @@ def _check_options(min_strings, max_per_language, min_letters, fractions):
     min_strings, min_letters = int(min_strings), int(min_letters)
     max_per_language = None if max_per_language is None else int(max_per_language)
     if min_strings < 1:
-        raise ValueError(f"min_strings must be at least 1, got {min_strings}")
+        raise ArgumentError(f"min_strings must be at least 1, got {min_strings}")
     if max_per_language is not None and max_per_language < 1:
-        raise ValueError(f"max_per_language must be at least 1 or None, got {max_per_language}")
+        raise ArgumentError(f"max_per_language must be at least 1 or None, got {max_per_language}")
     if min_letters < 1:
-        raise ValueError(f"min_letters must be at least 1, got {min_letters}")
+        raise ArgumentError(f"min_letters must be at least 1, got {min_letters}")
     return min_strings, max_per_language, min_letters, check_fractions(fractions)
 
 

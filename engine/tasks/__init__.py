@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Task
 from .language_id import LanguageId
 from .speech_digits import SpeechDigits
@@ -11,14 +12,8 @@ TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (LanguageId, SpeechDigi
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+        raise ConfigError(f"task must be one of {sorted(TASKS)}, got {name!r}")
     return TASKS[name]()
 
 
-def load_predictor(path, backend="auto"):
-    """A trained model from a checkpoint file or run folder, ready to predict."""
-    from ..runs import Predictor
-    return Predictor.load(path, backend)
-
-
-__all__ = ["TASKS", "Task", "get_task", "load_predictor"]
+__all__ = ["TASKS", "Task", "get_task"]

@@ -7,35 +7,34 @@ training split and stored, as JSON, in every checkpoint, so a checkpoint predict
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from .. import settings
 from ..batching import Encoded
 from ..data import Examples, Splits
-
-# Settings every task shares; a task's DEFAULTS override these. Model, optimizer and
-# trainer settings are all in one flat namespace, as on the command line.
-COMMON_DEFAULTS: dict[str, Any] = {
-    "epochs": 10, "batch_size": 64, "hidden_size": 128, "num_layers": 1, "bidirectional": False,
-    "dropout": 0.0, "pooling": "last", "forget_bias": 1.0, "optimizer": "adam", "lr": 2e-3,
-    "weight_decay": 0.0, "clip_norm": 1.0, "schedule": "constant", "warmup_steps": 0,
-    "step_size": 1000, "gamma": 0.5, "patience": 0, "seed": 0, "data": None,
-}
 
 
 class Task:
     name = "?"
     kind = "?"                         # "text" or "features"
     description = ""
+    #: The task's own settings (engine/settings.py): a TaskSettings subclass whose fields in
+    #: group "data" change what load_data returns and those in group "input" how inputs are
+    #: encoded.
+    Settings: type = settings.TaskSettings
+    #: The task's defaults for common settings (epochs, hidden_size...), over the schema's.
     DEFAULTS: dict[str, Any] = {}
-    DATA_OPTIONS: tuple[str, ...] = ()  # config keys that change what load_data returns
 
     def defaults(self) -> dict:
-        return {**COMMON_DEFAULTS, **self.DEFAULTS}
+        return settings.defaults(self)
 
     def data_options(self, config: dict) -> dict:
-        return {"data": config.get("data"), **{k: config[k] for k in self.DATA_OPTIONS if k in config}}
+        """The settings that decide what load_data returns (stored with a checkpoint, so that
+        `evaluate` rebuilds the same data)."""
+        return settings.values_in(config, self, "data")
 
     def load_data(self, options: dict) -> Splits:
         raise NotImplementedError
@@ -57,6 +56,14 @@ class Task:
         """Write the data in the format ``--data`` reads back (``lstm-engine data --export``)."""
         raise NotImplementedError
 
+    def epoch_sampler(self, config: dict, encoder: dict):
+        """How each epoch's training examples are drawn (engine/sampling.py), or None for the
+        split as it is; the base draws classes by ``balance_temperature``."""
+        from ..sampling import BalancedSampler
+        if config["balance_temperature"] == 1.0:
+            return None
+        return BalancedSampler(config["balance_temperature"], config["seed"])
+
     def extra_metrics(self, examples: Examples, correct: np.ndarray) -> dict:
         """Task-specific breakdowns of the test results (e.g. accuracy by text length)."""
         return {}
@@ -72,9 +79,9 @@ class Task:
 
 
 def model_config_from(config: dict, num_classes: int, **source) -> dict:
-    """The SequenceClassifier settings from a run config; ``source`` is vocab_size and
-    embedding_dim, or input_size."""
-    return dict(num_classes=num_classes, hidden_size=int(config["hidden_size"]),
-                num_layers=int(config["num_layers"]), bidirectional=bool(config["bidirectional"]),
-                dropout=float(config["dropout"]), pooling=config["pooling"],
-                forget_bias=float(config["forget_bias"]), **source)
+    """The SequenceClassifier config from a run config's model settings; ``source`` is
+    ``vocab_size`` (token input, with the ``embedding_dim`` setting) or ``input_size``."""
+    model = asdict(settings.group_values(config, settings.ModelSettings))
+    if "vocab_size" not in source:
+        del model["embedding_dim"]              # meaningful for token input only
+    return dict(num_classes=num_classes, **model, **source)

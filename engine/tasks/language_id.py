@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..data import Examples, Splits
+from ..errors import ArgumentError, ArgumentTypeError
+from ..settings import TaskSettings, setting
 from .base import Task, model_config_from
 
 PAD, UNK = 0, 1
+#: The id of the encoder's first character; ids below it are PAD and UNK.
+FIRST_ID = 2
 LENGTH_BUCKETS = (("<=20", 0, 20), ("21-50", 21, 50), (">50", 51, None))
 
 
@@ -24,51 +29,73 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+@dataclass
+class LanguageIdSettings(TaskSettings):
+    min_strings: int = setting(int, 1000, "Default corpus: languages with fewer usable strings are left out.",
+                               low=1)
+    max_per_language: int | None = setting(int, 3000, "Default corpus: at most this many strings per "
+                                           "language (a fixed subset); none: all.", low=1, optional=True)
+    max_length: int = setting(int, 128, "Texts are cut to this many characters.", low=1, group="input")
+    min_char_count: int = setting(int, 3, "Characters seen fewer times in training share the unknown id.",
+                                  low=1, group="input")
+    max_vocab: int = setting(int, 4000, "At most this many distinct characters get their own id.", low=1,
+                             group="input")
+    crop_fraction: float = setting(float, 0.0, "Share of the training texts cut, each epoch, to a random "
+                                   "window (from a word start, log-uniform length from crop_min up).",
+                                   low=0.0, high=1.0, group="sampling")
+    crop_min: int = setting(int, 4, "Shortest random window, in characters.", low=1, group="sampling")
+
+
 class LanguageId(Task):
     name = "language-id"
     kind = "text"
     description = "character-level language identification (default data: this machine's gettext catalogs)"
+    Settings = LanguageIdSettings
     DEFAULTS = {
         "epochs": 5, "batch_size": 64, "embedding_dim": 48, "hidden_size": 128, "num_layers": 1,
         "bidirectional": True, "pooling": "max", "dropout": 0.1, "lr": 3e-3, "schedule": "cosine",
-        "warmup_steps": 100, "max_length": 128, "min_char_count": 3, "max_vocab": 4000,
-        "min_strings": 1000, "max_per_language": 3000,
+        "warmup_steps": 100,
     }
-    DATA_OPTIONS = ("min_strings", "max_per_language")
 
     def load_data(self, options: dict) -> Splits:
         if options.get("data"):
             from ..data.text_formats import load_text_data
             return load_text_data(options["data"])
         from ..data.gettext_corpus import load_gettext_corpus
-        return load_gettext_corpus(min_strings=int(options.get("min_strings", 1000)),
-                                   max_per_language=options.get("max_per_language"))
+        return load_gettext_corpus(min_strings=options["min_strings"],
+                                   max_per_language=options["max_per_language"])
 
     def fit_encoder(self, train: Examples, config: dict) -> dict:
         counts = Counter()
-        limit = int(config["max_length"])
+        limit = config["max_length"]
         for text in train.inputs:
             counts.update(normalize_text(text)[:limit])
-        frequent = [ch for ch, n in counts.most_common(int(config["max_vocab"]))
-                    if n >= int(config["min_char_count"])]
+        frequent = [ch for ch, n in counts.most_common(config["max_vocab"]) if n >= config["min_char_count"]]
         return {"type": "chars", "chars": "".join(frequent), "max_length": limit}
 
+    def epoch_sampler(self, config: dict, encoder: dict):
+        from ..sampling import RandomCrops, chain
+        space = encoder["chars"].find(" ")
+        crops = RandomCrops(config["crop_fraction"], config["crop_min"],
+                            space + FIRST_ID if space >= 0 else None, config["seed"])
+        return chain(super().epoch_sampler(config, encoder), crops if config["crop_fraction"] else None)
+
     def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
-        index = {ch: i + 2 for i, ch in enumerate(encoder["chars"])}
+        index = {ch: i + FIRST_ID for i, ch in enumerate(encoder["chars"])}
         limit = encoder["max_length"]
         out = []
         for k, text in enumerate(inputs):
             if not isinstance(text, str):
-                raise TypeError(f"language-id input {k} must be a str, got {type(text).__name__}")
+                raise ArgumentTypeError(f"language-id input {k} must be a str, got {type(text).__name__}")
             clean = normalize_text(text)[:limit]
             if not clean:
-                raise ValueError(f"language-id input {k} is empty (or only whitespace); there is nothing to classify")
+                raise ArgumentError(f"language-id input {k} is empty (or only whitespace); "
+                                    "there is nothing to classify")
             out.append(np.fromiter((index.get(ch, UNK) for ch in clean), dtype=np.int64, count=len(clean)))
         return out
 
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
-        return model_config_from(config, num_classes, vocab_size=len(encoder["chars"]) + 2,
-                                 embedding_dim=int(config["embedding_dim"]))
+        return model_config_from(config, num_classes, vocab_size=len(encoder["chars"]) + FIRST_ID)
 
     def read_inputs(self, sources: list[str], encoder: dict) -> tuple[list, list[str]]:
         return list(sources), list(sources)

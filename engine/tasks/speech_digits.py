@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Examples, Splits
+from ..errors import ArgumentError, DataError, DataNotFoundError
 from .base import Task, model_config_from
 
 
@@ -33,7 +34,7 @@ class SpeechDigits(Task):
     def fit_encoder(self, train: Examples, config: dict) -> dict:
         widths = {np.shape(x)[1] for x in train.inputs}
         if len(widths) != 1:
-            raise ValueError(f"every feature sequence must have the same number of features, got {sorted(widths)}")
+            raise DataError(f"every feature sequence must have the same number of features, got {sorted(widths)}")
         encoder = {"type": "features", "input_size": widths.pop(), "features": None}
         if config.get("data") and Path(config["data"]).is_dir():   # features computed here from WAVs
             from ..data.speech import FeatureConfig
@@ -45,8 +46,8 @@ class SpeechDigits(Task):
         for k, x in enumerate(inputs):
             a = np.asarray(x, dtype=np.float32)
             if a.ndim != 2 or a.shape[1] != encoder["input_size"]:
-                raise ValueError(f"speech input {k} must be (frames, {encoder['input_size']}) features, "
-                                 f"got shape {a.shape}")
+                raise ArgumentError(f"speech input {k} must be (frames, {encoder['input_size']}) features, "
+                                    f"got shape {a.shape}")
             out.append(a)
         return out
 
@@ -63,14 +64,14 @@ class SpeechDigits(Task):
         for src in sources:
             path = Path(src)
             if not path.exists():
-                raise FileNotFoundError(f"input file not found: {src}")
+                raise DataNotFoundError(f"input file not found: {src}")
             if path.suffix.lower() == ".npz":
                 seqs = _npz_sequences(path)
                 inputs += seqs
                 names += [f"{src}[{i}]" for i in range(len(seqs))]
             else:
                 if encoder.get("features") is None:
-                    raise ValueError(
+                    raise DataError(
                         f"{src}: this model was trained on precomputed features, so it cannot compute "
                         f"matching features from audio; pass an .npz of features, or train on WAVs "
                         f"(--data FOLDER) to predict from WAV files")
@@ -83,10 +84,10 @@ class SpeechDigits(Task):
 def _npz_sequences(path: Path) -> list[np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
         if "X" not in f or "lengths" not in f:
-            raise ValueError(f"{path}: an .npz of feature sequences needs arrays 'X' (frames, features) "
-                             f"and 'lengths' (N,), found {sorted(f.files)}")
+            raise DataError(f"{path}: an .npz of feature sequences needs arrays 'X' (frames, features) "
+                            f"and 'lengths' (N,), found {sorted(f.files)}")
         X, lengths = np.asarray(f["X"], dtype=np.float32), np.asarray(f["lengths"], dtype=np.int64)
     if X.ndim != 2 or lengths.ndim != 1 or lengths.sum() != len(X) or (lengths < 1).any():
-        raise ValueError(f"{path}: 'lengths' must be positive and sum to len(X) = {len(X)} "
-                         f"(got sum {int(lengths.sum())}) with X 2-D (got {X.shape})")
+        raise DataError(f"{path}: 'lengths' must be positive and sum to len(X) = {len(X)} "
+                        f"(got sum {int(lengths.sum())}) with X 2-D (got {X.shape})")
     return np.split(X, np.cumsum(lengths)[:-1])

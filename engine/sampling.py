@@ -1,0 +1,103 @@
+"""What the model sees in each epoch: the training split re-drawn per epoch, seeded.
+
+An epoch sampler is a callable ``sampler(train, epoch) -> Encoded`` that the Trainer calls at
+the start of every epoch; it returns as many sequences as ``train`` holds (so the number of
+steps, and with it the learning-rate schedule, does not depend on the draw) and depends only on
+its seed and the epoch, so a run resumed mid-epoch sees the same batches as an uninterrupted one.
+
+- ``BalancedSampler``: draws the epoch's examples class by class with probabilities
+  proportional to n_c ** temperature (n_c: the class's training examples). temperature 1 keeps
+  the corpus's own proportions, 0 gives every class the same share; between, the long tail of
+  small classes is seen more often without the big ones being starved (the sampling
+  temperature of multilingual language models, e.g. XLM's alpha).
+- ``RandomCrops``: cuts a share of the epoch's sequences to a random window: a start at a word
+  boundary (or the beginning) and a length drawn log-uniformly between ``min_length`` and the
+  sequence's length, so that the model learns from short inputs (a few words, the first
+  characters of a sentence) as well as whole texts. Crops are applied to token ids; the word
+  boundary is the id of the space character.
+- ``chain(...)`` applies several in turn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .batching import Encoded
+from .errors import ArgumentError
+
+
+class BalancedSampler:
+    def __init__(self, temperature: float, seed: int):
+        if not 0.0 <= temperature <= 1.0:
+            raise ArgumentError(f"temperature must be in [0, 1], got {temperature!r}")
+        self.temperature, self.seed = float(temperature), int(seed)
+
+    def __call__(self, train: Encoded, epoch: int) -> Encoded:
+        if self.temperature == 1.0:
+            return train                      # the corpus's own proportions: nothing to draw
+        targets = np.asarray(train.targets)
+        classes, counts = np.unique(targets, return_counts=True)
+        weights = counts.astype(np.float64) ** self.temperature
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        # how many of the epoch's N draws each class gets (largest remainders, so they sum to N)
+        share = weights / weights.sum() * len(train)
+        take = np.floor(share).astype(np.int64)
+        take[np.argsort(share - take)[::-1][:len(train) - take.sum()]] += 1
+        chosen = []
+        for c, n in zip(classes, take):
+            members = np.flatnonzero(targets == c)
+            # without replacement as far as the class goes, then again (every example is seen
+            # before any is repeated)
+            reps = [rng.permutation(members) for _ in range(-(-n // len(members)))]
+            chosen.append(np.concatenate(reps)[:n] if reps else members[:0])
+        idx = np.concatenate(chosen)
+        return Encoded([train.items[i] for i in idx], [train.targets[i] for i in idx])
+
+
+class RandomCrops:
+    def __init__(self, fraction: float, min_length: int, boundary_id: int | None, seed: int):
+        if not 0.0 <= fraction <= 1.0:
+            raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+        if min_length < 1:
+            raise ArgumentError(f"min_length must be >= 1, got {min_length!r}")
+        self.fraction, self.min_length = float(fraction), int(min_length)
+        self.boundary_id, self.seed = boundary_id, int(seed)
+
+    def __call__(self, train: Encoded, epoch: int) -> Encoded:
+        if self.fraction == 0.0:
+            return train
+        rng = np.random.default_rng([self.seed, epoch, 2])
+        cropped = rng.random(len(train)) < self.fraction
+        items = list(train.items)
+        for i in np.flatnonzero(cropped):
+            items[i] = self.crop(items[i], rng)
+        return Encoded(items, train.targets)
+
+    def crop(self, seq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = len(seq)
+        if n <= self.min_length:
+            return seq
+        starts = [0]
+        if self.boundary_id is not None:
+            starts += list(np.flatnonzero(seq[:n - self.min_length] == self.boundary_id) + 1)
+        start = int(starts[rng.integers(len(starts))])
+        room = n - start
+        length = int(round(np.exp(rng.uniform(np.log(self.min_length), np.log(room))))) \
+            if room > self.min_length else room
+        return seq[start:start + length]
+
+
+def chain(*samplers):
+    """The samplers applied in turn (None entries are skipped); None when there are none."""
+    active = [s for s in samplers if s is not None]
+    if not active:
+        return None
+
+    def sample(train: Encoded, epoch: int) -> Encoded:
+        for s in active:
+            train = s(train, epoch)
+        return train
+    return sample
+
+
+__all__ = ["BalancedSampler", "RandomCrops", "chain"]

@@ -1,0 +1,244 @@
+"""The `cuda` backend without a GPU: its .cu kernels compiled by g++ and checked one launch at
+a time against the reference's step functions, the kernel table against the .cu source, and
+its graph and buffer bookkeeping. The parity suite (tests/test_backend_parity.py) runs the
+whole backend too, as the hidden registry entry `cuda-emulated`; tests/test_cuda_gpu.py runs
+the same kernel checks on a real GPU."""
+
+import gc
+import subprocess
+
+import numpy as np
+import pytest
+from cuda_checks import (  # noqa: F401  (collected here, with this module's `device`)
+    test_backward_finish_kernel,
+    test_backward_step_kernel,
+    test_forward_step_kernel,
+    test_forward_step_without_save_leaves_gates_alone,
+)
+from helpers import (
+    DTYPES,
+    assert_close,
+    assert_results_close,
+    layer_inputs,
+    make_case,
+    run_case,
+    upstream,
+)
+
+from lstm_engine import LSTM, backends, get_backend
+from lstm_engine.backends import cuda, cuda_host
+from lstm_engine.backends.reference import NumpyBackend
+
+emulation = pytest.importorskip("lstm_engine.backends.cuda_emulation")
+pytestmark = pytest.mark.skipif(bool(emulation.unavailable_reason()), reason=emulation.unavailable_reason() or "")
+
+@pytest.fixture(scope="module")
+def device():
+    return emulation.EmulatedDevice()
+
+
+# -- the kernels, one launch at a time -------------------------------------------------------
+def _forward_args(B=2, H=2):
+    return dict(x_proj_t=np.zeros((B, 4 * H)), rec=np.zeros((B, 4 * H)), bias=np.zeros(4 * H),
+                h_prev_t=np.zeros((B, H)), c_prev_t=np.zeros((B, H)), h_out=np.zeros((B, H)),
+                c_out=np.zeros((B, H)), y_t=np.zeros((B, H)), gates_t=np.zeros((B, 4 * H)),
+                lengths=np.ones(B, np.int64), t=0, B=B, H=H, save=1)
+
+
+def test_launch_refuses_what_the_kernel_would_misread(device):
+    good = _forward_args()
+    launch = device.kernels
+    with pytest.raises(TypeError, match="argument h_prev_t must be a C-contiguous array"):
+        launch("lstm_forward_step", np.float64, 4, {**good, "h_prev_t": np.zeros((2, 4))[:, ::2]})
+    with pytest.raises(TypeError, match="argument x_proj_t has dtype float32, expected float64"):
+        launch("lstm_forward_step", np.float64, 4, {**good, "x_proj_t": good["x_proj_t"].astype(np.float32)})
+    with pytest.raises(TypeError, match="argument lengths has dtype float64, expected int64"):
+        launch("lstm_forward_step", np.float64, 4, {**good, "lengths": np.ones(2)})
+    with pytest.raises(ValueError, match=r"lstm_forward_step takes the arguments x_proj_t, rec, .*"
+                                         r"missing \['rec'\], unknown \['recurrent'\]"):
+        launch("lstm_forward_step", np.float64, 4,
+               {**{k: v for k, v in good.items() if k != "rec"}, "recurrent": good["rec"]})
+    with pytest.raises(TypeError, match="float32 and float64, got dtype float16"):
+        launch("lstm_forward_step", np.float16, 4, good)
+
+
+# -- the kernel table and the .cu source --------------------------------------------------------
+def test_kernel_table_matches_the_kernel_source():
+    """cuda.KERNELS, from which both launchers build their calls, names every parameter of
+    every kernel with its type, in order, as lstm_kernels.cu declares it."""
+    source = cuda.kernel_signatures(cuda.KERNEL_SOURCE)
+    assert source == cuda.KERNELS
+    assert source["lstm_forward_step"][:2] == (cuda.KernelParam("x_proj_t", "const T*"),
+                                               cuda.KernelParam("rec", "const T*"))
+
+
+# -- the host build ---------------------------------------------------------------------------
+def test_library_is_built_once_into_the_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(emulation.CACHE_ENV, str(tmp_path))
+    path = emulation.build_library()
+    assert path.parent == tmp_path / "cuda-emulation" and path.exists()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]      # no build leftovers
+    real_run = subprocess.run
+
+    def no_rebuild(cmd, *a, **kw):
+        assert "-shared" not in cmd, "the cached library was rebuilt"
+        return real_run(cmd, *a, **kw)
+
+    monkeypatch.setattr(cuda_host.subprocess, "run", no_rebuild)
+    assert emulation.build_library() == path
+
+
+def test_every_kernel_instantiation_has_a_typed_host_entry_point():
+    src = emulation.wrapper_source()
+    for name in cuda.KERNELS:
+        for ctype in ("float", "double"):
+            assert f"emu_{name}_{ctype}(" in src and f"&{name}<{ctype}>" in src
+    assert "const double* x_proj_t" in src and "float* gates_t" in src and "int has_after" in src
+
+
+def test_missing_compiler_is_explained(monkeypatch):
+    monkeypatch.setenv("CXX", "/no/such/g++")
+    assert "g++" in emulation.unavailable_reason()
+    assert "g++" in emulation.EmulatedCudaBackend.unavailable_reason()
+    with pytest.raises(RuntimeError, match="no host C\\+\\+ compiler"):
+        emulation.build_library()
+
+
+# -- orchestration: graphs, captured buffers, streams -------------------------------------
+def test_graphs_are_captured_once_per_shape_and_replayed():
+    be = emulation.EmulatedCudaBackend()
+    lengths = np.array([6, 2, 4])
+    for seed in range(3):
+        be.layer_forward(**layer_inputs(seed=seed), lengths=lengths, reverse=False, keep=False)
+    assert be.graphs.captures == 1 and be.graphs.replays == 3
+    (bufs,) = be.graphs.buffers()
+    assert len(bufs.forward_graph) == 2 * 6 and bufs.forward_graph.replays == 3     # GEMM + kernel per step
+    be.layer_forward(**layer_inputs(T=7), lengths=np.full(3, 7), reverse=False, keep=False)
+    be.layer_forward(**layer_inputs(seed=9), lengths=lengths, reverse=True, keep=False)
+    assert be.graphs.captures == 3 and len(be.graphs.buffers()) == 3
+
+
+def test_replayed_graph_reads_fresh_inputs():
+    """A replay must see this call's weights, lengths and state, not the capturing call's."""
+    be, ref = emulation.EmulatedCudaBackend(), NumpyBackend()
+    for seed, lengths in [(0, [6, 2, 4]), (1, [1, 6, 3]), (2, [6, 6, 6])]:
+        inputs = layer_inputs(seed=seed)
+        got = be.layer_forward(**inputs, lengths=np.array(lengths), reverse=True, keep=False)
+        want = ref.layer_forward(**inputs, lengths=np.array(lengths), reverse=True, keep=False)
+        for g, w in zip(got[:3], want[:3]):
+            assert_close(g, w, np.float64)
+    assert be.graphs.captures == 1
+
+
+def test_live_caches_get_their_own_buffers_and_release_them():
+    """Two kept forwards of one shape (two layers of equal size) must not share saved
+    activations; buffers are reused once their cache is backpropagated or dropped."""
+    be, ref = emulation.EmulatedCudaBackend(), NumpyBackend()
+    lengths = np.array([6, 3, 5])
+    ins = [layer_inputs(seed=s) for s in (1, 2)]
+    got = [be.layer_forward(**i, lengths=lengths, reverse=False, keep=True) for i in ins]
+    want = [ref.layer_forward(**i, lengths=lengths, reverse=False, keep=True) for i in ins]
+    assert len(be.graphs.buffers()) == 2 and be.graphs.captures == 2
+    for k in (1, 0):                                  # backward in the engine's order: last first
+        up = upstream(6, 3, 5, np.float64, seed=k)
+        g = be.layer_backward(got[k][3], *up)
+        w = ref.layer_backward(want[k][3], *up)
+        for a, b in zip(g, w):
+            assert_close(a, b, np.float64)
+    assert all(bufs.free for bufs in be.graphs.buffers())
+    be.layer_forward(**ins[0], lengths=lengths, reverse=False, keep=True)
+    assert len(be.graphs.buffers()) == 2 and be.graphs.captures == 4   # 2 fwd + 2 bwd, none new
+    kept = be.layer_forward(**ins[1], lengths=lengths, reverse=False, keep=True)
+    assert kept[3].bufs.holder() is kept[3]
+    del kept
+    gc.collect()
+    be.layer_forward(**ins[1], lengths=lengths, reverse=False, keep=True)
+    assert len(be.graphs.buffers()) == 2
+
+
+def test_backward_graph_shape_and_single_use():
+    be = emulation.EmulatedCudaBackend()
+    T, B, H = 5, 2, 3
+    out = be.layer_forward(**layer_inputs(T=T, B=B, H=H), lengths=np.array([5, 2]), reverse=False, keep=True)
+    be.layer_backward(out[3], *upstream(T, B, H, np.float64, 0))
+    (bufs,) = be.graphs.buffers()
+    assert len(bufs.backward_graph) == 2 * T + 1                         # kernel + GEMM per step, finish
+    with pytest.raises(RuntimeError, match="already backpropagated"):
+        be.layer_backward(out[3], *upstream(T, B, H, np.float64, 0))
+    with pytest.raises(TypeError, match="cache must be"):
+        be.layer_backward({"x": 1}, *upstream(T, B, H, np.float64, 0))
+
+
+def test_outputs_survive_the_next_replay():
+    be = emulation.EmulatedCudaBackend()
+    first = be.layer_forward(**layer_inputs(seed=0), lengths=np.full(3, 6), reverse=False, keep=False)
+    kept = [a.copy() for a in first[:3]]
+    be.layer_forward(**layer_inputs(seed=1), lengths=np.full(3, 6), reverse=False, keep=False)
+    for a, b in zip(first[:3], kept):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_directions_run_on_their_own_streams():
+    be = emulation.EmulatedCudaBackend()
+    case = make_case(T=4, B=2, I=3, H=4, num_layers=2, bidirectional=True)
+    model = LSTM(**case["config"], backend=be, seed=0)
+    model.forward(case["x"])
+    model.backward(case["d_outputs"])
+    assert be.device.stream_log == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert {g.stream for b in be.graphs.buffers() for g in (b.forward_graph, b.backward_graph)} == {0, 1}
+
+
+def test_graph_cache_evicts_the_oldest_free_shapes():
+    be = emulation.EmulatedCudaBackend()
+    be.graphs.max_keys = 2
+    held = be.layer_forward(**layer_inputs(T=3), lengths=np.full(3, 3), reverse=False, keep=True)
+    for T in (4, 5, 6):
+        be.layer_forward(**layer_inputs(T=T), lengths=np.full(3, T), reverse=False, keep=False)
+    keys = [b.key[0] for b in be.graphs.buffers()]
+    assert 3 in keys and 4 not in keys and 6 in keys                  # the held one is kept
+    assert held[3].bufs in be.graphs.buffers()
+
+
+def test_capture_refuses_allocating_gemms_and_nesting():
+    dev = emulation.EmulatedDevice()
+    a = np.ones((2, 2))
+
+    def allocating():
+        dev.gemm(a, a)
+
+    with pytest.raises(RuntimeError, match="preallocated `out`"):
+        dev.capture(0, allocating)
+    with pytest.raises(RuntimeError, match="already in progress"):
+        dev.capture(0, lambda: dev.capture(1, lambda: None))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_backend_matches_reference_on_a_long_ragged_batch(dtype):
+    """More than one block of threads per step (B*H > 256) and long ragged spans."""
+    case = make_case(T=30, B=9, I=6, H=40, bidirectional=True, lengths=[30, 1, 17, 29, 2, 30, 8, 15, 23],
+                     initial_state=True, dtype=dtype, seed=4)
+    ref_model, want = run_case(case, "numpy", seed=1)
+    _, got = run_case(case, emulation.EmulatedCudaBackend(), seed=1, state=ref_model.state_dict())
+    assert_results_close(got, want, dtype)
+
+
+def test_emulated_backend_is_a_hidden_entry_that_auto_never_picks(monkeypatch):
+    assert "cuda-emulated" not in backends.names() and "cuda-emulated" not in backends.available()
+    assert "cuda-emulated" in backends.names(include_hidden=True)
+    assert "cuda-emulated" in backends.available(include_hidden=True)
+    be = get_backend("cuda-emulated")
+    assert isinstance(be, emulation.EmulatedCudaBackend) and be is get_backend("cuda-emulated")
+    assert be.name == "cuda-emulated" and be.xp is np and get_backend(be) is be
+    facts = be.facts()
+    assert facts["emulated"] is True and facts["kernels"].endswith(".so")
+    # even where neither cuda nor cpu runs, auto falls back to numpy, not to the emulation
+    real_probe = backends.probe
+    monkeypatch.setattr(backends, "probe", lambda n: (
+        backends.BackendInfo(n, False, "off") if n in ("cuda", "cpu") else real_probe(n)))
+    assert get_backend("auto").name == "numpy"
+
+
+def test_float16_is_refused_with_the_dtype_named():
+    be = emulation.EmulatedCudaBackend()
+    with pytest.raises(TypeError, match="float32 and float64, got dtype float16"):
+        be.layer_forward(**layer_inputs(dtype=np.float16), lengths=np.full(3, 6), reverse=False, keep=False)

@@ -1,0 +1,93 @@
+"""Epoch samplers (engine/sampling.py): class balance by temperature and random crops."""
+
+import numpy as np
+import pytest
+
+from lstm_engine import runs
+from lstm_engine.batching import Encoded
+from lstm_engine.checkpoint import load_checkpoint
+from lstm_engine.sampling import BalancedSampler, RandomCrops, chain
+
+
+def skewed(sizes=(200, 20, 5)):
+    items, targets = [], []
+    for c, n in enumerate(sizes):
+        for k in range(n):
+            items.append(np.array([c, k], dtype=np.int64))
+            targets.append(c)
+    return Encoded(items, targets)
+
+
+def counts(data):
+    return np.bincount(np.asarray(data.targets), minlength=3)
+
+
+def test_balance_keeps_the_epoch_size_and_moves_towards_equal_classes():
+    data = skewed()
+    assert BalancedSampler(1.0, 0)(data, 0) is data
+    flat = BalancedSampler(0.0, 0)(data, 0)
+    assert len(flat) == len(data) and (abs(counts(flat) - len(data) / 3) <= 1).all()
+    half = counts(BalancedSampler(0.5, 0)(data, 0))
+    assert counts(data)[2] < half[2] < counts(flat)[2] and half.sum() == len(data)
+
+
+def test_balance_is_reproducible_per_epoch_and_uses_every_example_before_repeating():
+    data = skewed()
+    a, b = BalancedSampler(0.0, 7)(data, 3), BalancedSampler(0.0, 7)(data, 3)
+    assert [tuple(x) for x in a.items] == [tuple(x) for x in b.items]
+    c = BalancedSampler(0.0, 7)(data, 4)
+    assert [tuple(x) for x in a.items] != [tuple(x) for x in c.items]
+    # class 2 has 5 examples and gets ~75 draws: each of them 15 times, not some 30 and some 0
+    drawn = [int(x[1]) for x, t in zip(a.items, a.targets) if t == 2]
+    per_example = np.bincount(drawn, minlength=5)
+    assert per_example.max() - per_example.min() <= 1
+
+
+def test_random_crops_are_windows_from_a_word_start():
+    space = 9
+    seq = np.array([1, 2, 3, space, 4, 5, space, 6, 7, 8, 1, 2], dtype=np.int64)
+    crops = RandomCrops(1.0, 3, space, seed=0)
+    rng = np.random.default_rng(0)
+    starts, lengths = set(), set()
+    for _ in range(300):
+        w = crops.crop(seq, rng)
+        assert len(w) >= 3
+        # a contiguous window, starting at 0 or just after a space
+        hits = [s for s in range(len(seq) - len(w) + 1) if (seq[s:s + len(w)] == w).all()]
+        assert any(s == 0 or seq[s - 1] == space for s in hits)
+        starts.add(hits[0])
+        lengths.add(len(w))
+    assert starts == {0, 4, 7} and min(lengths) == 3 and max(lengths) == len(seq)
+    short = np.array([1, 2], dtype=np.int64)
+    assert crops.crop(short, rng) is short
+
+
+def test_crops_touch_the_chosen_share_and_are_reproducible():
+    data = Encoded([np.arange(1, 41, dtype=np.int64) for _ in range(400)], [0, 1] * 200)
+    a = RandomCrops(0.25, 4, None, seed=1)(data, 0)
+    changed = sum(len(x) != 40 for x in a.items)
+    assert 60 < changed < 140
+    b = RandomCrops(0.25, 4, None, seed=1)(data, 0)
+    assert all((x == y).all() for x, y in zip(a.items, b.items))
+    assert RandomCrops(0.0, 4, None, seed=1)(data, 0) is data
+    both = chain(None, BalancedSampler(1.0, 0), RandomCrops(1.0, 4, None, 0))(data, 0)
+    assert all(len(x) <= 40 for x in both.items) and chain(None) is None
+
+
+def test_runs_with_crops_and_balance_are_reproducible(tmp_path, lid_tsv):
+    config = {"data": str(lid_tsv), "epochs": 2, "hidden_size": 6, "embedding_dim": 4,
+              "crop_fraction": 0.5, "balance_temperature": 0.3, "batch_size": 16}
+    runs.run("language-id", config, tmp_path / "a", backend="numpy", progress=False, test=False)
+    runs.run("language-id", config, tmp_path / "b", backend="numpy", progress=False, test=False)
+    a = load_checkpoint(tmp_path / "a" / "last.safetensors").tensors
+    b = load_checkpoint(tmp_path / "b" / "last.safetensors").tensors
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_bad_sampler_arguments(value):
+    with pytest.raises(ValueError, match="temperature"):
+        BalancedSampler(value, 0)
+    with pytest.raises(ValueError, match="fraction"):
+        RandomCrops(value, 3, None, 0)
