@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import ArgumentError, ArgumentTypeError, BackendError
@@ -94,7 +95,9 @@ def _describe_all() -> str:
 def get_backend(name: str | Backend | None = None) -> Backend:
     """The backend called `name`; None means $LSTM_ENGINE_BACKEND, else `auto`.
 
-    `auto` is the best available in the order cuda > cpu > numpy.
+    `auto` is the best available in the order cuda > cpu > numpy; one that is available but
+    fails to start (a CUDA driver, runtime or compile error) is skipped with a one-line
+    RuntimeWarning naming the error. A backend asked for by name raises instead.
     """
     if isinstance(name, Backend):
         return name
@@ -104,17 +107,42 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         raise ArgumentTypeError(f"backend must be a name (str) or a Backend, got {type(name).__name__}")
     key = name.strip().lower()
     if key == "auto":
+        failed = []
         for candidate in AUTO_ORDER:
-            if candidate in _REGISTRY and probe(candidate).available:
-                return _load(candidate)
-        raise BackendError("no backend is available:\n" + _describe_all())
+            if candidate not in _REGISTRY:
+                continue
+            try:
+                if not probe(candidate).available:
+                    continue
+                backend = _ready(_load(candidate))
+            except Exception as exc:      # e.g. a GPU whose driver, runtime or NVRTC fails
+                _INSTANCES.pop(candidate, None)
+                failed.append(f"backend {candidate!r} failed to start ({_one_line(exc)})")
+                continue
+            for failure in failed:
+                warnings.warn(f"{failure}; using {candidate!r}", RuntimeWarning, stacklevel=2)
+            return backend
+        raise BackendError("no backend is available:\n" + "\n".join(failed + [_describe_all()]))
     if key not in _REGISTRY:
         raise BackendError(
             f"unknown backend {name!r}; expected one of: auto, {', '.join(names())}\n" + _describe_all())
     try:
-        return _load(key)
+        backend = _load(key)
     except BackendError as exc:
         raise BackendError(f"{exc}\nbackends on this machine:\n{_describe_all()}") from None
+    return _ready(backend)        # asked for by name: a failure here is raised as it is
+
+
+def _ready(backend: Backend) -> Backend:
+    """`backend` after its own start-up check (Backend.check_ready: the cuda backend compiles
+    and loads its kernels), so that a failure shows when it is chosen, not at its first forward."""
+    backend.check_ready()
+    return backend
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def set_num_threads(n: int) -> None:

@@ -92,6 +92,12 @@ class Backend(ABC):
         """Device facts for `lstm-engine backends` (threads, library versions, GPU...)."""
         return {}
 
+    def check_ready(self) -> None:
+        """Raise now if this instance cannot run after all (the cuda backend compiles and
+        loads its kernels here), so that the registry finds out when the backend is chosen
+        (`auto` then falls back to the next one) rather than at the first forward. The default
+        has nothing to check."""
+
     # -- the cell through time -------------------------------------------------------
     def prepare(self, w_ih, w_hh, bias):
         """One layer-direction's weights made ready for repeated inference calls, passed back

@@ -36,7 +36,9 @@ capture, streams) was written without access to one; only the emulated path is t
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
+import re
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -53,26 +55,59 @@ KERNEL_SOURCE = Path(__file__).with_name("lstm_kernels.cu")
 #: Threads per block of the pointwise kernels (one thread per (b, j)).
 BLOCK = 256
 DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: NVRTC options of every build of the backend's kernels (CuPy adds -arch, -ftz=true,
+#: --device-as-default-execution-space and its include paths; cuda_compile.py, which compiles
+#: them in CI, adds the same). DYNAMIC_SHARED(T, name) declares the launch's dynamic shared
+#: memory as a T array: the fiber emulator (cuda_compat.h) cannot read `extern __shared__`, so
+#: kernels use this spelling, which both compilers understand. One raw array, cast: a template
+#: instantiated for float and double cannot declare `extern __shared__ T name[]` twice.
+NVRTC_OPTIONS = (
+    "--std=c++17",
+    "-DDYNAMIC_SHARED(T,name)=extern __shared__ __align__(16) unsigned char lstm_engine_dynamic_shared[]; "
+    "T* const name = reinterpret_cast<T*>(lstm_engine_dynamic_shared)",
+)
+#: The NumPy dtype of each C type a kernel parameter may have (T: the kernel's template type).
+C_TYPES = {"int": np.dtype(np.int32), "unsigned": np.dtype(np.uint32), "unsigned int": np.dtype(np.uint32),
+           "long long": np.dtype(np.int64), "unsigned long long": np.dtype(np.uint64),
+           "float": np.dtype(np.float32), "double": np.dtype(np.float64)}
 
 
 @dataclass(frozen=True)
 class KernelParam:
-    """One parameter of a kernel in lstm_kernels.cu: its name and its C type as written
-    there, with T the kernel's template type (float or double)."""
+    """One parameter of a kernel: its name and its C type as written in the .cu file, with T
+    the kernel's template type (float or double): "const T*", "T*", "const long long*",
+    "int", "T", "unsigned"... (a key of C_TYPES or T, optionally const, optionally a pointer)."""
     name: str
-    ctype: str          # "const T*", "T*", "const long long*" or "int"
+    ctype: str
 
     @property
     def is_array(self) -> bool:
         return self.ctype.endswith("*")
 
-    def array_dtype(self, dtype) -> np.dtype:
-        """The dtype an array argument must have when T is `dtype`."""
-        return np.dtype(np.int64) if "long long" in self.ctype else np.dtype(dtype)
+    @property
+    def base_type(self) -> str:
+        """The C type of the values, without const and *: "T", "long long", "int"."""
+        return " ".join(w for w in self.ctype.rstrip("*").split() if w != "const")
 
-    def c_declaration(self, ctype: str) -> str:
+    def dtype(self, dtype=None) -> np.dtype:
+        """The NumPy dtype of the parameter's values (an array's elements, or the scalar)
+        when T is `dtype` (None for a kernel that is not a template)."""
+        if self.base_type == "T":
+            if dtype is None:
+                raise ArgumentTypeError(f"parameter {self.name} has the template type T, but no dtype was given")
+            return np.dtype(dtype)
+        try:
+            return C_TYPES[self.base_type]
+        except KeyError:
+            raise ArgumentTypeError(f"parameter {self.name}: C type {self.ctype!r} is not one of "
+                                    f"T, {', '.join(C_TYPES)} (or a pointer to one)") from None
+
+    def c_declaration(self, ctype: str | None) -> str:
         """The parameter as C, with T spelled `ctype` ("const float* x_proj_t")."""
-        return f"{self.ctype.replace('T*', f'{ctype}*')} {self.name}"
+        words = self.ctype.replace("*", " * ").split()
+        if ctype is not None:
+            words = [ctype if w == "T" else w for w in words]
+        return " ".join(words).replace(" *", "*") + " " + self.name
 
 
 def _reads(*names):
@@ -113,32 +148,57 @@ def kernel_type(dtype) -> str:
             f"the cuda backend runs float32 and float64, got dtype {np.dtype(dtype)}") from None
 
 
-def kernel_arguments(name: str, dtype, args: dict) -> list:
+def kernel_arguments(name: str, dtype, args: dict, params=None) -> list:
     """`args` (parameter name -> value) of one launch of kernel `name` as the ordered
-    argument list both launchers pass on: arrays as they are, ints as np.int32. Each array
-    is checked to be C-contiguous with the parameter's dtype, since a kernel indexes raw
-    memory and would misread anything else rather than fail."""
-    params = KERNELS[name]
+    argument list both launchers pass on: arrays as they are, scalars as NumPy scalars of the
+    parameter's C type (np.int32 for int, the dtype for T). Each array is checked to be
+    C-contiguous with the parameter's dtype, since a kernel indexes raw memory and would
+    misread anything else rather than fail. `params` defaults to KERNELS[name]; `dtype` is
+    None for a kernel that is not a template."""
+    params = KERNELS[name] if params is None else params
     wanted = [p.name for p in params]
     if set(args) != set(wanted):
         missing = [n for n in wanted if n not in args]
         unknown = [n for n in args if n not in wanted]
         raise ArgumentError(f"{name} takes the arguments {', '.join(wanted)}; "
                             f"missing {missing or 'none'}, unknown {unknown or 'none'}")
-    kernel_type(dtype)
+    if dtype is not None:
+        kernel_type(dtype)
     out = []
     for p in params:
-        a = args[p.name]
+        a, want = args[p.name], p.dtype(dtype)
         if p.is_array:
             if not hasattr(a, "flags") or not a.flags.c_contiguous:
                 raise ArgumentTypeError(f"{name} argument {p.name} must be a C-contiguous array")
-            if a.dtype != p.array_dtype(dtype):
-                raise ArgumentTypeError(f"{name} argument {p.name} has dtype {a.dtype}, "
-                                        f"expected {p.array_dtype(dtype)}")
+            if a.dtype != want:
+                raise ArgumentTypeError(f"{name} argument {p.name} has dtype {a.dtype}, expected {want}")
             out.append(a)
+        elif want.kind in "iu":
+            try:
+                out.append(want.type(operator.index(a)))
+            except TypeError:
+                raise ArgumentTypeError(f"{name} argument {p.name} must be an integer ({p.ctype}), "
+                                        f"got {type(a).__name__}") from None
         else:
-            out.append(np.int32(a))
+            out.append(want.type(a))
     return out
+
+
+_SIGNATURE = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)")
+
+
+def kernel_signatures(source: Path) -> dict[str, tuple[KernelParam, ...]]:
+    """{kernel: its parameters} parsed from the __global__ functions of a .cu file (types as
+    written, `__restrict__` dropped): the test kernels' tables, and the check that KERNELS
+    matches lstm_kernels.cu."""
+    text = re.sub(r"//[^\n]*", "", Path(source).read_text())
+    found = {}
+    for name, params in _SIGNATURE.findall(text):
+        found[name] = tuple(
+            KernelParam(words[-1], " ".join(words[:-1]).replace(" *", "*"))
+            for words in (p.replace("__restrict__", "").replace("*", " * ").split() for p in params.split(","))
+            if words)
+    return found
 
 
 def device_id_from_env() -> int:
@@ -157,6 +217,46 @@ def device_id_from_env() -> int:
 
 def grid_for(n_threads: int) -> int:
     return max(1, -(-n_threads // BLOCK))
+
+
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
+_PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*\n?", re.M)
+
+
+def kernel_source_text(source: Path) -> str:
+    """The text of a .cu file with each `#include "name"` of a file in its own folder replaced
+    by that file's text (once; headers use #pragma once), so that NVRTC gets one
+    self-contained program with no include path that depends on where the package lies, and
+    the emulator's build cache key covers the headers too (g++ reads them through -I, the
+    same files). Other includes are left as they are."""
+    source = Path(source)
+    seen: set[Path] = set()
+
+    def expand(path: Path) -> str:
+        def replace(m):
+            header = path.parent / m.group(1)
+            if not header.is_file():
+                return m.group(0)
+            if header in seen:
+                return ""
+            seen.add(header)
+            # inlined once, so its include guard goes (NVRTC warns of one in the main file)
+            return _PRAGMA_ONCE.sub("", expand(header))
+        return _LOCAL_INCLUDE.sub(replace, path.read_text())
+
+    return expand(source)
+
+
+def nvrtc_program(source: Path = KERNEL_SOURCE, kernels=None, types=None) -> tuple[str, tuple[str, ...], list[str]]:
+    """What cupy.RawModule gets for one .cu file: its code, the NVRTC options and the name
+    expressions of every kernel instantiation (`name<type>`). `kernels` (name -> its
+    KernelParams) and `types` (C types, for all kernels or per name) default to this backend's
+    KERNELS and DTYPES; the CI compile check (cuda_compile.py) takes the same triple."""
+    from .cuda_host import instantiations
+    kernels = KERNELS if kernels is None else kernels
+    types = tuple(DTYPES.values()) if types is None else types
+    names = [k if t is None else f"{k}<{t}>" for k, t in instantiations(kernels, types)]
+    return kernel_source_text(source), NVRTC_OPTIONS, names
 
 
 # -- the real device ------------------------------------------------------------------------
@@ -179,9 +279,8 @@ class _CupyDevice:
 
     def _load(self):
         if self._module is None:
-            names = [f"{k}<{t}>" for k in KERNELS for t in DTYPES.values()]
-            self._module = self.cupy.RawModule(
-                code=KERNEL_SOURCE.read_text(), options=("--std=c++17",), name_expressions=names)
+            code, options, names = nvrtc_program()
+            self._module = self.cupy.RawModule(code=code, options=options, name_expressions=names)
             # Every function is fetched (and so compiled and loaded) before any capture starts:
             # loading a module inside a stream capture is not allowed on older drivers.
             self._functions = {n: self._module.get_function(n) for n in names}
@@ -343,6 +442,12 @@ class CudaBackend(Backend):
 
     def facts(self) -> dict:
         return self.device.facts()
+
+    def check_ready(self) -> None:
+        """Compile and load every kernel now (NVRTC on a GPU), so that a broken driver, runtime
+        or compiler shows when the backend is chosen (`auto` then falls back) rather than at
+        the first forward."""
+        self.device.prepare()
 
     def asarray(self, a, dtype=None):
         if hasattr(self.device, "activate"):

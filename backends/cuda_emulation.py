@@ -3,8 +3,9 @@
 CI has no GPU, yet every line of lstm_kernels.cu and the backend's time loop, masking, graph
 and stream bookkeeping should be tested there. So:
 
-* the same lstm_kernels.cu is compiled for the host under cuda_compat.h (CUDA built-ins as
-  plain C++, a launch = a loop over the grid) into a shared library, loaded with ctypes;
+* the same lstm_kernels.cu is compiled for the host under cuda_compat.h (the CUDA device API
+  on the fiber runtime of cuda_fibers.h: every CUDA thread a fiber, blocks on OS threads) into
+  a shared library, loaded with ctypes (cuda_host.py builds and launches it);
 * NumPy stands in for CuPy, np.matmul for cuBLAS;
 * a "graph" records the GEMMs and launches issued during capture (without running them, as
   stream capture does) and replays them in order, so a workspace's static buffers and the
@@ -12,8 +13,7 @@ and stream bookkeeping should be tested there. So:
 * streams are only logged (there is nothing to overlap on one host thread).
 
 The library is built once per source version into $LSTM_ENGINE_CACHE (default
-~/.cache/lstm-engine)/cuda-emulation, keyed by a hash of the sources, the flags and the
-compiler, and moved into place atomically so concurrent test processes do not race.
+~/.cache/lstm-engine)/cuda-emulation (see cuda_host.py).
 
 The backend is registered as `cuda-emulated`, a hidden entry of the registry: tests ask for
 it by name (`get_backend("cuda-emulated")`), `auto` never picks it and `lstm-engine
@@ -24,99 +24,25 @@ unavailable, with the reason.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, CallOrderError
-from .cuda import (
-    BLOCK,
-    DTYPES,
-    KERNEL_SOURCE,
-    KERNELS,
-    CudaBackend,
-    grid_for,
-    kernel_arguments,
-    kernel_type,
-)
-
-COMPAT_HEADER = Path(__file__).with_name("cuda_compat.h")
-CACHE_ENV = "LSTM_ENGINE_CACHE"
-FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Werror")
-
-
-def compiler() -> str | None:
-    """$CXX, else g++, else c++ on PATH; None when there is none."""
-    cxx = os.environ.get("CXX", "").strip()
-    if cxx:
-        return shutil.which(cxx) or (cxx if os.path.isfile(cxx) else None)
-    return shutil.which("g++") or shutil.which("c++")
-
-
-def unavailable_reason() -> str:
-    if compiler() is None:
-        return "no host C++ compiler (g++) to build the emulated CUDA kernels (apt-get install g++, or set CXX)"
-    return ""
-
-
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV, "").strip()
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lstm-engine"
-    return base / "cuda-emulation"
+from ..errors import CallOrderError
+from . import cuda_host
+from .cuda import BLOCK, DTYPES, KERNEL_SOURCE, KERNELS, CudaBackend, grid_for, kernel_type
+# The host build's settings live in cuda_host; these names stay importable from here.
+from .cuda_host import CACHE_ENV, COMPAT_HEADER, cache_dir, compiler, unavailable_reason  # noqa: F401
 
 
 def wrapper_source() -> str:
-    """One extern "C" entry point per kernel instantiation, emu_<kernel>_<type>(grid, block,
-    params...), its parameters typed as in cuda.KERNELS: a table that disagrees with the
-    kernel's own types fails to compile (names are checked by a test that parses the .cu)."""
-    lines = ['#include "cuda_compat.h"', '#include "lstm_kernels.cu"', ""]
-    for name, params in KERNELS.items():
-        for ctype in DTYPES.values():
-            decl = ", ".join(p.c_declaration(ctype) for p in params)
-            args = ", ".join(p.name for p in params)
-            lines += [f'extern "C" void emu_{name}_{ctype}(unsigned grid, unsigned block, {decl}) {{',
-                      f"    emu_launch(dim3(grid), dim3(block), &{name}<{ctype}>, {args});",
-                      "}"]
-    return "\n".join(lines) + "\n"
-
-
-def _compiler_id(cxx: str) -> str:
-    out = subprocess.run([cxx, "--version"], capture_output=True, text=True)
-    return cxx + "\n" + (out.stdout.splitlines() or [""])[0]
+    """The host translation unit of lstm_kernels.cu: one typed entry point per kernel instantiation."""
+    return cuda_host.wrapper_source(KERNEL_SOURCE, KERNELS, tuple(DTYPES.values()))
 
 
 def build_library() -> Path:
     """The compiled emulation library, built if this source version has not been yet."""
-    cxx = compiler()
-    if cxx is None:
-        raise BackendError(unavailable_reason())
-    wrapper = wrapper_source()
-    digest = hashlib.sha256()
-    for part in (KERNEL_SOURCE.read_bytes(), COMPAT_HEADER.read_bytes(), wrapper.encode(),
-                 " ".join(FLAGS).encode(), _compiler_id(cxx).encode()):
-        digest.update(part)
-        digest.update(b"\0")
-    out_dir = cache_dir()
-    target = out_dir / f"lstm_kernels-{digest.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
-        src = Path(tmp) / "lstm_kernels_host.cpp"
-        src.write_text(wrapper)
-        built = Path(tmp) / target.name
-        cmd = [cxx, *FLAGS, "-I", str(KERNEL_SOURCE.parent), str(src), "-o", str(built)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BackendError(f"building the emulated CUDA kernels failed ({' '.join(cmd)}):\n{proc.stderr}")
-        os.replace(built, target)          # atomic: readers see no file or a whole one
-    return target
+    return cuda_host.build_library(KERNEL_SOURCE, KERNELS, tuple(DTYPES.values()))
 
 
 class EmulatedKernels:
@@ -124,16 +50,9 @@ class EmulatedKernels:
     `args` by parameter name (cuda.KERNELS)."""
 
     def __init__(self, path: Path | None = None):
-        self.path = path or build_library()
-        self._lib = ctypes.CDLL(str(self.path))
-        self._fns = {}
-        for name, params in KERNELS.items():
-            for ctype in DTYPES.values():
-                fn = getattr(self._lib, f"emu_{name}_{ctype}")
-                fn.restype = None
-                fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
-                    ctypes.c_void_p if p.is_array else ctypes.c_int for p in params]
-                self._fns[name, ctype] = fn
+        self._host = cuda_host.HostKernels(KERNEL_SOURCE, KERNELS, tuple(DTYPES.values()),
+                                           path=path or build_library())
+        self.path = self._host.path
 
     def __call__(self, name, dtype, n_threads, args: dict):
         fn, call_args = self.bind(name, dtype, n_threads, args)
@@ -143,9 +62,9 @@ class EmulatedKernels:
         """(ctypes function, its arguments) for one launch, every argument checked
         (cuda.kernel_arguments): a capture binds once and its replays call the result, as a
         CUDA graph keeps its launches' pointers."""
-        conv = [a.ctypes.data if isinstance(a, np.ndarray) else int(a)
-                for a in kernel_arguments(name, dtype, args)]
-        return self._fns[name, kernel_type(dtype)], (grid_for(int(n_threads)), BLOCK, *conv)
+        ctype = kernel_type(dtype)
+        config = cuda_host.launch_config(grid_for(int(n_threads)), BLOCK)
+        return self._host.function(name, ctype), (config, *self._host.convert(name, ctype, args))
 
 
 class RecordedGraph:

@@ -15,8 +15,9 @@
 //
 // Launch: one thread per (b, j), b < B, j < H, on a 1-D grid of ceil(B*H / block) blocks.
 // No shared memory and no __syncthreads: every thread owns its (b, j) element of h, c, dh, dc,
-// which is what lets the same source run sequentially on the host in CI (cuda_compat.h).
-// Reductions (the bias gradient) are left to the array library.
+// so threads never wait for each other. Reductions (the bias gradient) are left to the array
+// library. CI compiles this file with NVRTC (cuda_compile.py) and runs it under the host
+// emulator (cuda_compat.h).
 //
 // The parameters of each kernel are listed once more, in cuda.py's KERNELS table, from which
 // both launchers build their calls; a test checks the two agree (names, types, order).

@@ -5,7 +5,6 @@ whole backend too, as the hidden registry entry `cuda-emulated`; tests/test_cuda
 the same kernel checks on a real GPU."""
 
 import gc
-import re
 import subprocess
 
 import numpy as np
@@ -27,7 +26,7 @@ from helpers import (
 )
 
 from lstm_engine import LSTM, backends, get_backend
-from lstm_engine.backends import cuda
+from lstm_engine.backends import cuda, cuda_host
 from lstm_engine.backends.reference import NumpyBackend
 
 emulation = pytest.importorskip("lstm_engine.backends.cuda_emulation")
@@ -64,26 +63,13 @@ def test_launch_refuses_what_the_kernel_would_misread(device):
 
 
 # -- the kernel table and the .cu source --------------------------------------------------------
-def _source_signatures() -> dict:
-    """{kernel: [(C type, name), ...]} parsed from the __global__ functions of lstm_kernels.cu."""
-    text = re.sub(r"//[^\n]*", "", cuda.KERNEL_SOURCE.read_text())
-    found = {}
-    for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", text):
-        found[name] = []
-        for param in params.split(","):
-            words = param.replace("__restrict__", "").replace("*", "* ").split()
-            found[name].append((" ".join(words[:-1]).replace(" *", "*"), words[-1]))
-    return found
-
-
 def test_kernel_table_matches_the_kernel_source():
     """cuda.KERNELS, from which both launchers build their calls, names every parameter of
     every kernel with its type, in order, as lstm_kernels.cu declares it."""
-    source = _source_signatures()
-    assert set(source) == set(cuda.KERNELS)
-    for name, params in cuda.KERNELS.items():
-        assert [(p.ctype, p.name) for p in params] == source[name], name
-    assert source["lstm_forward_step"][:2] == [("const T*", "x_proj_t"), ("const T*", "rec")]
+    source = cuda.kernel_signatures(cuda.KERNEL_SOURCE)
+    assert source == cuda.KERNELS
+    assert source["lstm_forward_step"][:2] == (cuda.KernelParam("x_proj_t", "const T*"),
+                                               cuda.KernelParam("rec", "const T*"))
 
 
 # -- the host build ---------------------------------------------------------------------------
@@ -98,7 +84,7 @@ def test_library_is_built_once_into_the_cache_dir(tmp_path, monkeypatch):
         assert "-shared" not in cmd, "the cached library was rebuilt"
         return real_run(cmd, *a, **kw)
 
-    monkeypatch.setattr(emulation.subprocess, "run", no_rebuild)
+    monkeypatch.setattr(cuda_host.subprocess, "run", no_rebuild)
     assert emulation.build_library() == path
 
 
@@ -108,15 +94,6 @@ def test_every_kernel_instantiation_has_a_typed_host_entry_point():
         for ctype in ("float", "double"):
             assert f"emu_{name}_{ctype}(" in src and f"&{name}<{ctype}>" in src
     assert "const double* x_proj_t" in src and "float* gates_t" in src and "int has_after" in src
-
-
-def test_compat_header_rejects_block_synchronisation(tmp_path):
-    """The sequential launch is only faithful without __syncthreads: using it must not build."""
-    src = tmp_path / "sync.cpp"
-    src.write_text('#include "cuda_compat.h"\n__global__ void k(float* a) { a[threadIdx.x] = 1; __syncthreads(); }\n')
-    proc = subprocess.run([emulation.compiler(), "-std=c++17", "-fsyntax-only", "-I", str(cuda.KERNEL_SOURCE.parent),
-                           str(src)], capture_output=True, text=True)
-    assert proc.returncode != 0 and "__syncthreads" in proc.stderr
 
 
 def test_missing_compiler_is_explained(monkeypatch):

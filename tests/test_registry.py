@@ -197,6 +197,64 @@ def test_with_cupy_but_no_usable_device(monkeypatch, no_cuda_instance, cupy, env
     assert re.search(match, info.reason), info.reason
 
 
+@pytest.fixture
+def gpu_cupy(monkeypatch):
+    """A fake CuPy that finds one GPU; the cuda backend it makes is dropped afterwards."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: types.SimpleNamespace(name="cupy") if n == "cupy" else real(n, *a))
+    monkeypatch.delenv(cuda.DEVICE_ENV, raising=False)
+    backends._INSTANCES.pop("cuda", None)
+    fake = fake_cupy(count=1)
+    fake.RawModule = lambda code, options, name_expressions: types.SimpleNamespace(get_function=lambda n: n)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    yield fake
+    backends._INSTANCES.pop("cuda", None)
+
+
+class CompileException(Exception):
+    """Stands in for cupy.cuda.compiler.CompileException."""
+
+
+def test_auto_takes_cuda_when_it_starts(gpu_cupy, recwarn):
+    assert get_backend("auto").name == "cuda"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_compile_failure_makes_auto_fall_back_and_an_explicit_cuda_fail(gpu_cupy):
+    def broken(code, options, name_expressions):
+        raise CompileException("nvrtc: error: invalid value for --gpu-architecture (-arch)\n\n(the log)")
+
+    gpu_cupy.RawModule = broken
+    with pytest.warns(RuntimeWarning, match=r"^backend 'cuda' failed to start \(CompileException: nvrtc: error: "
+                                            r"invalid value for --gpu-architecture \(-arch\)\); using 'cpu'$"):
+        assert get_backend("auto").name == "cpu"
+    with pytest.raises(CompileException, match="invalid value for --gpu-architecture"):
+        get_backend("cuda")
+
+
+def test_an_initialisation_failure_makes_auto_fall_back_and_an_explicit_cuda_fail(gpu_cupy):
+    def busy(non_blocking=False):
+        raise RuntimeError("cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable")
+
+    gpu_cupy.cuda.Stream = busy
+    with pytest.warns(RuntimeWarning, match=r"backend 'cuda' failed to start \(RuntimeError: "
+                                            r"cudaErrorDevicesUnavailable.*\); using 'cpu'"):
+        assert get_backend("auto").name == "cpu"
+    with pytest.raises(RuntimeError, match="cudaErrorDevicesUnavailable"):
+        get_backend("cuda")
+
+
+def test_cupy_without_a_gpu_makes_auto_pick_cpu_quietly(gpu_cupy, recwarn):
+    """CuPy imports without a GPU (measured with cupy-cuda12x 14.2 here: getDeviceCount raises
+    cudaErrorInsufficientDriver): `auto` takes cpu without a warning; it is not a failure."""
+    sys.modules["cupy"] = fake_cupy(error=RuntimeError(
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"))
+    assert get_backend("auto").name == "cpu"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_gpu_facts_show_name_memory_and_compute_capability(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
     facts = cuda._CupyDevice(0).facts()
