@@ -118,6 +118,12 @@ def softmax(xp, logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def log_softmax(xp, logits):
+    """log_softmax over the last axis; idempotent, so log-probabilities pass unchanged."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def dropout_mask(xp, rng, shape, rate: float, dtype):
     """Inverted dropout: kept units are scaled by 1/(1-rate). Drawn on the host from the
     model's generator so that a seed gives the same masks on every backend."""
