@@ -23,13 +23,15 @@ import numpy as np
 
 from . import layers
 from .ctc import check_blank as _check_blank
-from .errors import ArgumentError
+from .errors import ArgumentError, ArgumentTypeError
 
 
 def _check(logits, lengths, blank: int) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(logits)
-    if scores.ndim != 3 or 0 in scores.shape or scores.dtype.kind != "f":
-        raise ArgumentError(f"logits must be a float array (T, B, C), got dtype {scores.dtype} shape {scores.shape}")
+    if scores.dtype.kind != "f":
+        raise ArgumentTypeError(f"logits must be a float array, got dtype {scores.dtype}")
+    if scores.ndim != 3 or 0 in scores.shape:
+        raise ArgumentError(f"logits must be (T, B, C) with every size >= 1, got shape {scores.shape}")
     T, B, C = scores.shape
     steps = np.asarray(lengths)
     if steps.shape != (B,) or steps.dtype.kind not in "iu":

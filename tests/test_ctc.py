@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import numeric_gradient
 
 from lstm_engine import layers
 from lstm_engine.classifier import SequenceClassifier
@@ -120,20 +121,6 @@ def test_loss_is_the_sum_over_all_alignments(target):
     np.testing.assert_allclose(loss, want, rtol=1e-12)
 
 
-def _finite_difference(f, x, entries, eps=1e-6):
-    """Central differences of f() at the given entries of x (changed in place, restored)."""
-    out = []
-    for i in entries:
-        old = x[i]
-        x[i] = old + eps
-        up = f()
-        x[i] = old - eps
-        down = f()
-        x[i] = old
-        out.append((up - down) / (2 * eps))
-    return np.array(out)
-
-
 def _numeric_ctc_gradient(logits, targets, input_lengths, reduction, eps=1e-6):
     """Central differences of the reduced loss with respect to every logit, in one call per
     sequence: a batch of perturbed copies of it, whose losses are independent ('none')."""
@@ -179,8 +166,8 @@ def test_gradient_flows_through_the_classifier():
     for name in ("head.weight", "head.bias", "lstm.weight_hh_l0", "lstm.weight_ih_l0_reverse"):
         flat = rng.choice(params[name].size, size=min(8, params[name].size), replace=False)
         entries = [np.unravel_index(i, params[name].shape) for i in flat]
-        numeric = _finite_difference(lambda: ctc_loss(model.forward(x, lengths), targets, lengths)[0],
-                                     params[name], entries)
+        numeric = numeric_gradient(lambda: ctc_loss(model.forward(x, lengths), targets, lengths)[0],
+                                   params[name], entries)
         np.testing.assert_allclose([grads[name][i] for i in entries], numeric, rtol=1e-5, atol=1e-8, err_msg=name)
 
 

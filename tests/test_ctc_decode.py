@@ -10,7 +10,7 @@ import pytest
 
 from lstm_engine import layers
 from lstm_engine.ctc_decode import beam_search_decode, collapse, greedy_decode, prefix_beam_search
-from lstm_engine.errors import ArgumentError
+from lstm_engine.errors import ArgumentError, ArgumentTypeError
 
 
 def _batch(*probabilities):
@@ -107,3 +107,8 @@ def test_beam_width_one_is_not_worse_than_a_path_and_wider_beams_score_higher():
 def test_bad_input_is_named(call, message):
     with pytest.raises(ArgumentError, match=message):
         call()
+
+
+def test_integer_logits_are_a_type_error():
+    with pytest.raises(ArgumentTypeError, match="float array, got dtype int64"):
+        greedy_decode(np.zeros((3, 2, 4), dtype=np.int64), [3, 3])

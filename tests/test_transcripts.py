@@ -210,6 +210,8 @@ def test_librispeech_subsets_give_the_splits(tmp_path, audio_stack):
     assert data["validation"].labels == ["GO DO YOU HEAR"]
     assert data["test"].labels == ["HE HOPED THERE WOULD BE STEW"]
     assert data["test"].inputs[0].shape == (31, 39)
+    one = tr.load_transcribed_data(tmp_path / "dev-clean-2" / "84" / "121" / "84-121.trans.txt")
+    assert [label for name in SPLITS for label in one[name].labels] == ["GO DO YOU HEAR"]   # one listing
 
 
 def test_librispeech_without_subsets_keeps_each_speaker_in_one_split(tmp_path, audio_stack):

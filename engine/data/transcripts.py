@@ -39,7 +39,7 @@ from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
 from .audio_features import FeatureConfig, extract_features
 from .speech import SPLIT_SEED, _check_frames, _label_strings, _read_npz, _sequences, _split_names
-from .text_formats import _SPLIT_ALIASES, DEFAULT_FRACTIONS, _lines, check_fractions, split_for_key
+from .text_formats import DEFAULT_FRACTIONS, _lines, check_fractions, split_column, split_for_key
 
 VOCABULARY_KINDS = ("characters", "words")
 AUDIO_SUFFIXES = (".flac", ".wav")
@@ -189,10 +189,7 @@ def load_transcript_tsv(path: str | os.PathLike, features: FeatureConfig = Featu
         if not audio.is_file():
             raise DataNotFoundError(f"{path}, line {number}: no such audio file: {audio}")
         if len(fields) == 3:
-            split = _SPLIT_ALIASES.get(fields[2].strip().lower())
-            if split is None:
-                raise DataError(f"{path}, line {number}: split column is {fields[2].strip()!r}, "
-                                f"expected one of {', '.join(SPLITS)}")
+            split = split_column(fields[2], f"{path}, line {number}")
         else:
             split = split_for_key(fields[0].strip(), fractions)
         records.append((audio, normalize_transcript(fields[1]), split))
@@ -333,6 +330,8 @@ def load_transcribed_data(path: str | os.PathLike | None = None, *,
         raise DataNotFoundError(f"no such file or folder: {path}")
     if path.is_file() and path.suffix.lower() == ".npz":
         return load_transcript_npz(path)
+    if path.is_file() and path.name.lower().endswith(".trans.txt"):
+        return load_librispeech(path.parent, features)
     if path.is_file() and path.suffix.lower() in (".tsv", ".txt"):
         return load_transcript_tsv(path, features)
     if path.is_dir() and (path / "transcripts.tsv").is_file():
