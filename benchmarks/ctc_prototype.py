@@ -2,7 +2,12 @@
 how the pieces of speech recognition fit together, and what settings reach which label error
 rate in what time (the figures behind the speech-recognition task's defaults).
 
-    python benchmarks/ctc_prototype.py [--hidden-size 128 --epochs 10 ...] [--json out.json]
+    python benchmarks/ctc_prototype.py [--hidden-size 64 --num-layers 2 --epochs 10 ...] [--json out.json]
+
+The defaults are the settings found for the task (label error rate 1.07-1.68% greedy over
+seeds 0-2 on the 1000 test strings): 2 bidirectional layers of 64, dropout 0.2, 10 epochs of
+the 4000 default training strings in batches of 32, Adam 3e-3 with 100 warm-up steps and
+cosine decay, clipping at norm 1.
 
 Trains ``SequenceClassifier(input_size=39, per_step=True)`` with ``ctc.ctc_loss`` and the
 project's optimizer, clipping and schedule on ``load_connected_digits`` strings; decodes the
@@ -53,10 +58,10 @@ def decode(model, data: Encoded, beam_width: int = 0, batch_size: int = 256) -> 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hidden-size", type=int, default=128)
-    p.add_argument("--num-layers", type=int, default=1)
+    p.add_argument("--hidden-size", type=int, default=64)
+    p.add_argument("--num-layers", type=int, default=2)
     p.add_argument("--unidirectional", action="store_true")
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)

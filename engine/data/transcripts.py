@@ -143,15 +143,11 @@ def tokenize(text: str, kind: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- audio with transcripts
 
 
-def _features_of(files: list[Path], features: FeatureConfig) -> list[np.ndarray]:
-    return [extract_features(path, features=features) for path in files]
-
-
 def _assemble(records: list[tuple[Path, str, str]], features: FeatureConfig, source) -> Splits:
     """(audio file, transcript, split) records as Splits, features computed in file order."""
     if not records:
         raise DataError(f"no transcribed audio found in {source}")
-    inputs = _features_of([path for path, _, _ in records], features)
+    inputs = [extract_features(path, features=features) for path, _, _ in records]
     parts = {name: Examples() for name in SPLITS}
     for frames, (_, transcript, split) in zip(inputs, records):
         parts[split].inputs.append(frames)
