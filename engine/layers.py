@@ -127,6 +127,12 @@ def softmax(xp, logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def log_softmax(xp, logits):
+    """log_softmax over the last axis; idempotent, so log-probabilities pass unchanged."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 @dataclass(frozen=True)
 class RowWindow:
     """A batch that is rows [start, start + B) of a whole batch of ``rows`` sequences whose

@@ -100,6 +100,22 @@ def assert_results_close(got: dict, want: dict, dtype, kind: str = "backend"):
         assert_close(got[key], want[key], dtype, kind, err_msg=key)
 
 
+def numeric_gradient(f, array, entries=None, eps=1e-6) -> np.ndarray:
+    """Central differences of ``f()`` with respect to ``array`` (changed in place and
+    restored), at every entry, or only at ``entries`` (a list of index tuples; the result is
+    then a 1-D array in their order)."""
+    grad = np.zeros_like(array) if entries is None else np.zeros(len(entries))
+    for k, idx in enumerate(np.ndindex(array.shape) if entries is None else entries):
+        orig = array[idx]
+        array[idx] = orig + eps
+        up = f()
+        array[idx] = orig - eps
+        down = f()
+        array[idx] = orig
+        grad[idx if entries is None else k] = (up - down) / (2 * eps)
+    return grad
+
+
 def layer_inputs(T=6, B=3, I=4, H=5, dtype=np.float64, seed=0):
     """Arguments of Backend.layer_forward (without lengths, reverse, keep), host arrays."""
     rng = np.random.default_rng(seed)
