@@ -5,8 +5,9 @@ for or probed, and it imports Numba or CuPy only when an instance is made (see b
 Whether a backend can run here is its class's business (`Backend.unavailable_reason()`);
 the registry only knows where each class lives and whether the name is public.
 
-A *hidden* entry (`cuda-emulated`: the cuda backend's orchestration and .cu kernels on the
-host, for CI) can be asked for by name but is never listed by `names()` or `available()`
+A *hidden* entry (`cuda-emulated` and `cuda-emulated-persistent`: the cuda backend's
+orchestration and .cu kernels on the host, for CI, with the graph and the persistent time loop)
+can be asked for by name but is never listed by `names()` or `available()`
 unless asked, and `auto` never picks it.
 """
 
@@ -45,6 +46,7 @@ _REGISTRY: dict[str, _Entry] = {
     "cpu": _Entry(".cpu", "CpuBackend"),
     "cuda": _Entry(".cuda", "CudaBackend"),
     "cuda-emulated": _Entry(".cuda_emulation", "EmulatedCudaBackend", hidden=True),
+    "cuda-emulated-persistent": _Entry(".cuda_emulation", "EmulatedPersistentBackend", hidden=True),
 }
 _INSTANCES: dict[str, Backend] = {}
 

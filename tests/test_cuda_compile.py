@@ -46,9 +46,14 @@ def test_every_cu_file_and_kernel_of_the_backend_is_compiled():
         assert set(m.kernels) <= set(m.budgets)
 
 
-def test_backend_kernels_fit_their_budgets_and_the_committed_figures_are_current(nvrtc):
-    result = cuda_compile.report(nvrtc=nvrtc)      # raises on a warning, a spill or a budget
-    names = [f"{k}<{t}>" for k in cuda.KERNELS for t in cuda.DTYPES.values()]
+@pytest.fixture(scope="module")
+def kernel_report(nvrtc):
+    return cuda_compile.report(nvrtc=nvrtc)      # raises on a warning, a spill or a budget
+
+
+def test_backend_kernels_fit_their_budgets_and_the_committed_figures_are_current(kernel_report):
+    result = kernel_report
+    names = [f"{k}<{t}>" for f in cuda.KERNEL_FILES for k in f.kernels for t in cuda.DTYPES.values()]
     assert [row["kernel"] for row in result["kernels"]] == names
     for row in result["kernels"]:
         for target in ("sm_80", "sm_90"):
@@ -65,13 +70,37 @@ def test_backend_kernels_fit_their_budgets_and_the_committed_figures_are_current
         "and commit it")
 
 
+def test_persistent_ranges_come_from_the_planner_and_the_ptxas_figures(kernel_report):
+    """The hidden sizes the persistent path covers on each GPU, training and inference, from
+    the persistent kernels' own registers through NVIDIA's occupancy calculator and the
+    backend's planner: float32 up to 864 on an A100 (108 SMs) and 1056 on an H100/H200 (132
+    SMs, eight units per block), so the DeepBench H=1024 shapes run persistently on the GPUs
+    part 4 targets; every plan within the device's shared memory and residency."""
+    ranges = kernel_report["persistent"]
+    assert ranges["sm_80"]["float"]["max_hidden"] == {"inference": 864, "training": 864}
+    assert ranges["sm_90"]["float"]["max_hidden"] == {"inference": 1056, "training": 1056}
+    assert ranges["sm_90"]["double"]["max_hidden"]["training"] < 1024
+    for target, gpu in cuda_compile.GPUS.items():
+        for ctype, by_type in ranges[target].items():
+            for hidden, plans in by_type["plans"].items():
+                fits = int(hidden) <= by_type["max_hidden"]["training"]
+                for kernel, plan in plans.items():
+                    assert (plan is not None) == fits, (target, ctype, hidden, kernel)
+                    if plan:
+                        assert plan["blocks"] == -(-int(hidden) // plan["units"])
+                        assert plan["shared_bytes"] <= gpu.shared_per_block_optin
+    h1024 = ranges["sm_90"]["float"]["plans"]["1024"]["lstm_persistent_forward"]
+    assert (h1024["units"], h1024["blocks"]) == (8, 128)          # one block per SM, not two of U=4
+
+
 def test_the_cupy_device_builds_what_the_check_compiles(monkeypatch):
     """_CupyDevice hands cupy.RawModule exactly cuda.nvrtc_program()."""
     built = {}
 
     class RawModule:
-        def __init__(self, code, options, name_expressions):
-            built.update(code=code, options=options, names=name_expressions)
+        def __init__(self, code, options, name_expressions, enable_cooperative_groups):
+            built[name_expressions[0].split("<")[0]] = dict(code=code, options=options, names=name_expressions,
+                                                            cooperative=enable_cooperative_groups)
 
         def get_function(self, name):
             return name
@@ -90,10 +119,15 @@ def test_the_cupy_device_builds_what_the_check_compiles(monkeypatch):
         Device=Device, Stream=lambda non_blocking=False: object()))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     functions = cuda._CupyDevice(0)._load()
-    code, options, names = cuda.nvrtc_program()
-    assert built == dict(code=code, options=options, names=names)
-    assert sorted(functions) == sorted(names)
-    assert list(cuda_compile.compile_options("sm_90", options)[:len(options)]) == list(options)
+    assert len(built) == len(cuda.KERNEL_FILES)
+    for f, module in zip(cuda.KERNEL_FILES, cuda_compile.modules()):
+        code, options, names = cuda.nvrtc_program(module.source, module.kernels, module.types)
+        assert built[next(iter(f.kernels))] == dict(code=code, options=options, names=names, cooperative=f.cooperative)
+        assert set(names) <= set(functions)
+        assert list(cuda_compile.compile_options("sm_90", options)[:len(options)]) == list(options)
+    assert '#include "lstm_cell.cuh"' not in code and "cell_backward" in code      # one self-contained program
+    assert sorted(functions) == sorted(f"{k}<{t}>" for f in cuda.KERNEL_FILES for k in f.kernels
+                                       for t in cuda.DTYPES.values())
 
 
 def test_cupy_passes_nvrtc_the_options_the_check_uses():
@@ -207,11 +241,11 @@ def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nv
 
 def test_a_budget_the_registers_do_not_fit_is_a_problem(nvrtc):
     """The backend's own kernels, asked for full occupancy (8 blocks of 256 threads per SM):
-    lstm_forward_step<double> on sm_90 uses 38 registers, so only 6 blocks fit."""
+    lstm_backward_step<double> on sm_90 uses 38 registers, so only 6 blocks fit."""
     strict = {k: Budget(cuda.BLOCK, 8, why="full occupancy") for k in cuda.KERNELS}
     m = Module(cuda.KERNEL_SOURCE, cuda.KERNELS, tuple(cuda.DTYPES.values()), strict)
     problems = cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc, targets=("sm_90",)))
-    assert any(p.startswith("lstm_forward_step<double> on sm_90 (H100/H200 SXM): 6 resident blocks of 256 threads "
+    assert any(p.startswith("lstm_backward_step<double> on sm_90 (H100/H200 SXM): 6 resident blocks of 256 threads "
                             "per SM (limited by registers; 38 registers") for p in problems), problems
 
 

@@ -18,7 +18,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from lstm_engine import BackendError
 from lstm_engine.backends import cuda_host
 from lstm_engine.backends.cuda import KernelParam, kernel_signatures
 
