@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import fake_cupy
+
 from lstm_engine import BackendError, backends, get_backend
 from lstm_engine.backends import cuda
 from lstm_engine.backends.base import Backend
@@ -132,35 +134,6 @@ def test_backends_import_nothing_from_the_benchmark_suite():
 
 
 # -- cuda: what the registry says where CuPy or a GPU is missing (no GPU, no g++ needed) -------
-def fake_cupy(count=1, error=None, name=b"NVIDIA H100 80GB HBM3"):
-    def get_count():
-        if error is not None:
-            raise error
-        return count
-
-    runtime = types.SimpleNamespace(
-        getDeviceCount=get_count, runtimeGetVersion=lambda: 12040, driverGetVersion=lambda: 12080,
-        getDeviceProperties=lambda i: {"name": name, "major": 9, "minor": 0, "totalGlobalMem": 80 * 2 ** 30})
-
-    class Device:
-        def __init__(self, i):
-            self.id = i
-            self.mem_info = (70 * 2 ** 30, 80 * 2 ** 30)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    class Stream:
-        def __init__(self, non_blocking=False):
-            self.non_blocking = non_blocking
-
-    cuda_ns = types.SimpleNamespace(runtime=runtime, Device=Device, Stream=Stream)
-    return types.SimpleNamespace(__version__="13.6.0", cuda=cuda_ns)
-
-
 @pytest.fixture
 def no_cuda_instance(monkeypatch):
     monkeypatch.delitem(backends._INSTANCES, "cuda", raising=False)
@@ -207,8 +180,6 @@ def gpu_cupy(monkeypatch):
     monkeypatch.delenv(cuda.DEVICE_ENV, raising=False)
     backends._INSTANCES.pop("cuda", None)
     fake = fake_cupy(count=1)
-    fake.RawModule = lambda code, options, name_expressions, enable_cooperative_groups: types.SimpleNamespace(
-        get_function=lambda n: n)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     yield fake
     backends._INSTANCES.pop("cuda", None)
