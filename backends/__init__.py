@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendError
+from ..errors import ArgumentError, ArgumentTypeError, BackendError, one_line
 from .base import Backend
 
 #: What `auto` tries, best first.
@@ -119,7 +119,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
                 backend = _ready(_load(candidate))
             except Exception as exc:      # e.g. a GPU whose driver, runtime or NVRTC fails
                 _INSTANCES.pop(candidate, None)
-                failed.append(f"backend {candidate!r} failed to start ({_one_line(exc)})")
+                failed.append(f"backend {candidate!r} failed to start ({one_line(exc)})")
                 continue
             for failure in failed:
                 warnings.warn(f"{failure}; using {candidate!r}", RuntimeWarning, stacklevel=2)
@@ -140,11 +140,6 @@ def _ready(backend: Backend) -> Backend:
     and loads its kernels), so that a failure shows when it is chosen, not at its first forward."""
     backend.check_ready()
     return backend
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def set_num_threads(n: int) -> None:

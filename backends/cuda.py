@@ -51,6 +51,7 @@ import contextlib
 import operator
 import os
 import re
+import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendError, CallOrderError
+from ..errors import ArgumentError, ArgumentTypeError, BackendError, CallOrderError, one_line
 from .base import Backend
 from .reference import step_order
 
@@ -518,7 +519,8 @@ class CudaBackend(Backend):
     #: replayed as a CUDA graph, for any size; "persistent", lstm_persistent.cu, one cooperative
     #: launch per layer-direction that keeps w_hh on chip for all steps, where a plan fits the
     #: device (an error where none does); "auto", persistent where it fits and the batch is at
-    #: most `persistent_max_batch`, else graph. The registry's instance takes
+    #: most `persistent_max_batch`, else graph (and graph for good, with a warning, once a
+    #: persistent forward has failed). The registry's instance takes
     #: $LSTM_ENGINE_CUDA_RECURRENCE; any instance can be set directly.
     recurrence = "auto"
     #: The largest batch `auto` runs persistently. A persistent block multiplies CHUNK rows at
@@ -536,6 +538,9 @@ class CudaBackend(Backend):
         self.graphs = GraphCache()
         self.recurrence = recurrence_setting(recurrence)
         self._plans: dict = {}
+        #: Why a persistent forward failed under `auto` (then the graph path runs from there
+        #: on), or "".
+        self.persistent_failure = ""
 
     @classmethod
     def install_hint(cls) -> str:
@@ -656,6 +661,8 @@ class CudaBackend(Backend):
         under `self.recurrence`; forced "persistent" where no plan fits raises BackendError."""
         if self.recurrence == "graph":
             return "graph", "recurrence='graph'"
+        if self.recurrence == "auto" and self.persistent_failure:
+            return "graph", f"the persistent path failed before ({self.persistent_failure})"
         fwd, _, why = self.persistent_plans(H, dtype, keep)
         if fwd is None:
             if self.recurrence == "persistent":
@@ -675,7 +682,17 @@ class CudaBackend(Backend):
         kernel_type(dtype)
         reverse, keep = bool(reverse), bool(keep)
         if self.recurrence_for(B, H, dtype, keep)[0] == "persistent":
-            return self._persistent_forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep)
+            try:
+                return self._persistent_forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep)
+            except Exception as exc:
+                # Chosen by `auto`, not asked for: a launch the device refuses (a cooperative
+                # grid or shared memory it will not give) falls back to the graph path, once
+                # and with a warning, as `auto` falls back from cuda to cpu.
+                if self.recurrence != "auto":
+                    raise
+                self.persistent_failure = one_line(exc)
+                warnings.warn(f"the cuda backend's persistent path failed ({self.persistent_failure}); "
+                              "using the graph path from now on", RuntimeWarning, stacklevel=2)
         key = (T, B, H, dtype, reverse, keep)
         with dev.on_stream(int(reverse)):
             bufs = self.graphs.acquire(key, lambda: self._new_forward(key))

@@ -39,6 +39,7 @@ from lstm_engine.bench import (
     torch_calls,
     write_results,
 )
+from lstm_engine.errors import one_line
 
 RESULTS = Path(__file__).parent / "results"
 #: The cuda backend's time loops (CudaBackend.recurrence), each timed as its own engine.
@@ -148,11 +149,6 @@ def bench_cuda(backend, shape, warmup, repeat, path: str) -> dict:
         return {"error": one_line(exc)}
     finally:
         backend.recurrence = before
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _bench_path(backend, cupy, shape, warmup, repeat) -> dict:

@@ -68,6 +68,13 @@ class TrainingDiverged(LstmEngineError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+def one_line(exc: BaseException) -> str:
+    """`exc` as "Type: first line of its message", for warnings and records that name an
+    error without its traceback (a CUDA error's message can run to many lines)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional module, or raise MissingDependencyError naming the extra."""
     import importlib
@@ -81,4 +88,4 @@ def require(module: str, extra: str, purpose: str):
 
 __all__ = ["LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "require"]
+           "CallOrderError", "TrainingDiverged", "one_line", "require"]

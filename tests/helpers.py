@@ -196,5 +196,6 @@ def fake_cupy(count=1, error=None, name=b"NVIDIA H100 80GB HBM3", sms=132, share
     cuda_ns = types.SimpleNamespace(runtime=runtime, driver=driver, Device=Device, Stream=Stream,
                                     get_current_stream=lambda: Stream())
     return types.SimpleNamespace(__version__="13.6.0", cuda=cuda_ns, RawModule=RawModule, launches=launches,
-                                 modules=modules, matmul=np.matmul, empty=np.empty, zeros=np.zeros,
+                                 # empty gives zeros: the recorded kernels write nothing
+                                 modules=modules, matmul=np.matmul, empty=np.zeros, zeros=np.zeros,
                                  asarray=np.asarray, ascontiguousarray=np.ascontiguousarray)

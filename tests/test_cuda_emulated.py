@@ -321,6 +321,32 @@ def test_auto_runs_persistently_where_a_plan_fits_and_the_batch_is_small():
         be.layer_forward(**layer_inputs(B=2, H=200), lengths=np.full(2, 6), reverse=False, keep=False)
 
 
+def test_auto_falls_back_to_the_graph_path_when_a_persistent_launch_fails(monkeypatch):
+    """A device that refuses the cooperative launch: `auto` warns once, answers with the graph
+    path (the reference's result) and stays there; forced `persistent` raises the error."""
+    be = emulation.EmulatedCudaBackend()
+    be.recurrence = "auto"
+    real_launch = be.device.launch
+
+    def refusing(name, *args, **kw):
+        if name.startswith("lstm_persistent"):
+            raise RuntimeError("cudaErrorCooperativeLaunchTooLarge: too many blocks in cooperative launch\n(details)")
+        return real_launch(name, *args, **kw)
+
+    monkeypatch.setattr(be.device, "launch", refusing)
+    inputs, lengths = layer_inputs(), np.array([6, 2, 4])
+    want = NumpyBackend().layer_forward(**inputs, lengths=lengths, reverse=False, keep=False)
+    with pytest.warns(RuntimeWarning, match=r"persistent path failed \(RuntimeError: cudaErrorCooperativeLaunchTooLarge: "
+                                            r"too many blocks in cooperative launch\); using the graph path from now on"):
+        got = be.layer_forward(**inputs, lengths=lengths, reverse=False, keep=False)
+    for g, w in zip(got[:3], want[:3]):
+        assert_close(g, w, np.float64)
+    assert be.recurrence_for(3, 5, np.float64, False)[0] == "graph" and be.graphs.captures == 1
+    be.recurrence = "persistent"
+    with pytest.raises(RuntimeError, match="cudaErrorCooperativeLaunchTooLarge"):
+        be.layer_forward(**inputs, lengths=lengths, reverse=False, keep=False)
+
+
 @pytest.mark.parametrize("order", ["forward", "reverse", "random:3"])
 def test_persistent_kernels_match_the_reference_under_every_schedule(order, monkeypatch):
     """Several batch chunks (B = 11 > CHUNK), the backward's reduction over G = 320 staged in
