@@ -1,11 +1,12 @@
 """The `cuda` backend without a GPU: its orchestration on NumPy, its kernels compiled by g++.
 
-CI has no GPU, yet every line of lstm_kernels.cu and the backend's time loop, masking, graph
-and stream bookkeeping should be tested there. So:
+CI has no GPU, yet every line of the backend's .cu files and its time loops, masking, graph,
+plan and stream bookkeeping should be tested there. So:
 
-* the same lstm_kernels.cu is compiled for the host under cuda_compat.h (the CUDA device API
-  on the fiber runtime of cuda_fibers.h: every CUDA thread a fiber, blocks on OS threads) into
-  a shared library, loaded with ctypes (cuda_host.py builds and launches it);
+* the same .cu files (lstm_kernels.cu, lstm_persistent.cu) are compiled for the host under
+  cuda_compat.h (the CUDA device API on the fiber runtime of cuda_fibers.h: every CUDA thread a
+  fiber, blocks on OS threads, a cooperative launch's blocks all at once) into shared
+  libraries, loaded with ctypes (cuda_host.py builds and launches them);
 * NumPy stands in for CuPy, np.matmul for cuBLAS;
 * a "graph" records the GEMMs and launches issued during capture (without running them, as
   stream capture does) and replays them in order, so a workspace's static buffers and the
@@ -15,10 +16,11 @@ and stream bookkeeping should be tested there. So:
 The library is built once per source version into $LSTM_ENGINE_CACHE (default
 ~/.cache/lstm-engine)/cuda-emulation (see cuda_host.py).
 
-The backend is registered as `cuda-emulated`, a hidden entry of the registry: tests ask for
-it by name (`get_backend("cuda-emulated")`), `auto` never picks it and `lstm-engine
-backends` does not list it. Its "device" is the host compiler: without g++ it is
-unavailable, with the reason.
+The backend is registered twice, as hidden entries of the registry: `cuda-emulated` (the
+graph path) and `cuda-emulated-persistent` (the persistent kernels, planned for the small GPU
+EmulatedDevice stands for). Tests ask for them by name (`get_backend("cuda-emulated")`), `auto`
+never picks them and `lstm-engine backends` does not list them. Their "device" is the host
+compiler: without g++ they are unavailable, with the reason.
 """
 
 from __future__ import annotations

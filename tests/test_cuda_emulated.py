@@ -1,8 +1,11 @@
 """The `cuda` backend without a GPU: its .cu kernels compiled by g++ and checked one launch at
 a time against the reference's step functions, the kernel table against the .cu source, and
-its graph and buffer bookkeeping. The parity suite (tests/test_backend_parity.py) runs the
-whole backend too, as the hidden registry entry `cuda-emulated`; tests/test_cuda_gpu.py runs
-the same kernel checks on a real GPU."""
+its graph and buffer bookkeeping; the persistent path's plans, its recurrence switch and
+fallback, its kernels against the reference under every fiber schedule, one launch per
+layer-direction, and the exact shared memory they use. The parity suite
+(tests/test_backend_parity.py) runs the whole backend too, as the hidden registry entries
+`cuda-emulated` and `cuda-emulated-persistent`; tests/test_cuda_gpu.py runs the same kernel
+checks on a real GPU."""
 
 import gc
 import signal
