@@ -182,19 +182,21 @@ def test_every_test_kernel_file_is_in_the_tables():
 
 # -- the checker catches what it must ----------------------------------------------------------------------
 def module_of(tmp_path, text, kernels, types=(), budgets=None):
+    """A Module of `text` whose table holds the named `kernels` (their signatures as written)."""
     src = tmp_path / "k.cu"
     src.write_text(text)
-    return Module(src, kernels, types, budgets if budgets is not None else {k: Budget(256, 1) for k in kernels})
+    table = {k: cuda.kernel_signatures(src)[k] for k in kernels}
+    return Module(src, table, types, budgets if budgets is not None else {k: Budget(256, 1) for k in kernels})
 
 
 def test_a_warning_fails_the_compile(tmp_path, nvrtc):
-    m = module_of(tmp_path, "__global__ void k(float* y) { int unused; y[0] = 1.0f; }\n", {"k": "p"})
+    m = module_of(tmp_path, "__global__ void k(float* y) { int unused; y[0] = 1.0f; }\n", ["k"])
     with pytest.raises(BackendError, match=r"NVRTC warned compiling k.cu for sm_80.*\n.*unused"):
         cuda_compile.compile_module(m, nvrtc)
 
 
 def test_a_compile_error_fails_with_the_log(tmp_path, nvrtc):
-    m = module_of(tmp_path, "__global__ void k(float* y) { y[0] = undefined_name; }\n", {"k": "p"})
+    m = module_of(tmp_path, "__global__ void k(float* y) { y[0] = undefined_name; }\n", ["k"])
     with pytest.raises(BackendError, match=r"NVRTC could not compile k.cu .*\n.*undefined_name"):
         cuda_compile.compile_module(m, nvrtc)
 
@@ -224,7 +226,7 @@ __global__ void forgotten(float* y) { y[0] = 0.0f; }
 
 
 def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nvrtc):
-    m = module_of(tmp_path, SPILLS, {"pressure": "pp", "local_array": "pp"}, {"pressure": ("double",)},
+    m = module_of(tmp_path, SPILLS, ["pressure", "local_array"], {"pressure": ("double",)},
                   {"pressure": Budget(1024, 2)})
     compiled = cuda_compile.compile_module(m, nvrtc)
     problems = "\n".join(cuda_compile.check(m, compiled))
@@ -232,7 +234,7 @@ def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nv
     assert "pressure<double> on sm_90 (H100/H200 SXM): spills registers" in problems
     assert "pressure<double> on sm_80 (A100): spills registers" in problems
     assert "local_array: no budget" in problems
-    m = module_of(tmp_path, SPILLS, {"local_array": "pp", "forgotten": "p", "pressure": "pp"}, {"pressure": ("float",)},
+    m = module_of(tmp_path, SPILLS, ["local_array", "forgotten", "pressure"], {"pressure": ("float",)},
                   {"local_array": Budget(256, 1), "forgotten": Budget(32, 1), "pressure": Budget(32, 1, stack_frame=1 << 16)})
     problems = cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc))
     assert any("local_array on sm_90 (H100/H200 SXM): 128 bytes of local memory (stack frame), budget 0" in p
@@ -265,7 +267,7 @@ def test_occupancy_from_nvidias_calculator(figures, budget, target, blocks):
 
 def test_shared_memory_beyond_the_device_is_a_problem(tmp_path, nvrtc):
     m = module_of(tmp_path, "__global__ void k(float* y) { __shared__ float s[256]; s[threadIdx.x] = y[0];"
-                            " __syncthreads(); y[threadIdx.x] = s[255 - threadIdx.x]; }\n", {"k": "p"},
+                            " __syncthreads(); y[threadIdx.x] = s[255 - threadIdx.x]; }\n", ["k"],
                   budgets={"k": Budget(256, 1, dynamic_shared=240 * 1024)})
     problems = "\n".join(cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc)))
     assert "k on sm_90 (H100/H200 SXM): 1024 + 245760 bytes of shared memory, over the 232448 a block may have" in problems
