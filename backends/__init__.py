@@ -5,8 +5,9 @@ for or probed, and it imports Numba or CuPy only when an instance is made (see b
 Whether a backend can run here is its class's business (`Backend.unavailable_reason()`);
 the registry only knows where each class lives and whether the name is public.
 
-A *hidden* entry (`cuda-emulated`: the cuda backend's orchestration and .cu kernels on the
-host, for CI) can be asked for by name but is never listed by `names()` or `available()`
+A *hidden* entry (`cuda-emulated` and `cuda-emulated-persistent`: the cuda backend's
+orchestration and .cu kernels on the host, for CI, with the graph and the persistent time loop)
+can be asked for by name but is never listed by `names()` or `available()`
 unless asked, and `auto` never picks it.
 """
 
@@ -17,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendError
+from ..errors import ArgumentError, ArgumentTypeError, BackendError, one_line
 from .base import Backend
 
 #: What `auto` tries, best first.
@@ -45,6 +46,7 @@ _REGISTRY: dict[str, _Entry] = {
     "cpu": _Entry(".cpu", "CpuBackend"),
     "cuda": _Entry(".cuda", "CudaBackend"),
     "cuda-emulated": _Entry(".cuda_emulation", "EmulatedCudaBackend", hidden=True),
+    "cuda-emulated-persistent": _Entry(".cuda_emulation", "EmulatedPersistentBackend", hidden=True),
 }
 _INSTANCES: dict[str, Backend] = {}
 
@@ -117,7 +119,7 @@ def get_backend(name: str | Backend | None = None) -> Backend:
                 backend = _ready(_load(candidate))
             except Exception as exc:      # e.g. a GPU whose driver, runtime or NVRTC fails
                 _INSTANCES.pop(candidate, None)
-                failed.append(f"backend {candidate!r} failed to start ({_one_line(exc)})")
+                failed.append(f"backend {candidate!r} failed to start ({one_line(exc)})")
                 continue
             for failure in failed:
                 warnings.warn(f"{failure}; using {candidate!r}", RuntimeWarning, stacklevel=2)
@@ -138,11 +140,6 @@ def _ready(backend: Backend) -> Backend:
     and loads its kernels), so that a failure shows when it is chosen, not at its first forward."""
     backend.check_ready()
     return backend
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def set_num_threads(n: int) -> None:

@@ -10,7 +10,7 @@
 //   memory        __shared__ variables (per block); DYNAMIC_SHARED(T, name) for the launch's
 //                 dynamic shared memory (`extern __shared__` does not build: NVRTC gets
 //                 DYNAMIC_SHARED from cuda.py's compile options, so both compilers read the same
-//                 source); __ldg
+//                 source); __ldg, __ldcg (plain loads here: the fibers' memory is coherent)
 //   barriers      __syncthreads, __syncthreads_count/_and/_or, __syncwarp(mask),
 //                 cooperative_groups::this_thread_block().sync(), this_grid().sync() (include
 //                 <cooperative_groups.h>: the build maps it to cuda_cooperative_groups.h, the subset emulated)
@@ -214,6 +214,8 @@ inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 // -- loads and math --------------------------------------------------------------------------------
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
+template <typename T>
+inline T __ldcg(const T* p) { return *p; }
 
 #define EMU_MINMAX(T)                                             \
     inline T min(T a, T b) { return a < b ? a : b; }             \

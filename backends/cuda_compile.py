@@ -19,7 +19,10 @@ Resident blocks come from NVIDIA's own occupancy calculator (cuda_occupancy.h fr
 driver reserves per block), barriers and warps. A cooperative kernel's grid can then be sized
 from blocks per SM times SMs, so it can never exceed the device.
 
-`report()` gives the figures per kernel and target; `python -m lstm_engine.backends.cuda_compile
+`report()` gives the figures per kernel and target, and where the persistent kernels run on
+each GPU (`persistent_ranges`: the largest hidden size with a plan, training and inference, and
+the plans of the standard sizes, from the backend's planner and these figures); `python -m
+lstm_engine.backends.cuda_compile
 --write benchmarks/results/cuda_kernels.json` writes them (tests/test_cuda_compile.py checks that
 the committed file is current). Figures depend on the NVRTC version: the `cuda-compile` extra
 pins it.
@@ -40,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import BackendError, MissingDependencyError
-from . import cuda
+from . import cuda, cuda_persistent
 
 INSTALL_HINT = 'pip install "lstm-engine[cuda-compile]"'
 #: Cubins for the GPUs the backend targets, PTX for a newer one.
@@ -81,11 +84,13 @@ GPUS = {
 @dataclass(frozen=True)
 class Budget:
     """What a kernel's launch assumes: threads per block, the resident blocks per SM the design
-    needs, the dynamic shared memory it passes, local memory it may use."""
+    needs, the dynamic shared memory it passes (None: as much as the GPU lets a block opt in
+    to, less the kernel's static shared memory; a launch sized to the device), local memory it
+    may use."""
 
     threads_per_block: int
     min_blocks_per_sm: int
-    dynamic_shared: int = 0
+    dynamic_shared: int | None = 0
     stack_frame: int = 0
     why: str = ""
 
@@ -93,11 +98,17 @@ class Budget:
 _POINTWISE = Budget(
     cuda.BLOCK, 4, why="streaming pointwise kernel: at least half an SM's 2048 threads resident to hide "
                        "memory latency (4 blocks of BLOCK=256 threads: at most 64 registers per thread)")
+_PERSISTENT = Budget(
+    cuda_persistent.THREADS, 1, dynamic_shared=None,
+    why="persistent kernel: one block of LSTM_PERSISTENT_THREADS threads per SM with as much shared memory as "
+        "the GPU gives a block (its plans size the launch to the device; grid.sync() needs every block resident)")
 #: The budget of each kernel of the backend, by kernel name (all its instantiations).
 BUDGETS = {
     "lstm_forward_step": _POINTWISE,
     "lstm_backward_step": _POINTWISE,
     "lstm_backward_finish": _POINTWISE,
+    "lstm_persistent_forward": _PERSISTENT,
+    "lstm_persistent_backward": _PERSISTENT,
 }
 
 
@@ -114,7 +125,7 @@ class Module:
 def modules() -> list[Module]:
     """Every .cu file of the backend with its kernel table (tests/test_cuda_compile.py checks
     that none is missing)."""
-    return [Module(cuda.KERNEL_SOURCE, dict(cuda.KERNELS), tuple(cuda.DTYPES.values()), BUDGETS)]
+    return [Module(f.source, dict(f.kernels), tuple(cuda.DTYPES.values()), BUDGETS) for f in cuda.KERNEL_FILES]
 
 
 # -- the wheels -------------------------------------------------------------------------------------
@@ -302,6 +313,13 @@ def _occupancy_function():
     return _occupancy_fn
 
 
+def dynamic_shared(gpu: Gpu, figures: dict, budget: Budget) -> int:
+    """The dynamic shared memory of the budget's launch on `gpu` (see Budget.dynamic_shared)."""
+    if budget.dynamic_shared is None:
+        return gpu.shared_per_block_optin - figures["shared"]
+    return budget.dynamic_shared
+
+
 def blocks_per_sm(gpu: Gpu, figures: dict, budget: Budget) -> tuple[int, list[str]]:
     """Resident blocks per SM of a kernel with these ptxas figures launched as `budget` says,
     and what limits them."""
@@ -310,7 +328,7 @@ def blocks_per_sm(gpu: Gpu, figures: dict, budget: Budget) -> tuple[int, list[st
                               gpu.registers_per_sm, gpu.registers_per_block, gpu.shared_per_block,
                               gpu.shared_per_sm, gpu.shared_per_block_optin, gpu.reserved_shared_per_block,
                               figures["registers"], figures["shared"], figures["barriers"],
-                              budget.threads_per_block, budget.dynamic_shared, ctypes.byref(limiting))
+                              budget.threads_per_block, dynamic_shared(gpu, figures, budget), ctypes.byref(limiting))
     return max(n, 0), [what for bit, what in LIMITING_FACTORS.items() if limiting.value & bit]
 
 
@@ -375,16 +393,61 @@ def check(module: Module, compiled: dict) -> list[str]:
                                 f"{gpu.threads_per_block}")
             if fig["shared"] > gpu.shared_per_block:
                 problems.append(f"{where}: {fig['shared']} bytes of static shared memory, over {gpu.shared_per_block}")
-            if fig["shared"] + budget.dynamic_shared > gpu.shared_per_block_optin:
-                problems.append(f"{where}: {fig['shared']} + {budget.dynamic_shared} bytes of shared memory, over "
+            dynamic = dynamic_shared(gpu, fig, budget)
+            if fig["shared"] + dynamic > gpu.shared_per_block_optin:
+                problems.append(f"{where}: {fig['shared']} + {dynamic} bytes of shared memory, over "
                                 f"the {gpu.shared_per_block_optin} a block may have")
             blocks, limits = blocks_per_sm(gpu, fig, budget)
             if blocks < budget.min_blocks_per_sm:
                 problems.append(f"{where}: {blocks} resident blocks of {budget.threads_per_block} threads per SM "
                                 f"(limited by {', '.join(limits) or 'nothing'}; {fig['registers']} registers, "
-                                f"{fig['shared']} + {budget.dynamic_shared} bytes shared), the launch needs "
+                                f"{fig['shared']} + {dynamic} bytes shared), the launch needs "
                                 f"{budget.min_blocks_per_sm}: {budget.why}")
     return problems
+
+
+#: Hidden sizes whose persistent plans the report lists (speech/char 256, DeepBench 512, 1024).
+PLAN_SIZES = (256, 512, 768, 1024)
+
+
+def persistent_ranges(compiled: dict) -> dict:
+    """Where the persistent path runs on each GPU of GPUS, from the persistent kernels' ptxas
+    figures (`compiled`: name expression -> target -> figures) and the backend's own planner
+    (cuda_persistent.plan) with NVIDIA's occupancy calculator standing in for the device:
+    {target: {C type: {"max_hidden": {"inference": H, "training": H}, "plans": {H: ...}}}}.
+    Every H up to max_hidden has a plan (for a fixed U a plan only gets harder as H grows), and
+    none above it; training needs the backward kernel's plan too."""
+    cp = cuda_persistent
+    out = {}
+    for target, gpu in GPUS.items():
+        out[target] = {}
+        for ctype, itemsize in (("float", 4), ("double", 8)):
+            def plan(kernel, hidden, ctype=ctype, itemsize=itemsize):
+                fig = compiled[f"{kernel}<{ctype}>"][target]
+                def capacity(shared):
+                    return blocks_per_sm(gpu, fig, Budget(cp.THREADS, 1, dynamic_shared=shared))[0] * gpu.sms
+                return cp.plan(kernel, hidden, itemsize, cp.THREADS, gpu.shared_per_block_optin - fig["shared"],
+                               gpu.sms, capacity)[0]
+
+            def largest(kernel):
+                lo, hi = 0, 1
+                while plan(kernel, hi) is not None:
+                    lo, hi = hi, hi * 2
+                while hi - lo > 1:             # plan(lo) exists, plan(hi) does not
+                    mid = (lo + hi) // 2
+                    lo, hi = (mid, hi) if plan(kernel, mid) is not None else (lo, mid)
+                return lo
+
+            forward, backward = largest(cp.FORWARD), largest(cp.BACKWARD)
+            plans = {}
+            for hidden in PLAN_SIZES:
+                plans[str(hidden)] = {
+                    kernel: (None if p is None else {"units": p.units, "blocks": p.blocks, "chunk_cols": p.chunk_cols,
+                                                     "shared_bytes": p.shared_bytes})
+                    for kernel in (cp.FORWARD, cp.BACKWARD) for p in [plan(kernel, hidden)]}
+            out[target][ctype] = {"max_hidden": {"inference": forward, "training": min(forward, backward)},
+                                  "plans": plans}
+    return out
 
 
 def report(mods: list[Module] | None = None, nvrtc: Nvrtc | None = None) -> dict:
@@ -393,9 +456,10 @@ def report(mods: list[Module] | None = None, nvrtc: Nvrtc | None = None) -> dict
     not compile cleanly or breaks its budget."""
     nvrtc = nvrtc or Nvrtc()
     mods = modules() if mods is None else mods
-    kernels, problems = [], []
+    kernels, problems, everything = [], [], {}
     for module in mods:
         compiled = compile_module(module, nvrtc)
+        everything.update(compiled)
         problems += check(module, compiled)
         for name, by_target in compiled.items():
             budget = module.budgets.get(name.split("<", 1)[0])
@@ -414,6 +478,8 @@ def report(mods: list[Module] | None = None, nvrtc: Nvrtc | None = None) -> dict
                      "options": [o for o in compile_options("<target>", base) if not o.startswith("-I")]},
         "gpus": {t: asdict(g) for t, g in GPUS.items()},
         "kernels": kernels,
+        "persistent": persistent_ranges(everything) if all(
+            f"{k}<float>" in everything for k in cuda.PERSISTENT_KERNELS) else None,
     }
 
 

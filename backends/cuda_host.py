@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendError
+from ..errors import ArgumentError, BackendError
 from .cuda import KernelParam, kernel_arguments, kernel_source_text
 
 HERE = Path(__file__).parent
@@ -47,7 +47,9 @@ RUNTIME_HEADERS = (COMPAT_HEADER, HERE / "cuda_fibers.h", COOPERATIVE_GROUPS)
 CACHE_ENV = "LSTM_ENGINE_CACHE"
 #: -fvisibility=hidden: each library keeps its own runtime (thread-locals, pool, counters); default
 #: visibility would bind them process-wide (GNU unique symbols) to the first library loaded.
-FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wall", "-Werror")
+#: -Wno-unknown-pragmas: `#pragma unroll` is a hint for NVRTC that g++ does not know.
+FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wall", "-Werror",
+         "-Wno-unknown-pragmas")
 ORDERS = {None: 0, "forward": 1, "reverse": 2, "random": 3}
 
 

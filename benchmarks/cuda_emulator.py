@@ -1,7 +1,9 @@
 """The CUDA fiber emulator's speed: context switches per second, with its own x86-64 switch
 and with ucontext (swapcontext, a signal-mask system call per switch), on kernels bound by
-block barriers and by warp shuffles; and the cuda-emulated backend's forward+backward against
-the reference on a small shape (what CI pays for running the backend's kernels emulated).
+block barriers and by warp shuffles; and the emulated cuda backend's forward+backward, graph
+path (cuda-emulated) and persistent path (cuda-emulated-persistent: cooperative launches with
+grid.sync), against the reference on a small shape (what CI pays for running the backend's
+kernels emulated).
 
     python benchmarks/cuda_emulator.py                  # writes results/cuda_emulator.json
     python benchmarks/cuda_emulator.py --quick --out /tmp/e.json
@@ -74,11 +76,11 @@ def switch_rates(source: Path, defines, grid: int, block: int, rounds: int, repe
 
 def backend_step(shape, repeat: int) -> list[dict]:
     from lstm_engine import LSTM
-    from lstm_engine.backends.cuda_emulation import EmulatedCudaBackend
     B, T, I, H = shape
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
     rows = []
-    for name, backend in (("numpy", "numpy"), ("cuda-emulated", EmulatedCudaBackend())):
+    for name, backend in (("numpy", "numpy"), ("cuda-emulated", "cuda-emulated"),
+                          ("cuda-emulated-persistent", "cuda-emulated-persistent")):
         model = LSTM(I, H, backend=backend, seed=0)
 
         def step():

@@ -80,6 +80,13 @@ class ReplicasOutOfSync(DistributedError):
     where every rank must hold the same; found by the periodic checksum comparison."""
 
 
+def one_line(exc: BaseException) -> str:
+    """`exc` as "Type: first line of its message", for warnings and records that name an
+    error without its traceback (a CUDA error's message can run to many lines)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional module, or raise MissingDependencyError naming the extra."""
     import importlib
@@ -93,4 +100,5 @@ def require(module: str, extra: str, purpose: str):
 
 __all__ = ["LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync", "require"]
+           "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync", "one_line",
+           "require"]

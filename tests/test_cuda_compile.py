@@ -46,9 +46,14 @@ def test_every_cu_file_and_kernel_of_the_backend_is_compiled():
         assert set(m.kernels) <= set(m.budgets)
 
 
-def test_backend_kernels_fit_their_budgets_and_the_committed_figures_are_current(nvrtc):
-    result = cuda_compile.report(nvrtc=nvrtc)      # raises on a warning, a spill or a budget
-    names = [f"{k}<{t}>" for k in cuda.KERNELS for t in cuda.DTYPES.values()]
+@pytest.fixture(scope="module")
+def kernel_report(nvrtc):
+    return cuda_compile.report(nvrtc=nvrtc)      # raises on a warning, a spill or a budget
+
+
+def test_backend_kernels_fit_their_budgets_and_the_committed_figures_are_current(kernel_report):
+    result = kernel_report
+    names = [f"{k}<{t}>" for f in cuda.KERNEL_FILES for k in f.kernels for t in cuda.DTYPES.values()]
     assert [row["kernel"] for row in result["kernels"]] == names
     for row in result["kernels"]:
         for target in ("sm_80", "sm_90"):
@@ -65,13 +70,37 @@ def test_backend_kernels_fit_their_budgets_and_the_committed_figures_are_current
         "and commit it")
 
 
+def test_persistent_ranges_come_from_the_planner_and_the_ptxas_figures(kernel_report):
+    """The hidden sizes the persistent path covers on each GPU, training and inference, from
+    the persistent kernels' own registers through NVIDIA's occupancy calculator and the
+    backend's planner: float32 up to 864 on an A100 (108 SMs) and 1056 on an H100/H200 (132
+    SMs, eight units per block), so the DeepBench H=1024 shapes run persistently on the GPUs
+    part 4 targets; every plan within the device's shared memory and residency."""
+    ranges = kernel_report["persistent"]
+    assert ranges["sm_80"]["float"]["max_hidden"] == {"inference": 864, "training": 864}
+    assert ranges["sm_90"]["float"]["max_hidden"] == {"inference": 1056, "training": 1056}
+    assert ranges["sm_90"]["double"]["max_hidden"]["training"] < 1024
+    for target, gpu in cuda_compile.GPUS.items():
+        for ctype, by_type in ranges[target].items():
+            for hidden, plans in by_type["plans"].items():
+                fits = int(hidden) <= by_type["max_hidden"]["training"]
+                for kernel, plan in plans.items():
+                    assert (plan is not None) == fits, (target, ctype, hidden, kernel)
+                    if plan:
+                        assert plan["blocks"] == -(-int(hidden) // plan["units"])
+                        assert plan["shared_bytes"] <= gpu.shared_per_block_optin
+    h1024 = ranges["sm_90"]["float"]["plans"]["1024"]["lstm_persistent_forward"]
+    assert (h1024["units"], h1024["blocks"]) == (8, 128)          # one block per SM, not two of U=4
+
+
 def test_the_cupy_device_builds_what_the_check_compiles(monkeypatch):
     """_CupyDevice hands cupy.RawModule exactly cuda.nvrtc_program()."""
     built = {}
 
     class RawModule:
-        def __init__(self, code, options, name_expressions):
-            built.update(code=code, options=options, names=name_expressions)
+        def __init__(self, code, options, name_expressions, enable_cooperative_groups):
+            built[name_expressions[0].split("<")[0]] = dict(code=code, options=options, names=name_expressions,
+                                                            cooperative=enable_cooperative_groups)
 
         def get_function(self, name):
             return name
@@ -90,10 +119,15 @@ def test_the_cupy_device_builds_what_the_check_compiles(monkeypatch):
         Device=Device, Stream=lambda non_blocking=False: object()))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     functions = cuda._CupyDevice(0)._load()
-    code, options, names = cuda.nvrtc_program()
-    assert built == dict(code=code, options=options, names=names)
-    assert sorted(functions) == sorted(names)
-    assert list(cuda_compile.compile_options("sm_90", options)[:len(options)]) == list(options)
+    assert len(built) == len(cuda.KERNEL_FILES)
+    for f, module in zip(cuda.KERNEL_FILES, cuda_compile.modules()):
+        code, options, names = cuda.nvrtc_program(module.source, module.kernels, module.types)
+        assert built[next(iter(f.kernels))] == dict(code=code, options=options, names=names, cooperative=f.cooperative)
+        assert set(names) <= set(functions)
+        assert list(cuda_compile.compile_options("sm_90", options)[:len(options)]) == list(options)
+    assert '#include "lstm_cell.cuh"' not in code and "cell_backward" in code      # one self-contained program
+    assert sorted(functions) == sorted(f"{k}<{t}>" for f in cuda.KERNEL_FILES for k in f.kernels
+                                       for t in cuda.DTYPES.values())
 
 
 def test_cupy_passes_nvrtc_the_options_the_check_uses():
@@ -148,19 +182,21 @@ def test_every_test_kernel_file_is_in_the_tables():
 
 # -- the checker catches what it must ----------------------------------------------------------------------
 def module_of(tmp_path, text, kernels, types=(), budgets=None):
+    """A Module of `text` whose table holds the named `kernels` (their signatures as written)."""
     src = tmp_path / "k.cu"
     src.write_text(text)
-    return Module(src, kernels, types, budgets if budgets is not None else {k: Budget(256, 1) for k in kernels})
+    table = {k: cuda.kernel_signatures(src)[k] for k in kernels}
+    return Module(src, table, types, budgets if budgets is not None else {k: Budget(256, 1) for k in kernels})
 
 
 def test_a_warning_fails_the_compile(tmp_path, nvrtc):
-    m = module_of(tmp_path, "__global__ void k(float* y) { int unused; y[0] = 1.0f; }\n", {"k": "p"})
+    m = module_of(tmp_path, "__global__ void k(float* y) { int unused; y[0] = 1.0f; }\n", ["k"])
     with pytest.raises(BackendError, match=r"NVRTC warned compiling k.cu for sm_80.*\n.*unused"):
         cuda_compile.compile_module(m, nvrtc)
 
 
 def test_a_compile_error_fails_with_the_log(tmp_path, nvrtc):
-    m = module_of(tmp_path, "__global__ void k(float* y) { y[0] = undefined_name; }\n", {"k": "p"})
+    m = module_of(tmp_path, "__global__ void k(float* y) { y[0] = undefined_name; }\n", ["k"])
     with pytest.raises(BackendError, match=r"NVRTC could not compile k.cu .*\n.*undefined_name"):
         cuda_compile.compile_module(m, nvrtc)
 
@@ -190,7 +226,7 @@ __global__ void forgotten(float* y) { y[0] = 0.0f; }
 
 
 def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nvrtc):
-    m = module_of(tmp_path, SPILLS, {"pressure": "pp", "local_array": "pp"}, {"pressure": ("double",)},
+    m = module_of(tmp_path, SPILLS, ["pressure", "local_array"], {"pressure": ("double",)},
                   {"pressure": Budget(1024, 2)})
     compiled = cuda_compile.compile_module(m, nvrtc)
     problems = "\n".join(cuda_compile.check(m, compiled))
@@ -198,7 +234,7 @@ def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nv
     assert "pressure<double> on sm_90 (H100/H200 SXM): spills registers" in problems
     assert "pressure<double> on sm_80 (A100): spills registers" in problems
     assert "local_array: no budget" in problems
-    m = module_of(tmp_path, SPILLS, {"local_array": "pp", "forgotten": "p", "pressure": "pp"}, {"pressure": ("float",)},
+    m = module_of(tmp_path, SPILLS, ["local_array", "forgotten", "pressure"], {"pressure": ("float",)},
                   {"local_array": Budget(256, 1), "forgotten": Budget(32, 1), "pressure": Budget(32, 1, stack_frame=1 << 16)})
     problems = cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc))
     assert any("local_array on sm_90 (H100/H200 SXM): 128 bytes of local memory (stack frame), budget 0" in p
@@ -207,11 +243,11 @@ def test_spills_local_memory_and_missing_table_entries_are_problems(tmp_path, nv
 
 def test_a_budget_the_registers_do_not_fit_is_a_problem(nvrtc):
     """The backend's own kernels, asked for full occupancy (8 blocks of 256 threads per SM):
-    lstm_forward_step<double> on sm_90 uses 38 registers, so only 6 blocks fit."""
+    lstm_backward_step<double> on sm_90 uses 38 registers, so only 6 blocks fit."""
     strict = {k: Budget(cuda.BLOCK, 8, why="full occupancy") for k in cuda.KERNELS}
     m = Module(cuda.KERNEL_SOURCE, cuda.KERNELS, tuple(cuda.DTYPES.values()), strict)
     problems = cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc, targets=("sm_90",)))
-    assert any(p.startswith("lstm_forward_step<double> on sm_90 (H100/H200 SXM): 6 resident blocks of 256 threads "
+    assert any(p.startswith("lstm_backward_step<double> on sm_90 (H100/H200 SXM): 6 resident blocks of 256 threads "
                             "per SM (limited by registers; 38 registers") for p in problems), problems
 
 
@@ -231,7 +267,7 @@ def test_occupancy_from_nvidias_calculator(figures, budget, target, blocks):
 
 def test_shared_memory_beyond_the_device_is_a_problem(tmp_path, nvrtc):
     m = module_of(tmp_path, "__global__ void k(float* y) { __shared__ float s[256]; s[threadIdx.x] = y[0];"
-                            " __syncthreads(); y[threadIdx.x] = s[255 - threadIdx.x]; }\n", {"k": "p"},
+                            " __syncthreads(); y[threadIdx.x] = s[255 - threadIdx.x]; }\n", ["k"],
                   budgets={"k": Budget(256, 1, dynamic_shared=240 * 1024)})
     problems = "\n".join(cuda_compile.check(m, cuda_compile.compile_module(m, nvrtc)))
     assert "k on sm_90 (H100/H200 SXM): 1024 + 245760 bytes of shared memory, over the 232448 a block may have" in problems

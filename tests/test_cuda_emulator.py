@@ -18,7 +18,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from lstm_engine import BackendError
 from lstm_engine.backends import cuda_host
 from lstm_engine.backends.cuda import KernelParam, kernel_signatures
 
@@ -238,7 +237,7 @@ def test_emulator_benchmark_smoke(tmp_path):
     assert data == json.loads(json.dumps(result))
     assert [r["kernel"] for r in data["switch_rates"]] == ["barrier_rounds", "shuffle_rounds"] * 2
     assert all(r["switches"] > 0 and r["switches_per_s"] > 0 for r in data["switch_rates"])
-    assert [r["backend"] for r in data["backend_step"]] == ["numpy", "cuda-emulated"]
+    assert [r["backend"] for r in data["backend_step"]] == ["numpy", "cuda-emulated", "cuda-emulated-persistent"]
 
 
 # -- the rules: each broken kernel must abort with the rule named ------------------------------------
