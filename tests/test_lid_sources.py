@@ -401,3 +401,37 @@ def test_real_download_of_a_small_package(tmp_path):
     from lstm_engine.data.lid_source import collect_packages
     result = collect_packages(fortunes.SOURCE, report.fetched, 10)
     assert result.strings_per_language().get("ga", 0) > 50
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def _fortune_deb(tmp_path, name, prefix, n):
+    entries = "\n%\n".join(f"{prefix} Nummer {letters} mit genug Buchstaben." for letters in _words(n))
+    path = tmp_path / f"{name}.deb"
+    path.write_bytes(make_deb({f"usr/share/games/fortunes/{name}": entries.encode()}))
+    return dp.FetchedPackage(name, "1", str(path), path.stat().st_size, "")
+
+
+def _words(n):
+    return ["".join("abcdefghij"[int(d)] for d in str(i + 1000)) for i in range(n)]
+
+
+def test_a_budget_reads_a_random_subset_of_documents(tmp_path):
+    from lstm_engine.data.lid_source import collect_packages
+    fetched = {"fortunes-de": _fortune_deb(tmp_path, "fortunes-de", "Eintrag", 400)}
+    result = collect_packages(fortunes.SOURCE, fetched, 10, budget=100)
+    units = list(result.texts["de"].values())
+    assert len(units) == 100
+    # Not the documents with the smallest split units (they would all be in train).
+    assert 0.65 < sum(unit < 0.8 for unit in units) / len(units) < 0.92
+
+
+def test_packages_of_one_language_share_its_budget(tmp_path):
+    from lstm_engine.data.lid_source import PackageSource, collect_packages
+    source = PackageSource("shared", "two packages, one language", {"pack-a": "de", "pack-b": "de"},
+                           fortunes.SOURCE.select, fortunes.documents, translated=False)
+    fetched = {"pack-a": _fortune_deb(tmp_path, "pack-a", "Zuerst", 100),
+               "pack-b": _fortune_deb(tmp_path, "pack-b", "Danach", 100)}
+    texts = collect_packages(source, fetched, 10, budget=40).texts["de"]
+    assert sum(t.startswith("Zuerst") for t in texts) == sum(t.startswith("Danach") for t in texts) == 20

@@ -380,7 +380,7 @@ def collect_catalogs(root=DEFAULT_ROOT, *, min_letters=10, budget: int | None = 
     ``load_gettext_corpus`` when ``root`` is missing."""
     from .lid_source import SourceResult
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     root = Path(root)
     if not root.is_dir():
         raise _missing_root(root)
@@ -394,7 +394,7 @@ def collect_catalogs(root=DEFAULT_ROOT, *, min_letters=10, budget: int | None = 
                           failed={path: "unreadable catalog" for path in report.catalogs_failed},
                           files=report.catalogs_read, version=catalogs_fingerprint(root) or "")
     result.passages = {}
-    result.seconds = time.perf_counter() - start
+    result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     return result
 
 

@@ -70,7 +70,7 @@ from .text_formats import check_fractions, split_of
 log = logging.getLogger(__name__)
 
 #: Bump when the assembly changes, so that old cache files are not reused.
-CORPUS_FORMAT = 1
+CORPUS_FORMAT = 2
 
 #: A source reads this many times ``max_per_source`` strings per language: room for the drops.
 POOL_FACTOR = 2
@@ -414,7 +414,8 @@ def _manifest(options, key, status, results, parts, held, dropped, fetched: Fetc
                 kept[label] = entry["sources"][name]
         sources[name] = {
             "description": SOURCES[name],
-            "status": ("missing" if result is None else "partial" if info["missing"] or result.failed else "ok"),
+            "status": ("missing" if result is None else "partial"
+                       if info["missing"] or (name in PACKAGE_SOURCES and result.failed) else "ok"),
             "held_out": name in options["held_out_sources"],
             "packages": dict(sorted(result.packages.items())) if result else {},
             "version": result.version if result else "",
@@ -426,6 +427,7 @@ def _manifest(options, key, status, results, parts, held, dropped, fetched: Fetc
             "kept": dict(sorted(kept.items())) if name not in options["held_out_sources"]
                     else {label: len(texts) for label, texts in held.get(name, {}).items()},
             "seconds": round(result.seconds, 2) if result else 0.0,
+            "cpu_seconds": round(result.cpu_seconds, 2) if result else 0.0,
             "from_cache": info.get("from_cache", False),
         }
     totals = {name: sum(e[name] for e in languages.values()) for name in SPLITS}

@@ -8,8 +8,8 @@ the documents in them: (label, document key, a function that gives the document'
 Readers never see the network or the file system, which is what makes them testable on
 fixtures built in the tests.
 
-Documents are read in the order of their stable unit number (a hash of the key), and a label
-stops taking documents once it holds ``budget`` strings: a source offers far more text than the
+Documents are read in a fixed pseudo-random order (a hash of the key, ``reading_order``), and a
+label stops taking documents once it holds ``budget`` strings: a source offers far more text than the
 corpus keeps (LibreOffice's help alone is 40,000 sentences per language), and cleaning it all
 would take minutes. Because the order depends on the key only, every language reads the
 translations of the same documents first. A label fed by several packages (``zh-cn`` and
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DataError
 from .debian_packages import FetchedPackage, deb_files
-from .lid_text import TextCollector, document_unit
+from .lid_text import TextCollector, reading_order
 
 #: (label, document key, the document's paragraphs when asked); a None label: not a language.
 Document = tuple["str | None", str, Callable[[], Iterable[str]]]
@@ -48,6 +48,7 @@ class SourceResult:
     files: int = 0
     unreadable: list[str] = field(default_factory=list)                 # files that could not be read
     seconds: float = 0.0
+    cpu_seconds: float = 0.0       # the reading process's CPU time (wall time depends on the machine's load)
     version: str = ""              # what the text came from, when it is not packages (e.g. a wheel)
 
     def strings_per_language(self) -> dict[str, int]:
@@ -80,7 +81,7 @@ def collect_packages(source: PackageSource, fetched: Mapping[str, FetchedPackage
     language read is read whatever the budget: it is what tells an untranslated paragraph
     from a translated one (``TextCollector.finish``). A package that cannot be read is
     recorded in ``failed`` (what was read before the damage is kept); the others still count."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     collector = TextCollector(source.name, source.min_letters or min_letters, source.translated)
     result = SourceResult(source.name)
     packages = sorted(name for name in fetched if name in source.packages)
@@ -102,7 +103,7 @@ def collect_packages(source: PackageSource, fetched: Mapping[str, FetchedPackage
 
     def read(documents, default, always=frozenset()):
         limits: dict[str, float] = {}
-        for label, key, paragraphs in sorted(documents, key=lambda d: document_unit(source.name, d[1])):
+        for label, key, paragraphs in sorted(documents, key=lambda d: reading_order(source.name, d[1])):
             if label is None:
                 continue
             if label not in limits:
@@ -131,5 +132,5 @@ def collect_packages(source: PackageSource, fetched: Mapping[str, FetchedPackage
     result.texts = collector.finish()
     result.passages = dict(sorted(collector.passages.items()))
     result.unreadable = collector.unreadable
-    result.seconds = time.perf_counter() - start
+    result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     return result

@@ -179,6 +179,12 @@ def cap_order(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"cap-order").digest()
 
 
+def reading_order(source: str, document: str) -> bytes:
+    """The order in which a source reads its documents up to its budget. Not the split unit
+    (``document_unit``): reading the smallest units first would read only training documents."""
+    return hashlib.blake2b(f"{source}\x1f{document}".encode("utf-8"), digest_size=8, person=b"read-order").digest()
+
+
 # --- collecting -------------------------------------------------------------------------
 
 #: Longer "sentences" are tables, lists or code glued together, not prose.
