@@ -135,6 +135,7 @@ def test_fetch_downloads_once_and_reuses(tmp_path, capsys):
     (tmp_path / "debs" / "pkg-b_2%3a3.1-1.deb").write_bytes(b"damaged")
     report = dp.fetch_packages(["pkg-a", "pkg-b"], tmp_path, apt=apt, progress=False)
     assert apt.downloads[2:] == ["pkg-a", "pkg-b"] and report.fetched["pkg-a"].version == "1.1"
+    assert sorted(p.name for p in (tmp_path / "debs").glob("pkg-a_*")) == ["pkg-a_1.1.deb", "pkg-a_1.1.deb.sha256"]
     assert dict(dp.deb_files(report.fetched["pkg-a"].path, lambda p: True)) == {"usr/share/a.txt": b"a2"}
 
 

@@ -15,7 +15,8 @@ How it works, and why:
   put a fake in its place: CI never downloads.
 - ``fetch_packages`` keeps each file as ``<cache>/debs/<package>_<version>.deb`` with a
   ``.sha256`` beside it: a later run with the same candidate version reuses it, a new version
-  is downloaded, and a file whose size or hash does not match is downloaded again. Downloads
+  is downloaded (and the old one removed), and a file whose size or hash does not match is
+  downloaded again. Downloads
   land in a private folder first and are checked against the package index's SHA-256 before
   they are renamed into place, so the cache never holds half a file. Without package lists
   the newest cached file of each package is used.
@@ -221,6 +222,12 @@ def _store(folder: Path, downloaded: Path, info: PackageInfo) -> FetchedPackage:
     tmp.write_text(digest + "\n")
     os.replace(downloaded, path)   # same file system: the incoming folder is inside the cache
     os.replace(tmp, sidecar)
+    # Older versions of the package are of no more use: a monthly update would otherwise add
+    # another copy every month.
+    for old in folder.glob(f"{info.name}_*.deb"):
+        if old != path and old.name.count("_") == 1:
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
     return FetchedPackage(info.name, info.version, str(path), path.stat().st_size, digest)
 
 
