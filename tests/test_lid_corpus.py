@@ -177,8 +177,8 @@ def test_caps(locale_root, tmp_path):
     # A language cap cuts the largest sources to one level and keeps the small ones whole.
     per_language = load(locale_root, tmp_path, max_per_source=None, max_per_language=30)
     de = per_language.manifest["languages"]["de"]["sources"]
-    assert sum(de.values()) <= 30 and de["manpages"] == counts["manpages"]
-    assert de["gettext"] == de["libreoffice-help"] == max(de.values())
+    assert sum(de.values()) == 30 and de["manpages"] == counts["manpages"]
+    assert max(de.values()) - min(n for source, n in de.items() if counts[source] > de[source]) <= 1
     # min_strings drops the small languages.
     assert "nl" not in load(locale_root, tmp_path, min_strings=10).manifest["languages"]
 

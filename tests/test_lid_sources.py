@@ -202,6 +202,17 @@ def test_package_suffix_language(suffix, label):
     assert language_of_package_suffix(suffix) == label
 
 
+def test_a_string_in_many_documents_is_not_biased_to_train():
+    from lstm_engine.data.lid_text import TextCollector
+    from lstm_engine.data.text_formats import split_of
+    collector = TextCollector("boilerplate")
+    for i, word in enumerate(_words(3000)):
+        for copy in range(4):                     # the same sentence in four documents
+            collector.add_passage("de", f"Der Satz {word} steht hier.", f"page-{i}-{copy}")
+    splits = [split_of(unit) for unit in collector.finish()["de"].values()]
+    assert 0.07 < splits.count("test") / len(splits) < 0.13
+
+
 def test_split_sentences():
     assert split_sentences("Er sagte: »Hallo.« Dann ging er. Wirklich?! Ja… 好的。你好！再见") == [
         "Er sagte: »Hallo.«", "Dann ging er.", "Wirklich?!", "Ja…", "好的。", "你好！", "再见"]

@@ -35,9 +35,9 @@ How the corpus is assembled, and why:
 - The split follows the document: every string carries the unit number of its document (a
   help page, a man page, a fortune, a catalog message with all its translations, a Firefox
   message with all its translations, a word), so one document is never in two splits. A string
-  found in several documents takes the split of the smallest unit, so each string is in one
-  split (a document keeps all its strings in its split, less the ones it shares verbatim with
-  another document).
+  found in several documents takes the unit of one of them (``lid_text.pick_unit``), so each
+  string is in one split (a document keeps all its strings in its split, less the ones it
+  shares verbatim with another document).
 
 The result is cached in ``<cache>/lid/`` (``default_cache_dir()``; ``$LSTM_ENGINE_CACHE``):
 one file per source (what it read, keyed by its packages' versions, its reader's format and the
@@ -64,13 +64,13 @@ from .debian_packages import NOT_PACKAGED, FetchReport, fetch_packages, resolve_
 from .gettext_corpus import DEFAULT_ROOT, catalogs_fingerprint, collect_catalogs, default_cache_dir
 from .json_cache import read_cache, write_cache
 from .lid_source import PackageSource, SourceResult, collect_packages
-from .lid_text import cap_order
+from .lid_text import cap_order, pick_unit
 from .text_formats import check_fractions, split_of
 
 log = logging.getLogger(__name__)
 
 #: Bump when the assembly changes, so that old cache files are not reused.
-CORPUS_FORMAT = 2
+CORPUS_FORMAT = 3
 
 #: A source reads this many times ``max_per_source`` strings per language: room for the drops.
 POOL_FACTOR = 2
@@ -303,9 +303,11 @@ def _collect_sources(options: dict, fetched: FetchReport, locale_root: str, cach
 
 # --- assembling -------------------------------------------------------------------------
 
-def _level(counts: list[int], budget: int) -> int:
-    """The largest L with sum(min(c, L)) <= budget: cutting every count above L to L keeps the
-    small ones whole and cuts the large ones to an equal level."""
+def _levels(counts: list[int], budget: int) -> list[int]:
+    """How many of each count to keep so that they sum to at most ``budget``: every count is cut
+    to one level L (the largest with sum(min(c, L)) <= budget), which keeps the small ones whole
+    and cuts the large ones equally; what is left of the budget goes, one each, to the first
+    counts above L."""
     low, high = 0, max(counts, default=0)
     while low < high:
         mid = (low + high + 1) // 2
@@ -313,7 +315,13 @@ def _level(counts: list[int], budget: int) -> int:
             low = mid
         else:
             high = mid - 1
-    return low
+    kept = [min(c, low) for c in counts]
+    spare = budget - sum(kept)
+    for i, c in enumerate(counts):
+        if spare and c > low:
+            kept[i] += 1
+            spare -= 1
+    return kept
 
 
 def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, dict, dict]:
@@ -332,7 +340,7 @@ def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, di
                     continue
                 if entry[0] != label:
                     ambiguous.add(text)
-                entry[1] = min(entry[1], unit)
+                entry[1] = pick_unit(entry[1], unit)
                 if held and entry[3] is None:
                     entry[3] = name
                 elif not held and entry[2] is None:
@@ -352,10 +360,11 @@ def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, di
     cap, per_language = options["max_per_source"], options["max_per_language"]
     parts = {name: {} for name in SPLITS}
     for label in sorted(train):
-        by_source = {source: sorted(texts, key=cap_order)[:cap] for source, texts in train[label].items()}
+        by_source = {source: sorted(train[label][source], key=cap_order)[:cap]
+                     for source in options["sources"] if source in train[label]}
         if per_language is not None and sum(map(len, by_source.values())) > per_language:
-            level = _level([len(t) for t in by_source.values()], per_language)
-            by_source = {source: texts[:level] for source, texts in by_source.items()}
+            kept = _levels([len(t) for t in by_source.values()], per_language)
+            by_source = {source: texts[:n] for (source, texts), n in zip(by_source.items(), kept)}
         total = sum(map(len, by_source.values()))
         if total < options["min_strings"]:
             dropped["below_min_strings"][label] = total

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import struct
 import unicodedata
 from collections import Counter
 
@@ -179,6 +180,16 @@ def cap_order(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"cap-order").digest()
 
 
+def pick_unit(a: float, b: float) -> float:
+    """The unit a string found in two documents (units ``a`` and ``b``) takes: one of the two,
+    chosen by a hash of their values. Not the smaller: boilerplate sentences occur in many
+    documents, and the smallest of several units is nearly always a training one (the min of
+    four units is below 0.8 with probability 0.998), which left test with 4-6% instead of 10%."""
+    def rank(unit: float) -> bytes:
+        return hashlib.blake2b(struct.pack("<d", unit), digest_size=8, person=b"unit-pick").digest()
+    return a if rank(a) <= rank(b) else b
+
+
 def reading_order(source: str, document: str) -> bytes:
     """The order in which a source reads its documents up to its budget. Not the split unit
     (``document_unit``): reading the smallest units first would read only training documents."""
@@ -199,7 +210,7 @@ def document_unit(source: str, document: str) -> float:
 
 class TextCollector:
     """The cleaned, de-duplicated strings of one source per label, each with the unit number of
-    its document (the smallest one when a string occurs in several documents).
+    its document (one of them, ``pick_unit``, when a string occurs in several documents).
 
     In a ``translated`` source (translations of English documents), a string under another
     label than English that equals (ignoring case) a string of the same source under English
@@ -246,7 +257,7 @@ class TextCollector:
         """Keep an already clean ``text`` under ``label``."""
         texts = self.texts.setdefault(label, {})
         old = texts.get(text)
-        texts[text] = unit if old is None else min(old, unit)
+        texts[text] = unit if old is None else pick_unit(old, unit)
 
     def finish(self) -> dict[str, dict[str, float]]:
         """{label: {text: unit}}, without the untranslated copies of a translated source's English."""
