@@ -207,6 +207,7 @@ def test_manifest(locale_root, tmp_path):
         assert entry["total"] == sum(lab == label for name in SPLITS for lab in corpus.splits[name].labels)
     assert manifest["totals"]["all"] == sum(len(corpus.splits[name]) for name in SPLITS)
     assert manifest["download"]["packages"] == 6 and manifest["download"]["bytes"] > 0
+    assert lo["download"]["packages"] == 2 and manifest["sources"]["gettext"]["download"]["packages"] == 0
     json.dumps(manifest)                                                   # fits in checkpoint metadata
     table = lid_corpus.source_table(manifest)
     de = next(row for row in table["rows"] if row["language"] == "de")

@@ -81,7 +81,6 @@ class FetchedPackage:
     path: str
     size: int
     sha256: str
-    seconds: float = 0.0       # download time; 0 when the cache had it
     from_cache: bool = True
 
 
@@ -233,21 +232,16 @@ def _store(folder: Path, downloaded: Path, info: PackageInfo) -> FetchedPackage:
 
 # --- fetching ---------------------------------------------------------------------------
 
-def how_to_get(packages: Iterable[str]) -> str:
-    """The command that fetches ``packages`` by hand (into the current folder, like this module)."""
-    return "apt-get download " + " ".join(sorted(packages))
-
-
 def fetch_packages(packages: Iterable[str], cache_dir, *, apt: Apt | None = None, download: bool = True,
                    refresh_lists: bool = True, progress: bool | None = None,
-                   resolved: dict[str, PackageInfo] | None = None) -> FetchReport:
+                   resolved: dict[str, PackageInfo] | None = None, what: str = "") -> FetchReport:
     """Each package's ``.deb`` in ``<cache_dir>/debs``, from the cache or downloaded.
 
     ``download=False`` uses only the cache. ``refresh_lists`` lets a root process run
     ``apt-get update`` when the package lists are missing. ``progress`` shows a progress bar on
     stderr (None: only when stderr is a terminal). ``resolved`` are versions already looked up
-    (``resolve_versions``). Never raises for a package that cannot be had: it is in ``missing``
-    with the reason."""
+    (``resolve_versions``). ``what`` names the packages on the progress bar. Never raises for a
+    package that cannot be had: it is in ``missing`` with the reason."""
     packages = sorted(set(packages))
     for name in packages:
         if not _PACKAGE_NAME.match(name):
@@ -272,7 +266,7 @@ def fetch_packages(packages: Iterable[str], cache_dir, *, apt: Apt | None = None
         else:
             to_download.append(info)
     if to_download:
-        _download(to_download, folder, apt, report, progress)
+        _download(to_download, folder, apt, report, progress, what)
     return report
 
 
@@ -310,7 +304,7 @@ def resolve_versions(packages: Iterable[str], cache_dir, *, apt: Apt | None = No
     return resolved
 
 
-def _download(infos: list[PackageInfo], folder: Path, apt: Apt, report: FetchReport, progress) -> None:
+def _download(infos: list[PackageInfo], folder: Path, apt: Apt, report: FetchReport, progress, what: str) -> None:
     from tqdm import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -319,7 +313,7 @@ def _download(infos: list[PackageInfo], folder: Path, apt: Apt, report: FetchRep
     with tempfile.TemporaryDirectory(prefix=".incoming-", dir=folder) as incoming, \
             tqdm(total=total or None, unit="B", unit_scale=True, file=sys.stderr,
                  disable=None if progress is None else not progress,
-                 desc=f"downloading {len(infos)} packages") as bar:
+                 desc=f"downloading {what or 'packages'} ({len(infos)})") as bar:
         def show(done: int) -> None:
             bar.update(max(0, done - bar.n))
         try:
@@ -337,7 +331,6 @@ def _download(infos: list[PackageInfo], folder: Path, apt: Apt, report: FetchRep
                 report.missing[info.name] = f"download failed ({e})"
                 continue
             stored.from_cache = False
-            stored.seconds = time.perf_counter() - start
             report.fetched[info.name] = stored
     report.download_seconds += time.perf_counter() - start
 

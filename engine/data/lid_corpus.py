@@ -438,6 +438,7 @@ def _manifest(options, key, status, results, parts, held, dropped, fetched: Fetc
             "seconds": round(result.seconds, 2) if result else 0.0,
             "cpu_seconds": round(result.cpu_seconds, 2) if result else 0.0,
             "from_cache": info.get("from_cache", False),
+            "download": info.get("download", {"packages": 0, "bytes": 0, "seconds": 0.0}),
         }
     totals = {name: sum(e[name] for e in languages.values()) for name in SPLITS}
     return {
@@ -556,12 +557,22 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_
     corpus = cached_corpus(intended)
     if corpus is not None:
         return corpus
+    downloads = {}
     if packages:
-        lookup = fetched
-        fetched = fetch_packages(packages, cache_root, apt=apt, download=download, progress=progress,
-                                 resolved=resolved)
+        lookup, fetched = fetched, FetchReport(lists_refreshed=fetched.lists_refreshed)
+        for name in options["sources"]:               # one download per source: its time and size
+            if name not in PACKAGE_SOURCES:
+                continue
+            wanted = PACKAGE_SOURCES[name].packages
+            report = fetch_packages(wanted, cache_root, apt=apt, download=download, progress=progress,
+                                    resolved={p: i for p, i in resolved.items() if p in wanted}, what=name)
+            fetched.fetched.update(report.fetched)
+            fetched.missing.update(report.missing)
+            fetched.download_seconds += report.download_seconds
+            new = [item for item in report.fetched.values() if not item.from_cache]
+            downloads[name] = {"packages": len(new), "bytes": sum(item.size for item in new),
+                               "seconds": round(report.download_seconds, 2)}
         fetched.missing.update(lookup.missing)        # the lookup's reasons say more
-        fetched.lists_refreshed = lookup.lists_refreshed
     actual = corpus_key({name: item.version for name, item in fetched.fetched.items()})
     if actual != intended:
         corpus = cached_corpus(actual)
@@ -578,6 +589,8 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_
             + ". Bring your own data with --data (a WiLI-2018 folder, a Tatoeba sentences.csv or a "
               "label<TAB>text TSV).")
     parts, held, dropped = _assemble(results, options)
+    for name, figures in downloads.items():
+        status[name]["download"] = figures
     manifest = _manifest(options, actual, status, results, parts, held, dropped, fetched,
                          time.perf_counter() - start)
     if not manifest["languages"]:
