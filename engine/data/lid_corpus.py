@@ -256,7 +256,7 @@ def _run(tasks: list[tuple], workers: int, progress) -> list[SourceResult]:
 
 
 #: Rough relative cost of building each source, to start the long ones first.
-_WEIGHT = {"gettext": 8, "libreoffice-help": 10, "firefox-l10n": 6, "gnome-user-docs": 5, "manpages": 4,
+_WEIGHT = {"firefox-l10n": 10, "libreoffice-help": 9, "gettext": 8, "gnome-user-docs": 3, "manpages": 2,
            "fortunes": 1, "wordfreq": 1}
 
 
@@ -267,13 +267,15 @@ def _worker_main() -> None:
     write_cache(request["out"], {"result": asdict(result)}, format=CORPUS_FORMAT, key=request["key"])
 
 
-def _collect_sources(options: dict, fetched: FetchReport, locale_root: str, cache: Path | None,
-                     workers: int, progress, status: dict) -> dict[str, SourceResult]:
-    """Each available source's result, from its cache file or built (in parallel)."""
+def _collect_sources(names: list[str], options: dict, fetched: FetchReport, locale_root: str,
+                     cache: Path | None, workers: int, progress) -> tuple[dict[str, SourceResult], dict[str, bool]]:
+    """The result of each of ``names`` that is available, from its cache file or built (in
+    parallel), and whether it came from the cache."""
     budget = _budget(options)
     results: dict[str, SourceResult] = {}
+    from_cache: dict[str, bool] = {}
     todo = []
-    for name in options["sources"]:
+    for name in names:
         if name == "gettext":
             inputs = catalogs_fingerprint(locale_root)
         elif name == word_lists.NAME:
@@ -290,15 +292,32 @@ def _collect_sources(options: dict, fetched: FetchReport, locale_root: str, cach
         path = None if cache is None else cache / f"source-{name}-{key}.json.gz"
         cached = None if path is None else _read_source_cache(path, key)
         if cached is not None:
-            results[name] = cached
-            status[name]["from_cache"] = True
+            results[name], from_cache[name] = cached, True
         else:
             todo.append((key, path, (name, inputs if isinstance(inputs, dict) else {},
                                      options["min_letters"], budget, str(locale_root))))
     for (_, _, arguments), result in zip(todo, _run(todo, workers, progress) if todo else []):
-        results[arguments[0]] = result
-        status[arguments[0]]["from_cache"] = False
-    return {name: results[name] for name in options["sources"] if name in results}
+        results[arguments[0]], from_cache[arguments[0]] = result, False
+    return results, from_cache
+
+
+def _fetch_sources(options: dict, resolved: dict, cache_root: Path, apt, download: bool,
+                   progress) -> tuple[FetchReport, dict[str, dict]]:
+    """Every package source's packages, one download per source (for its time and size)."""
+    fetched, downloads = FetchReport(), {}
+    for name in options["sources"]:
+        if name not in PACKAGE_SOURCES:
+            continue
+        wanted = PACKAGE_SOURCES[name].packages
+        report = fetch_packages(wanted, cache_root, apt=apt, download=download, progress=progress,
+                                resolved={p: i for p, i in resolved.items() if p in wanted}, what=name)
+        fetched.fetched.update(report.fetched)
+        fetched.missing.update(report.missing)
+        fetched.download_seconds += report.download_seconds
+        new = [item for item in report.fetched.values() if not item.from_cache]
+        downloads[name] = {"packages": len(new), "bytes": sum(item.size for item in new),
+                           "seconds": round(report.download_seconds, 2)}
+    return fetched, downloads
 
 
 # --- assembling -------------------------------------------------------------------------
@@ -437,8 +456,8 @@ def _manifest(options, key, status, results, parts, held, dropped, fetched: Fetc
                     else {label: len(texts) for label, texts in held.get(name, {}).items()},
             "seconds": round(result.seconds, 2) if result else 0.0,
             "cpu_seconds": round(result.cpu_seconds, 2) if result else 0.0,
-            "from_cache": info.get("from_cache", False),
-            "download": info.get("download", {"packages": 0, "bytes": 0, "seconds": 0.0}),
+            "from_cache": info["from_cache"],
+            "download": info["download"],
         }
     totals = {name: sum(e[name] for e in languages.values()) for name in SPLITS}
     return {
@@ -557,31 +576,33 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_
     corpus = cached_corpus(intended)
     if corpus is not None:
         return corpus
-    downloads = {}
-    if packages:
-        lookup, fetched = fetched, FetchReport(lists_refreshed=fetched.lists_refreshed)
-        for name in options["sources"]:               # one download per source: its time and size
-            if name not in PACKAGE_SOURCES:
-                continue
-            wanted = PACKAGE_SOURCES[name].packages
-            report = fetch_packages(wanted, cache_root, apt=apt, download=download, progress=progress,
-                                    resolved={p: i for p, i in resolved.items() if p in wanted}, what=name)
-            fetched.fetched.update(report.fetched)
-            fetched.missing.update(report.missing)
-            fetched.download_seconds += report.download_seconds
-            new = [item for item in report.fetched.values() if not item.from_cache]
-            downloads[name] = {"packages": len(new), "bytes": sum(item.size for item in new),
-                               "seconds": round(report.download_seconds, 2)}
-        fetched.missing.update(lookup.missing)        # the lookup's reasons say more
+    # The packages download (network-bound) while the sources that need none are read.
+    from concurrent.futures import ThreadPoolExecutor
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    lookup = fetched
+    early = [name for name in options["sources"] if name not in PACKAGE_SOURCES]
+    with ThreadPoolExecutor(1) as downloader:
+        pending = downloader.submit(_fetch_sources, options, resolved, cache_root, apt, download, progress)
+        results, from_cache = _collect_sources(early, options, FetchReport(), str(locale_root), cache,
+                                               workers, progress)
+        fetched, downloads = pending.result()
+    fetched.missing.update(lookup.missing)            # the lookup's reasons say more
+    fetched.lists_refreshed = lookup.lists_refreshed
     actual = corpus_key({name: item.version for name, item in fetched.fetched.items()})
     if actual != intended:
         corpus = cached_corpus(actual)
         if corpus is not None:
             return corpus
+    late = [name for name in options["sources"] if name in PACKAGE_SOURCES]
+    more, more_from_cache = _collect_sources(late, options, fetched, str(locale_root), cache, workers, progress)
+    merged = {**results, **more}
+    results = {name: merged[name] for name in options["sources"] if name in merged}
+    from_cache.update(more_from_cache)
 
     status = _status(options, fetched, cache_root, locale_root)
-    results = _collect_sources(options, fetched, str(locale_root), cache,
-                               workers if workers is not None else min(4, os.cpu_count() or 1), progress, status)
+    for name in status:
+        status[name]["from_cache"] = from_cache.get(name, False)
+        status[name]["download"] = downloads.get(name, {"packages": 0, "bytes": 0, "seconds": 0.0})
     if not any(result.texts for name, result in results.items() if name not in options["held_out_sources"]):
         raise DataNotFoundError(
             "no source of the language-identification corpus gave any text: "
@@ -589,8 +610,6 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_
             + ". Bring your own data with --data (a WiLI-2018 folder, a Tatoeba sentences.csv or a "
               "label<TAB>text TSV).")
     parts, held, dropped = _assemble(results, options)
-    for name, figures in downloads.items():
-        status[name]["download"] = figures
     manifest = _manifest(options, actual, status, results, parts, held, dropped, fetched,
                          time.perf_counter() - start)
     if not manifest["languages"]:
