@@ -336,3 +336,19 @@ def test_data_command_prints_languages_by_source(locale_root, tmp_path, monkeypa
 
     result = runner.invoke(cli, ["data", "language-id", "--set", "sources=nonsense"])
     assert result.exit_code != 0 and "unknown source" in result.output
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+
+def test_corpus_benchmark_smoke(locale_root, tmp_path):
+    from helpers import load_benchmark
+    bench = load_benchmark("lid_corpus")
+    out = tmp_path / "r.json"
+    result = bench.main(["--sources", "gettext", "--max-per-source", "20", "--min-strings", "3", "--workers", "1",
+                         "--locale-root", str(locale_root), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    build = result["build"]
+    assert not build["from_cache"] and result["cached_load"]["from_cache"]
+    assert build["languages"] == len(build["manifest"]["languages"]) >= 4
+    assert build["per_source"]["gettext"]["strings_kept"] == build["strings"]["all"]
