@@ -86,7 +86,7 @@ SOURCES: dict[str, str] = {
 }
 
 DEFAULTS = {"sources": tuple(SOURCES), "held_out_sources": (), "min_strings": 1000, "max_per_source": 2000,
-            "max_per_language": 8000, "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
+            "max_per_language": 3000, "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
 
 #: The settings of the corpus, for a settings schema: name -> (type, default, help).
 OPTION_HELP = {
@@ -95,7 +95,7 @@ OPTION_HELP = {
     "held_out_sources": ("str", "",
                          "comma-separated sources kept out of training, returned as held-out evaluation sets"),
     "max_per_source": ("int|None", 2000, "at most this many strings per language from each source"),
-    "max_per_language": ("int|None", 8000, "at most this many strings per language in all (largest sources cut first)"),
+    "max_per_language": ("int|None", 3000, "at most this many strings per language in all (largest sources cut first)"),
     "min_strings": ("int", 1000, "languages with fewer strings are dropped"),
     "min_letters": ("int", 10, "a sentence or message needs this many letters to be kept"),
     "download": ("bool", True, "fetch missing corpus packages with apt-get download (false: only what the cache holds)"),
@@ -140,7 +140,7 @@ def _count(value, argument: str, *, optional: bool) -> int | None:
 
 
 def check_options(*, sources=None, held_out_sources=(), min_strings=1000, max_per_source=2000,
-                  max_per_language=8000, min_letters=10, fractions=(0.8, 0.1, 0.1)) -> dict:
+                  max_per_language=3000, min_letters=10, fractions=(0.8, 0.1, 0.1)) -> dict:
     """The corpus options, checked and in canonical form (ArgumentError names a bad one).
     ``sources`` and ``held_out_sources`` may be lists or comma-separated strings."""
     chosen = _names(sources, "sources") or (DEFAULTS["sources"] if sources is None else ())
@@ -525,7 +525,7 @@ def _remedy(reasons: list[str]) -> str:
 
 
 def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_per_source=2000,
-                    max_per_language=8000, min_letters=10, fractions=(0.8, 0.1, 0.1), download=True,
+                    max_per_language=3000, min_letters=10, fractions=(0.8, 0.1, 0.1), download=True,
                     refresh_lists=True, cache_dir=None, use_cache=True, progress=None,
                     workers=None, locale_root=DEFAULT_ROOT, apt=None) -> LidCorpus:
     """The many-source language-identification corpus (see the module docstring).
