@@ -288,6 +288,19 @@ multi =
     Erste Zeile des Textes
     und die zweite Zeile.
 literal = Ein { "wörtlicher" } Text mit { NUMBER($n) } Zahl
+-view = { $case ->
+    [gen]
+        { $cap ->
+            [lower] przeglądu
+           *[upper] Przeglądu
+        }
+   *[nom]
+        { $cap ->
+            [lower] przegląd
+           *[upper] Przegląd
+        }
+}
+nested = Otwórz { -view } teraz
 """
 
 
@@ -297,7 +310,8 @@ def test_ftl_strings():
                        "downloads": "Dateien werden geladen",
                        "button.label": "Einstellungen öffnen", "button.accesskey": "E",
                        "multi": "Erste Zeile des Textes und die zweite Zeile.",
-                       "literal": "Ein wörtlicher Text mit Zahl"}
+                       "literal": "Ein wörtlicher Text mit Zahl",
+                       "nested": "Otwórz Przegląd teraz"}     # the default variant at each level
 
 
 def test_properties_and_dtd():

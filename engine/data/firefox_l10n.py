@@ -44,8 +44,7 @@ _ENTITY_REF = re.compile(r"&[A-Za-z][\w.-]*;")
 _DTD_ENTITY = re.compile(r"<!ENTITY\s+([\w.-]+)\s+(\"([^\"]*)\"|'([^']*)')\s*>", re.DOTALL)
 _FTL_ENTRY = re.compile(r"^(-?[A-Za-z][\w-]*)[ \t]*=[ \t]*(.*)$")
 _FTL_ATTRIBUTE = re.compile(r"^[ \t]+\.([A-Za-z][\w-]*)[ \t]*=[ \t]*(.*)$")
-_DEFAULT_VARIANT = re.compile(r"\*\[[^\]]*\]")
-_VARIANT = re.compile(r"\n\s*\*?\[[^\]]*\]")
+_VARIANT = re.compile(r"(?:^|\n)[ \t]*(\*?)\[[^\]\n]*\]")
 _PROPERTIES_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
 _ESCAPED = {"n": "\n", "t": "\t", "r": "\r", "f": "\f"}
 
@@ -72,15 +71,42 @@ def _closing_brace(text: str, start: int) -> int:
     return -1
 
 
+def _default_variant(variants: str) -> str:
+    """The pattern of the default (``*[key]``) variant of a select expression's variant list.
+    Variants start on their own lines; those of a select nested in a variant are skipped."""
+    keys, depth, position = [], 0, 0
+    for match in _VARIANT.finditer(variants):
+        depth += _brace_depth(variants, position, match.start())
+        position = match.start()
+        if depth == 0:
+            keys.append(match)
+    for i, key in enumerate(keys):
+        if key.group(1):   # (Fluent trims a variant's pattern, like any other)
+            return variants[key.end():keys[i + 1].start() if i + 1 < len(keys) else len(variants)].strip()
+    return " "
+
+
+def _brace_depth(text: str, start: int, end: int) -> int:
+    """The change of placeable nesting from ``start`` to ``end`` (string literals skipped)."""
+    depth, i = 0, start
+    while i < end:
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while i < end and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        i += 1
+    return depth
+
+
 def _placeable(inner: str, terms: dict[str, str]) -> str:
     arrow, brace = inner.find("->"), inner.find("{")
     if arrow >= 0 and (brace < 0 or arrow < brace):           # a select expression
-        variants = inner[arrow + 2:]
-        default = _DEFAULT_VARIANT.search(variants)
-        if default is None:
-            return " "
-        following = _VARIANT.search(variants, default.end())
-        return _resolve(variants[default.end():following.start() if following else len(variants)], terms)
+        return _resolve(_default_variant(inner[arrow + 2:]), terms)
     if inner.startswith('"') and inner.endswith('"'):          # a string literal
         return _unescape_properties(inner[1:-1])
     if inner.startswith("-"):                                  # a term: its value in this language
@@ -140,7 +166,7 @@ def ftl_strings(resources: dict[str, str]) -> Iterator[tuple[str, str, str]]:
     for pairs in entries.values():
         for key, raw in pairs:
             if key.startswith("-") and "." not in key:
-                terms[key[1:]] = _resolve(raw, {})
+                terms[key[1:]] = _resolve(raw, {}).strip()
     for name, pairs in entries.items():
         for key, raw in pairs:
             if not key.startswith("-") and raw:
