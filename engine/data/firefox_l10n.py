@@ -254,4 +254,5 @@ SOURCE = PackageSource(
     packages={f"firefox-esr-l10n-{locale}": language_of_package_suffix(locale) for locale in LOCALES},
     select=lambda path: path.endswith(".xpi") and "/extensions/langpack-" in path,
     documents=documents,
+    format=2,
 )
