@@ -78,7 +78,8 @@ def data(task, data, set_pairs, export_path, as_json):
 
 
 def _echo_source_table(table: dict) -> None:
-    """Languages by source, then the splits; the held-out sets; what is missing."""
+    """Languages by source, then the splits; the held-out sets. (What is missing went to stderr
+    while the corpus was built, and is in the --json output.)"""
     sources, rows = table["sources"], table["rows"]
     columns = ["language", *sources, "train", "validation", "test", "total"]
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
@@ -91,5 +92,3 @@ def _echo_source_table(table: dict) -> None:
     for source, per_label in table["held_out"].items():
         click.echo(f"held out: {source}: {sum(per_label.values())} strings in {len(per_label)} languages "
                    f"({', '.join(f'{k} {v}' for k, v in per_label.items())})")
-    for message in table["messages"]:
-        click.echo(f"note: {message}")
