@@ -75,7 +75,7 @@ class PackageSource:
 def collect_packages(source: PackageSource, fetched: Mapping[str, FetchedPackage], min_letters: int,
                      budget: int | None = None) -> SourceResult:
     """Read the documents of the packages that were fetched (in name order), each package's in
-    the order of their unit numbers, until each label holds ``budget`` strings (None: all).
+    reading order, until each label holds ``budget`` strings (None: all).
 
     In a translated source English is read last, and its copy of every document another
     language read is read whatever the budget: it is what tells an untranslated paragraph
