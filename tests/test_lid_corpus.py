@@ -15,7 +15,7 @@ from lstm_engine.data import lid_corpus
 from lstm_engine.data.debian_packages import Apt
 from lstm_engine.errors import ArgumentError, DataNotFoundError
 from test_lid_sources import FakeApt, make_deb, make_langpack
-from test_text_data import locale_root, write_mo  # noqa: F401 -- a fixture and a helper
+from test_text_data import locale_root  # noqa: F401 -- a fixture
 
 # --- fixture packages ---------------------------------------------------------------------
 
