@@ -22,7 +22,7 @@ How the corpus is assembled, and why:
 
 - Every source cleans its own text with the shared rules (``lid_text``) and reads at most
   ``POOL_FACTOR * max_per_source`` strings per language (``lid_source``): enough to fill the
-  cap after the drops below, and the reason a first build takes a minute or two, not ten.
+  cap after the drops below (reading all of LibreOffice's help instead costs 7 times the CPU).
 - A string under two languages (in any sources) is dropped from all of them. A string in
   several sources under one language is kept once, for the first source.
 - ``held_out_sources`` are kept out of train/validation/test entirely (with every string they
