@@ -275,6 +275,8 @@ def test_failed_downloads_leave_the_other_sources(locale_root, tmp_path, capsys)
     assert "gnome-user-docs" not in origins and "libreoffice-help" in origins
     err = capsys.readouterr().err
     assert "gnome-user-docs: 1 of 1 packages missing" in err and "404" in err and "out of date" in err
+    offline = load(locale_root, tmp_path / "offline", apt=FakeApt(repository()), download=False)
+    assert set(offline.origins["train"]) == {"gettext"} and "download=false" in capsys.readouterr().err
     # Once the network is back, the next run fetches them and builds again.
     apt.fail = set()
     corpus = load(locale_root, tmp_path, apt=apt)

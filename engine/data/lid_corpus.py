@@ -520,6 +520,8 @@ def _remedy(reasons: list[str]) -> str:
     if "lists are missing" in text:
         return ("Run `apt-get update` as root (or run this once as root: it refreshes the lists itself); "
                 "the corpus is rebuilt with them on the next run.")
+    if "downloads are off" in text:
+        return "Downloads are off (download=false): allow them once and the cache keeps the packages."
     if "404" in text:
         return ("The package lists are probably out of date: run `apt-get update` as root; "
                 "the corpus is rebuilt with them on the next run.")
