@@ -51,24 +51,25 @@ _ESCAPED = {"n": "\n", "t": "\t", "r": "\r", "f": "\f"}
 
 # --- the three formats ------------------------------------------------------------------
 
-def _closing_brace(text: str, start: int) -> int:
-    """The index of the ``}`` that closes the ``{`` at ``start`` (nesting and string literals
-    skipped), or -1."""
-    depth, i, n = 0, start, len(text)
-    while i < n:
+def _depths(text: str, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+    """(index, placeable nesting depth after it) of every brace of ``text[start:end]``, counted
+    from 0 at ``start``; braces inside string literals do not count."""
+    depth, i, end = 0, start, len(text) if end is None else end
+    while i < end:
         ch = text[i]
         if ch == '"':
             i += 1
-            while i < n and text[i] != '"':
+            while i < end and text[i] != '"':
                 i += 2 if text[i] == "\\" else 1
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
+        elif ch in "{}":
+            depth += 1 if ch == "{" else -1
+            yield i, depth
         i += 1
-    return -1
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """The index of the ``}`` that closes the ``{`` at ``start``, or -1."""
+    return next((i for i, depth in _depths(text, start) if depth == 0), -1)
 
 
 def _default_variant(variants: str) -> str:
@@ -76,7 +77,7 @@ def _default_variant(variants: str) -> str:
     Variants start on their own lines; those of a select nested in a variant are skipped."""
     keys, depth, position = [], 0, 0
     for match in _VARIANT.finditer(variants):
-        depth += _brace_depth(variants, position, match.start())
+        depth += sum(1 if variants[i] == "{" else -1 for i, _ in _depths(variants, position, match.start()))
         position = match.start()
         if depth == 0:
             keys.append(match)
@@ -84,23 +85,6 @@ def _default_variant(variants: str) -> str:
         if key.group(1):   # (Fluent trims a variant's pattern, like any other)
             return variants[key.end():keys[i + 1].start() if i + 1 < len(keys) else len(variants)].strip()
     return " "
-
-
-def _brace_depth(text: str, start: int, end: int) -> int:
-    """The change of placeable nesting from ``start`` to ``end`` (string literals skipped)."""
-    depth, i = 0, start
-    while i < end:
-        ch = text[i]
-        if ch == '"':
-            i += 1
-            while i < end and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        i += 1
-    return depth
 
 
 def _placeable(inner: str, terms: dict[str, str]) -> str:
