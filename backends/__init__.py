@@ -5,8 +5,9 @@ for or probed, and it imports Numba or CuPy only when an instance is made (see b
 Whether a backend can run here is its class's business (`Backend.unavailable_reason()`);
 the registry only knows where each class lives and whether the name is public.
 
-A *hidden* entry (`cuda-emulated`: the cuda backend's orchestration and .cu kernels on the
-host, for CI) can be asked for by name but is never listed by `names()` or `available()`
+A *hidden* entry (`cuda-emulated` and `cuda-emulated-persistent`: the cuda backend's
+orchestration and .cu kernels on the host, for CI, with the graph and the persistent time loop)
+can be asked for by name but is never listed by `names()` or `available()`
 unless asked, and `auto` never picks it.
 """
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from dataclasses import dataclass, field
 
-from ..errors import ArgumentError, ArgumentTypeError, BackendError
+from ..errors import ArgumentError, ArgumentTypeError, BackendError, one_line
 from .base import Backend
 
 #: What `auto` tries, best first.
@@ -44,6 +46,7 @@ _REGISTRY: dict[str, _Entry] = {
     "cpu": _Entry(".cpu", "CpuBackend"),
     "cuda": _Entry(".cuda", "CudaBackend"),
     "cuda-emulated": _Entry(".cuda_emulation", "EmulatedCudaBackend", hidden=True),
+    "cuda-emulated-persistent": _Entry(".cuda_emulation", "EmulatedPersistentBackend", hidden=True),
 }
 _INSTANCES: dict[str, Backend] = {}
 
@@ -94,7 +97,9 @@ def _describe_all() -> str:
 def get_backend(name: str | Backend | None = None) -> Backend:
     """The backend called `name`; None means $LSTM_ENGINE_BACKEND, else `auto`.
 
-    `auto` is the best available in the order cuda > cpu > numpy.
+    `auto` is the best available in the order cuda > cpu > numpy; one that is available but
+    fails to start (a CUDA driver, runtime or compile error) is skipped with a one-line
+    RuntimeWarning naming the error. A backend asked for by name raises instead.
     """
     if isinstance(name, Backend):
         return name
@@ -104,17 +109,37 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         raise ArgumentTypeError(f"backend must be a name (str) or a Backend, got {type(name).__name__}")
     key = name.strip().lower()
     if key == "auto":
+        failed = []
         for candidate in AUTO_ORDER:
-            if candidate in _REGISTRY and probe(candidate).available:
-                return _load(candidate)
-        raise BackendError("no backend is available:\n" + _describe_all())
+            if candidate not in _REGISTRY:
+                continue
+            try:
+                if not probe(candidate).available:
+                    continue
+                backend = _ready(_load(candidate))
+            except Exception as exc:      # e.g. a GPU whose driver, runtime or NVRTC fails
+                _INSTANCES.pop(candidate, None)
+                failed.append(f"backend {candidate!r} failed to start ({one_line(exc)})")
+                continue
+            for failure in failed:
+                warnings.warn(f"{failure}; using {candidate!r}", RuntimeWarning, stacklevel=2)
+            return backend
+        raise BackendError("no backend is available:\n" + "\n".join(failed + [_describe_all()]))
     if key not in _REGISTRY:
         raise BackendError(
             f"unknown backend {name!r}; expected one of: auto, {', '.join(names())}\n" + _describe_all())
     try:
-        return _load(key)
+        backend = _load(key)
     except BackendError as exc:
         raise BackendError(f"{exc}\nbackends on this machine:\n{_describe_all()}") from None
+    return _ready(backend)        # asked for by name: a failure here is raised as it is
+
+
+def _ready(backend: Backend) -> Backend:
+    """`backend` after its own start-up check (Backend.check_ready: the cuda backend compiles
+    and loads its kernels), so that a failure shows when it is chosen, not at its first forward."""
+    backend.check_ready()
+    return backend
 
 
 #: What set_num_threads asked for (None: Numba's default, every core).

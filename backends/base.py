@@ -125,14 +125,28 @@ class Backend(ABC):
         """Device facts for `lstm-engine backends` (threads, library versions, GPU...)."""
         return {}
 
+    def check_ready(self) -> None:
+        """Raise now if this instance cannot run after all (the cuda backend compiles and
+        loads its kernels here), so that the registry finds out when the backend is chosen
+        (`auto` then falls back to the next one) rather than at the first forward. The default
+        has nothing to check."""
+
     # -- the cell through time -------------------------------------------------------
+    def prepare(self, w_ih, w_hh, bias):
+        """One layer-direction's weights made ready for repeated inference calls, passed back
+        as `layer_forward(..., prepared=...)`: the cpu backend packs them into its product
+        panels once instead of on every call. A snapshot: it does not see later in-place
+        changes of the arrays. The default has nothing to prepare (None)."""
+        return None
+
     @abstractmethod
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths: np.ndarray,
-                      reverse: bool, keep: bool):
+                      reverse: bool, keep: bool, prepared=None):
         """Run one layer-direction.
 
         Returns (y, h_n, c_n, cache): y (T, B, H) with zeros at inactive steps, h_n and c_n
         (B, H), and `cache`, an opaque object for `layer_backward` (None unless `keep`).
+        `prepared` is what `prepare(w_ih, w_hh, bias)` returned for these same weights, or None.
         """
 
     @abstractmethod

@@ -30,9 +30,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import ArgumentTypeError, CallOrderError
+from ..errors import ArgumentError, ArgumentTypeError, CallOrderError
 from .base import Backend, check_layer_inputs, check_upstream
-from .host import cpu_model
+from .host import cpu_model, usable_cores
 
 _controller = None
 _controller_modules = -1
@@ -203,6 +203,60 @@ class ArrayPool:
         self.held = 0
 
 
+class _PackedWeights:
+    """One layer-direction's weights in the layouts the forward variants multiply by, each
+    packed into product panels (cpu_gemm.pack) the first time it is asked for and kept:
+    for one call (what layer_forward makes when it gets no `prepared`), or for as long as the
+    caller keeps it (CpuBackend.prepare: streams, predictors; packing costs about as much as a
+    step of a short sequence: 0.2 ms at H=256, 1.8 ms at H=512 with I=512)."""
+
+    def __init__(self, w_ih, w_hh, bias, wide: bool):
+        self.w_ih, self.w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
+        self.bias = np.ascontiguousarray(bias, dtype=self.w_hh.dtype)
+        self.wide = wide
+        self._packs: dict = {}
+
+    def _get(self, key, make):
+        packed = self._packs.get(key)
+        if packed is None:
+            packed = self._packs[key] = make()
+        return packed
+
+    def fused(self):
+        """[w_ih, w_hh].T: the step product of [x_t, h] (I + H, G)."""
+        from .cpu_gemm import pack
+        return self._get("fused", lambda: pack(np.concatenate([self.w_ih, self.w_hh], axis=1).T, self.wide))
+
+    def ih(self):
+        """w_ih.T (I, G): the hoisted input projection."""
+        from .cpu_gemm import pack
+        return self._get("ih", lambda: pack(self.w_ih.T, self.wide))
+
+    def hh(self):
+        """w_hh.T (H, G): the step product of h when the projection is hoisted."""
+        from .cpu_gemm import pack
+        return self._get("hh", lambda: pack(self.w_hh.T, self.wide))
+
+    def units(self, n: int):
+        """(n, P, H, NR): for each thread of forward_split_loop, w_hh.T's columns of its
+        hidden units' four gates, packed; panels past a thread's columns stay zero."""
+        return self._get(("units", n), lambda: self._unit_parts(n))
+
+    def _unit_parts(self, n: int):
+        from .cpu_gemm import pack
+        w_hh = self.w_hh
+        H = w_hh.shape[1]
+        parts = []
+        for k in range(n):
+            units = np.arange(k * H // n, (k + 1) * H // n)
+            rows = np.concatenate([units + q * H for q in range(4)])
+            parts.append(pack(w_hh[rows].T, self.wide))
+        out = np.zeros((n, max(p.shape[0] for p in parts)) + parts[0].shape[1:], w_hh.dtype)
+        for k, p in enumerate(parts):
+            out[k, :p.shape[0]] = p
+        return out
+
+
 class CpuBackend(Backend):
     name = "cpu"
     xp = np
@@ -228,6 +282,7 @@ class CpuBackend(Backend):
         #: Whether the products use the 64-byte vectors and 8-row register blocks of AVX-512.
         self.wide = cpu_gemm.has_wide_vectors()
         self._pool = ArrayPool(self.pool_cap)
+        self._cores = usable_cores()            # read once: a system call, slow on some VMs
 
     def facts(self) -> dict:
         import numba
@@ -256,111 +311,106 @@ class CpuBackend(Backend):
             yield
 
     @staticmethod
-    def _use_requested_threads() -> None:
-        """Numba's thread count is per calling thread: a Python thread other than the one
-        that called set_num_threads starts at every core, so apply the request here."""
+    def _threads() -> int:
+        """Numba's thread count for this call (set_num_threads may change it between calls),
+        read once per call: each read takes Numba's launch lock. Numba's setting is per
+        calling thread, so a Python thread other than the one that called set_num_threads
+        would start at every core: the request is applied here in whichever thread calls."""
         import numba
 
         from . import requested_threads
-        n = requested_threads()
-        if n is not None and numba.get_num_threads() != n:
-            numba.set_num_threads(n)
+        n, wanted = numba.get_num_threads(), requested_threads()
+        if wanted is not None and n != wanted:
+            numba.set_num_threads(wanted)
+            n = wanted
+        return n
 
     @staticmethod
-    def _chunks(count: int) -> int:
+    def _chunks(count: int, threads: int) -> int:
         """Threads for work that splits into `count` independent rows."""
-        import numba
-        return max(1, min(numba.get_num_threads(), count))
+        return max(1, min(threads, count))
 
-    def _fused(self, B: int) -> bool:
-        return B // self._chunks(B) >= self.fuse_from_rows
+    def _fused(self, B: int, threads: int) -> bool:
+        return B // self._chunks(B, threads) >= self.fuse_from_rows
 
-    def _split_units(self, B: int, H: int) -> int:
+    def _split_units(self, B: int, H: int, threads: int) -> int:
         """Threads to split the hidden units across (0: split the batch)."""
-        import numba
-
         from .cpu_sync import threads_run_together
-        threads = numba.get_num_threads()
         # more spinning threads than cores would wait on descheduled ones at every barrier
-        n = min(threads, os.cpu_count() or 1, H // self.split_units_from)
+        n = min(threads, self._cores, H // self.split_units_from)
         if B >= threads or n < 2 or not threads_run_together():
             return 0
         return n
 
-    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
-        from . import cpu_gemm, cpu_kernels
+    def prepare(self, w_ih, w_hh, bias):
+        return _PackedWeights(w_ih, w_hh, bias, self.wide)
+
+    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
+        from . import cpu_kernels
         check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths)
-        self._use_requested_threads()
         T, B, I = x.shape
         H = w_hh.shape[1]
         G = 4 * H
         dt = x.dtype
-        wide, fused = self.wide, self._fused(B)
+        threads = self._threads()
+        fused = self._fused(B, threads)
+        # without `prepared`, this call's packs are made as they are needed and then dropped
+        packs = prepared if prepared is not None else _PackedWeights(w_ih, w_hh, bias, self.wide)
+        if not isinstance(packs, _PackedWeights) or packs.w_ih.shape != w_ih.shape \
+                or packs.w_hh.shape != w_hh.shape or packs.w_hh.dtype != dt:
+            # the kernels index with the packs' shapes: another layer's would read out of bounds
+            raise ArgumentError("prepared must be what this backend's prepare() returned for "
+                                "weights of these shapes and dtype")
         x = np.ascontiguousarray(x)
-        w_ih, w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
         y = np.empty((T, B, H), dt)
         h_n = np.empty((B, H), dt)
         c_n = np.empty((B, H), dt)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         unused = np.empty((1, 1, 1), dt)                 # for the arguments a variant ignores
-        n_split = 0 if keep else self._split_units(B, H)
+        n_split = 0 if keep else self._split_units(B, H, threads)
         if n_split:
-            x_proj = self._project(x, w_ih)
+            x_proj = self._project(x, packs.ih(), G, threads)
             cpu_kernels.forward_split_loop(
-                x_proj, np.ascontiguousarray(bias, dtype=dt), self._unit_parts(w_hh, n_split),
-                np.ascontiguousarray(h0), np.ascontiguousarray(c0), lengths, bool(reverse),
-                n_split, wide, np.zeros(1, np.int64), y, h_n, c_n)
+                x_proj, packs.bias, packs.units(n_split), np.ascontiguousarray(h0),
+                np.ascontiguousarray(c0), lengths, bool(reverse), n_split, self.wide,
+                np.zeros(1, np.int64), y, h_n, c_n)
             self._pool.give(x_proj)
             return y, h_n, c_n, None
         if fused:
             x_proj = unused
-            w_step = cpu_gemm.pack(np.concatenate([w_ih, w_hh], axis=1).T, wide)
+            w_step = packs.fused()
             gates = self._pool.empty((T, B, G), dt) if keep else unused
         else:
-            x_proj = self._project(x, w_ih)
-            w_step = cpu_gemm.pack(w_hh.T, wide)
+            x_proj = self._project(x, packs.ih(), G, threads)
+            w_step = packs.hh()
             gates = x_proj                                # overwritten in place when keep
         if keep:
+            from .cpu_gemm import panel_width
             c_prev = self._pool.empty((T, B, H), dt)
-            NR = cpu_gemm.panel_width(dt.itemsize, wide)
+            NR = panel_width(dt.itemsize, self.wide)
             xh = self._pool.empty((-(-(I + H) // NR), T * B, NR), dt)
         else:
             c_prev, xh = unused, unused
-        cpu_kernels.forward_loop(x, x_proj, np.ascontiguousarray(bias, dtype=dt), w_step,
-                                 np.ascontiguousarray(h0), np.ascontiguousarray(c0), lengths,
-                                 bool(reverse), self._chunks(B), wide, fused, bool(keep),
-                                 y, h_n, c_n, gates, c_prev, xh)
+        cpu_kernels.forward_loop(x, x_proj, packs.bias, w_step, np.ascontiguousarray(h0),
+                                 np.ascontiguousarray(c0), lengths, bool(reverse),
+                                 self._chunks(B, threads), self.wide, fused, bool(keep), y, h_n, c_n,
+                                 gates, c_prev, xh)
         if not keep:
             self._pool.give(x_proj)
         cache = None
         if keep:
-            cache = dict(I=I, w_ih=w_ih, w_hh=w_hh, gates=gates, c_prev=c_prev, xh=xh,
+            cache = dict(I=I, w_ih=packs.w_ih, w_hh=packs.w_hh, gates=gates, c_prev=c_prev, xh=xh,
                          lengths=lengths, reverse=bool(reverse))
         return y, h_n, c_n, cache
 
-    def _project(self, x, w_ih):
+    def _project(self, x, w_ih_packed, G: int, threads: int):
         """x_proj = x @ w_ih.T for every step, (T, B, G), as one product over all T*B rows."""
-        from .cpu_gemm import gemm_rows, pack
+        from .cpu_gemm import gemm_rows
         T, B, I = x.shape
-        x_proj = self._pool.empty((T, B, w_ih.shape[0]), x.dtype)
-        gemm_rows(x.reshape(T * B, I), pack(w_ih.T, self.wide),
-                  x_proj.reshape(T * B, w_ih.shape[0]), self.wide, self._chunks(T * B))
+        x_proj = self._pool.empty((T, B, G), x.dtype)
+        gemm_rows(x.reshape(T * B, I), w_ih_packed, x_proj.reshape(T * B, G), self.wide,
+                  self._chunks(T * B, threads))
         return x_proj
-
-    def _unit_parts(self, w_hh, n: int):
-        """(n, P, H, NR): for each thread of forward_split_loop, w_hh.T's columns of its
-        hidden units' four gates, packed; panels past a thread's columns stay zero."""
-        from .cpu_gemm import pack
-        H = w_hh.shape[1]
-        parts = []
-        for k in range(n):
-            units = np.arange(k * H // n, (k + 1) * H // n)
-            rows = np.concatenate([units + q * H for q in range(4)])
-            parts.append(pack(w_hh[rows].T, self.wide))
-        out = np.zeros((n, max(p.shape[0] for p in parts)) + parts[0].shape[1:], w_hh.dtype)
-        for k, p in enumerate(parts):
-            out[k, :p.shape[0]] = p
-        return out
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
         from . import cpu_gemm, cpu_kernels
@@ -374,9 +424,9 @@ class CpuBackend(Backend):
         T, B, G = gates.shape
         H = G // 4
         check_upstream(T, B, H, dy, dh_n, dc_n)
-        self._use_requested_threads()
         dt = gates.dtype
-        wide, fused = self.wide, self._fused(B)
+        threads = self._threads()
+        wide, fused = self.wide, self._fused(B, threads)
         w_step = cpu_gemm.pack(np.concatenate([w_ih, w_hh], axis=1) if fused else w_hh, wide)
         d_pre = self._pool.empty((T, B, G), dt)
         dbias = np.empty(G, dt)
@@ -387,14 +437,14 @@ class CpuBackend(Backend):
                                   np.ascontiguousarray(dy, dtype=dt),
                                   np.ascontiguousarray(dh_n, dtype=dt),
                                   np.ascontiguousarray(dc_n, dtype=dt), cache["lengths"],
-                                  cache["reverse"], self._chunks(B), wide, fused, d_pre, dbias,
+                                  cache["reverse"], self._chunks(B, threads), wide, fused, d_pre, dbias,
                                   dx, dh0, dc0)
         flat = d_pre.reshape(T * B, G)
         if not fused:
             cpu_gemm.gemm_rows(flat, cpu_gemm.pack(w_ih, wide), dx.reshape(T * B, I), wide,
-                               self._chunks(T * B))
+                               self._chunks(T * B, threads))
         dw = np.empty((G, I + H), dt)                     # [dW_ih, dW_hh] in one product
-        cpu_gemm.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G))
+        cpu_gemm.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G, threads))
         # the tape is used up (each forward is backpropagated once)
         cache["spent"] = True
         self._pool.give(gates, cache["c_prev"], cache["xh"], d_pre)

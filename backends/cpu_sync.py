@@ -110,12 +110,17 @@ def _start_threads(out):
         out[k] = k
 
 
+_RUN_TOGETHER: list[bool] = []      # the answer, once known: a process keeps its threading layer
+
+
 def threads_run_together() -> bool:
     """Whether Numba's threading layer runs the iterations of a prange over at most
     get_num_threads() items on separate threads at once, so a barrier between them is safe."""
-    try:
-        layer = numba.threading_layer()
-    except ValueError:                      # no parallel region has run yet: start one
-        _start_threads(np.zeros(numba.get_num_threads(), np.int64))
-        layer = numba.threading_layer()
-    return layer in ("omp", "workqueue")
+    if not _RUN_TOGETHER:
+        try:
+            layer = numba.threading_layer()
+        except ValueError:                      # no parallel region has run yet: start one
+            _start_threads(np.zeros(numba.get_num_threads(), np.int64))
+            layer = numba.threading_layer()
+        _RUN_TOGETHER.append(layer in ("omp", "workqueue"))
+    return _RUN_TOGETHER[0]

@@ -1,10 +1,12 @@
 """The `cuda` backend without a GPU: its orchestration on NumPy, its kernels compiled by g++.
 
-CI has no GPU, yet every line of lstm_kernels.cu and the backend's time loop, masking, graph
-and stream bookkeeping should be tested there. So:
+CI has no GPU, yet every line of the backend's .cu files and its time loops, masking, graph,
+plan and stream bookkeeping should be tested there. So:
 
-* the same lstm_kernels.cu is compiled for the host under cuda_compat.h (CUDA built-ins as
-  plain C++, a launch = a loop over the grid) into a shared library, loaded with ctypes;
+* the same .cu files (lstm_kernels.cu, lstm_persistent.cu) are compiled for the host under
+  cuda_compat.h (the CUDA device API on the fiber runtime of cuda_fibers.h: every CUDA thread a
+  fiber, blocks on OS threads, a cooperative launch's blocks all at once) into shared
+  libraries, loaded with ctypes (cuda_host.py builds and launches them);
 * NumPy stands in for CuPy, np.matmul for cuBLAS;
 * a "graph" records the GEMMs and launches issued during capture (without running them, as
   stream capture does) and replays them in order, so a workspace's static buffers and the
@@ -12,140 +14,64 @@ and stream bookkeeping should be tested there. So:
 * streams are only logged (there is nothing to overlap on one host thread).
 
 The library is built once per source version into $LSTM_ENGINE_CACHE (default
-~/.cache/lstm-engine)/cuda-emulation, keyed by a hash of the sources, the flags and the
-compiler, and moved into place atomically so concurrent test processes do not race.
+~/.cache/lstm-engine)/cuda-emulation (see cuda_host.py).
 
-The backend is registered as `cuda-emulated`, a hidden entry of the registry: tests ask for
-it by name (`get_backend("cuda-emulated")`), `auto` never picks it and `lstm-engine
-backends` does not list it. Its "device" is the host compiler: without g++ it is
-unavailable, with the reason.
+The backend is registered twice, as hidden entries of the registry: `cuda-emulated` (the
+graph path) and `cuda-emulated-persistent` (the persistent kernels, planned for the small GPU
+EmulatedDevice stands for). Tests ask for them by name (`get_backend("cuda-emulated")`), `auto`
+never picks them and `lstm-engine backends` does not list them. Their "device" is the host
+compiler: without g++ they are unavailable, with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, CallOrderError
-from .cuda import (
-    BLOCK,
-    DTYPES,
-    KERNEL_SOURCE,
-    KERNELS,
-    CudaBackend,
-    grid_for,
-    kernel_arguments,
-    kernel_type,
-)
-
-COMPAT_HEADER = Path(__file__).with_name("cuda_compat.h")
-CACHE_ENV = "LSTM_ENGINE_CACHE"
-FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Werror")
+from ..errors import CallOrderError
+from . import cuda_host
+from .cuda import BLOCK, DTYPES, KERNEL_FILES, CudaBackend, KernelFile, grid_for, kernel_file, kernel_type
+from .cuda_compile import GPUS
+# The host build's settings live in cuda_host; these names stay importable from here.
+from .cuda_host import CACHE_ENV, COMPAT_HEADER, cache_dir, compiler, unavailable_reason  # noqa: F401
 
 
-def compiler() -> str | None:
-    """$CXX, else g++, else c++ on PATH; None when there is none."""
-    cxx = os.environ.get("CXX", "").strip()
-    if cxx:
-        return shutil.which(cxx) or (cxx if os.path.isfile(cxx) else None)
-    return shutil.which("g++") or shutil.which("c++")
+def wrapper_source(kernel_file: KernelFile = KERNEL_FILES[0]) -> str:
+    """The host translation unit of one .cu file (lstm_kernels.cu by default): one typed entry
+    point per kernel instantiation."""
+    return cuda_host.wrapper_source(kernel_file.source, kernel_file.kernels, tuple(DTYPES.values()))
 
 
-def unavailable_reason() -> str:
-    if compiler() is None:
-        return "no host C++ compiler (g++) to build the emulated CUDA kernels (apt-get install g++, or set CXX)"
-    return ""
-
-
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV, "").strip()
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lstm-engine"
-    return base / "cuda-emulation"
-
-
-def wrapper_source() -> str:
-    """One extern "C" entry point per kernel instantiation, emu_<kernel>_<type>(grid, block,
-    params...), its parameters typed as in cuda.KERNELS: a table that disagrees with the
-    kernel's own types fails to compile (names are checked by a test that parses the .cu)."""
-    lines = ['#include "cuda_compat.h"', '#include "lstm_kernels.cu"', ""]
-    for name, params in KERNELS.items():
-        for ctype in DTYPES.values():
-            decl = ", ".join(p.c_declaration(ctype) for p in params)
-            args = ", ".join(p.name for p in params)
-            lines += [f'extern "C" void emu_{name}_{ctype}(unsigned grid, unsigned block, {decl}) {{',
-                      f"    emu_launch(dim3(grid), dim3(block), &{name}<{ctype}>, {args});",
-                      "}"]
-    return "\n".join(lines) + "\n"
-
-
-def _compiler_id(cxx: str) -> str:
-    out = subprocess.run([cxx, "--version"], capture_output=True, text=True)
-    return cxx + "\n" + (out.stdout.splitlines() or [""])[0]
-
-
-def build_library() -> Path:
-    """The compiled emulation library, built if this source version has not been yet."""
-    cxx = compiler()
-    if cxx is None:
-        raise BackendError(unavailable_reason())
-    wrapper = wrapper_source()
-    digest = hashlib.sha256()
-    for part in (KERNEL_SOURCE.read_bytes(), COMPAT_HEADER.read_bytes(), wrapper.encode(),
-                 " ".join(FLAGS).encode(), _compiler_id(cxx).encode()):
-        digest.update(part)
-        digest.update(b"\0")
-    out_dir = cache_dir()
-    target = out_dir / f"lstm_kernels-{digest.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
-        src = Path(tmp) / "lstm_kernels_host.cpp"
-        src.write_text(wrapper)
-        built = Path(tmp) / target.name
-        cmd = [cxx, *FLAGS, "-I", str(KERNEL_SOURCE.parent), str(src), "-o", str(built)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BackendError(f"building the emulated CUDA kernels failed ({' '.join(cmd)}):\n{proc.stderr}")
-        os.replace(built, target)          # atomic: readers see no file or a whole one
-    return target
+def build_library(kernel_file: KernelFile = KERNEL_FILES[0]) -> Path:
+    """The compiled emulation library of one .cu file (lstm_kernels.cu by default), built if
+    this source version has not been yet."""
+    return cuda_host.build_library(kernel_file.source, kernel_file.kernels, tuple(DTYPES.values()))
 
 
 class EmulatedKernels:
-    """The host-compiled kernels, called like CUDA launches: (name, dtype, n_threads, args),
-    `args` by parameter name (cuda.KERNELS)."""
+    """The host-compiled kernels of every .cu file of the backend, called like CUDA launches:
+    (name, dtype, n_threads, args, block, shared_bytes), `args` by parameter name
+    (cuda.KERNELS, cuda.PERSISTENT_KERNELS); a cooperative file's kernels launch cooperatively."""
 
-    def __init__(self, path: Path | None = None):
-        self.path = path or build_library()
-        self._lib = ctypes.CDLL(str(self.path))
-        self._fns = {}
-        for name, params in KERNELS.items():
-            for ctype in DTYPES.values():
-                fn = getattr(self._lib, f"emu_{name}_{ctype}")
-                fn.restype = None
-                fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + [
-                    ctypes.c_void_p if p.is_array else ctypes.c_int for p in params]
-                self._fns[name, ctype] = fn
+    def __init__(self):
+        self._hosts = {f.source: cuda_host.HostKernels(f.source, f.kernels, tuple(DTYPES.values()),
+                                                       path=build_library(f)) for f in KERNEL_FILES}
+        self.paths = [str(h.path) for h in self._hosts.values()]
 
-    def __call__(self, name, dtype, n_threads, args: dict):
-        fn, call_args = self.bind(name, dtype, n_threads, args)
+    def __call__(self, name, dtype, n_threads, args: dict, block: int = BLOCK, shared_bytes: int = 0):
+        fn, call_args = self.bind(name, dtype, n_threads, args, block, shared_bytes)
         fn(*call_args)
 
-    def bind(self, name, dtype, n_threads, args: dict):
+    def bind(self, name, dtype, n_threads, args: dict, block: int = BLOCK, shared_bytes: int = 0):
         """(ctypes function, its arguments) for one launch, every argument checked
         (cuda.kernel_arguments): a capture binds once and its replays call the result, as a
         CUDA graph keeps its launches' pointers."""
-        conv = [a.ctypes.data if isinstance(a, np.ndarray) else int(a)
-                for a in kernel_arguments(name, dtype, args)]
-        return self._fns[name, kernel_type(dtype)], (grid_for(int(n_threads)), BLOCK, *conv)
+        ctype, f = kernel_type(dtype), kernel_file(name)
+        host = self._hosts[f.source]
+        config = cuda_host.launch_config(grid_for(int(n_threads), block), block, shared_bytes, f.cooperative)
+        return host.function(name, ctype), (config, *host.convert(name, ctype, args))
 
 
 class RecordedGraph:
@@ -165,9 +91,16 @@ class RecordedGraph:
 
 
 class EmulatedDevice:
-    """The `device` of CudaBackend on the host (see the module docstring)."""
+    """The `device` of CudaBackend on the host (see the module docstring). For the persistent
+    kernels it stands for a small GPU: `multiprocessors` SMs holding one block each, with an
+    H100's shared memory per block, and blocks of PERSISTENT_THREADS threads (the kernels read
+    blockDim: a GPU runs them with 256; fewer fibers keep CI fast, and two warps still exercise
+    every cross-warp path)."""
 
     xp = np
+    multiprocessors = 4
+    persistent_threads = 64
+    max_shared_per_block = GPUS["sm_90"].shared_per_block_optin
 
     def __init__(self, kernels: EmulatedKernels | None = None):
         self._kernels = kernels
@@ -194,12 +127,15 @@ class EmulatedDevice:
             return out
         return np.matmul(a, b, out=out)
 
-    def launch(self, name, dtype, n_threads, args: dict):
+    def launch(self, name, dtype, n_threads, args: dict, *, block: int = BLOCK, shared_bytes: int = 0):
         if self._recording is not None:
-            self._recording.append(self.kernels.bind(name, dtype, n_threads, args))
+            self._recording.append(self.kernels.bind(name, dtype, n_threads, args, block, shared_bytes))
             self._bound.extend(a for a in args.values() if isinstance(a, np.ndarray))
             return
-        self.kernels(name, dtype, n_threads, args)
+        self.kernels(name, dtype, n_threads, args, block, shared_bytes)
+
+    def co_resident_blocks(self, name, dtype, threads: int, shared_bytes: int) -> int:
+        return self.multiprocessors if shared_bytes <= self.max_shared_per_block else 0
 
     @contextlib.contextmanager
     def on_stream(self, index: int):
@@ -220,20 +156,22 @@ class EmulatedDevice:
         graph.launch()
 
     def facts(self) -> dict:
-        return {"emulated": True, "compiler": compiler(), "kernels": str(self.kernels.path),
+        return {"emulated": True, "compiler": compiler(), "kernels": self.kernels.paths,
                 "numpy": np.__version__}
 
 
 class EmulatedCudaBackend(CudaBackend):
-    """CudaBackend on NumPy with host-compiled kernels: the registry's hidden `cuda-emulated`,
-    for tests; never chosen by `auto`."""
+    """CudaBackend on NumPy with host-compiled kernels, its time loop the graph path: the
+    registry's hidden `cuda-emulated`, for tests; never chosen by `auto`."""
 
     name = "cuda-emulated"
     needs = ()
     extra = ""
+    #: Fixed (not $LSTM_ENGINE_CUDA_RECURRENCE): the parity suite runs each path under its own name.
+    recurrence = "graph"
 
     def __init__(self, device: EmulatedDevice | None = None):
-        super().__init__(device or EmulatedDevice())
+        super().__init__(device or EmulatedDevice(), recurrence=type(self).recurrence)
 
     @classmethod
     def install_hint(cls) -> str:
@@ -244,8 +182,16 @@ class EmulatedCudaBackend(CudaBackend):
         return unavailable_reason()
 
     def __repr__(self):
-        return "EmulatedCudaBackend()"
+        return f"{type(self).__name__}()"
 
 
-__all__ = ["EmulatedCudaBackend", "EmulatedDevice", "EmulatedKernels", "RecordedGraph",
+class EmulatedPersistentBackend(EmulatedCudaBackend):
+    """The same, its time loop the persistent kernels (lstm_persistent.cu under the fiber
+    emulator's cooperative launch): the registry's hidden `cuda-emulated-persistent`."""
+
+    name = "cuda-emulated-persistent"
+    recurrence = "persistent"
+
+
+__all__ = ["EmulatedCudaBackend", "EmulatedPersistentBackend", "EmulatedDevice", "EmulatedKernels", "RecordedGraph",
            "build_library", "compiler", "cache_dir", "wrapper_source", "grid_for"]

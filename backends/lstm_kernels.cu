@@ -10,28 +10,21 @@
 //     d_pre    (T, B, G)  gradient of the gate pre-activations (input of the GEMMs after the loop)
 //     lengths  (B,)       int64; step t of row b is active when t < lengths[b]
 // Memory layout of a gate row b: [i_0..i_{H-1}, f_0.., g_0.., o_0..], so element (b, q, j) of
-// gate q sits at b*G + q*H + j. The math of a step is reference.step_forward and
-// reference.step_backward, which the tests hold these kernels to.
+// gate q sits at b*G + q*H + j. The math of a step is lstm_cell.cuh's (reference.step_forward
+// and reference.step_backward, which the tests hold these kernels to).
 //
 // Launch: one thread per (b, j), b < B, j < H, on a 1-D grid of ceil(B*H / block) blocks.
 // No shared memory and no __syncthreads: every thread owns its (b, j) element of h, c, dh, dc,
-// which is what lets the same source run sequentially on the host in CI (cuda_compat.h).
-// Reductions (the bias gradient) are left to the array library.
+// so threads never wait for each other. Reductions (the bias gradient) are left to the array
+// library. CI compiles this file with NVRTC (cuda_compile.py) and runs it under the host
+// emulator (cuda_compat.h).
 //
 // The parameters of each kernel are listed once more, in cuda.py's KERNELS table, from which
 // both launchers build their calls; a test checks the two agree (names, types, order).
 // Instantiated for float and double through NVRTC name expressions, e.g.
 // "lstm_forward_step<float>".
 
-template <typename T> __device__ __forceinline__ T act_tanh(T z);
-template <> __device__ __forceinline__ float act_tanh<float>(float z) { return tanhf(z); }
-template <> __device__ __forceinline__ double act_tanh<double>(double z) { return tanh(z); }
-
-// sigmoid(z) = 0.5 * tanh(z / 2) + 0.5: the tanh form never overflows exp() and matches the
-// NumPy reference (reference.sigmoid).
-template <typename T> __device__ __forceinline__ T act_sigmoid(T z) {
-    return T(0.5) * act_tanh<T>(T(0.5) * z) + T(0.5);
-}
+#include "lstm_cell.cuh"
 
 // One forward step t: pre = x_proj_t + rec + bias, the gates, and the new state.
 //     x_proj_t  (B, G)  in: x[t] @ w_ih.T
@@ -70,20 +63,19 @@ __global__ void lstm_forward_step(const T* __restrict__ x_proj_t, const T* __res
         }
         return;
     }
-    const T i = act_sigmoid<T>(x_proj_t[q] + rec[q] + bias[j]);
-    const T f = act_sigmoid<T>(x_proj_t[q + H] + rec[q + H] + bias[j + H]);
-    const T g = act_tanh<T>(x_proj_t[q + 2 * H] + rec[q + 2 * H] + bias[j + 2 * H]);
-    const T o = act_sigmoid<T>(x_proj_t[q + 3 * H] + rec[q + 3 * H] + bias[j + 3 * H]);
-    const T c = f * c_prev_t[s] + i * g;
-    const T h = o * act_tanh<T>(c);
+    const CellGates<T> a = cell_gates<T>(x_proj_t[q] + rec[q] + bias[j], x_proj_t[q + H] + rec[q + H] + bias[j + H],
+                                         x_proj_t[q + 2 * H] + rec[q + 2 * H] + bias[j + 2 * H],
+                                         x_proj_t[q + 3 * H] + rec[q + 3 * H] + bias[j + 3 * H]);
+    T c, h;
+    cell_state<T>(a, c_prev_t[s], c, h);
     h_out[s] = h;
     c_out[s] = c;
     y_t[s] = h;
     if (save) {
-        gates_t[q] = i;
-        gates_t[q + H] = f;
-        gates_t[q + 2 * H] = g;
-        gates_t[q + 3 * H] = o;
+        gates_t[q] = a.i;
+        gates_t[q + H] = a.f;
+        gates_t[q + 2 * H] = a.g;
+        gates_t[q + 3 * H] = a.o;
     }
 }
 
@@ -119,20 +111,13 @@ __global__ void lstm_backward_step(const T* __restrict__ gates_t, const T* __res
         d_pre_t[q] = d_pre_t[q + H] = d_pre_t[q + 2 * H] = d_pre_t[q + 3 * H] = T(0);
         return;
     }
-    const T i = gates_t[q];
-    const T f = gates_t[q + H];
-    const T g = gates_t[q + 2 * H];
-    const T o = gates_t[q + 3 * H];
-    const T c_prev = c_prev_t[s];
-    // Recomputed rather than saved: one FMA instead of a (T, B, H) buffer.
-    const T tanh_c = act_tanh<T>(f * c_prev + i * g);
-    const T dh = dh_carried + dy_t[s];
-    const T dc = dc_buf[s] + dh * o * (T(1) - tanh_c * tanh_c);
-    d_pre_t[q] = dc * g * i * (T(1) - i);
-    d_pre_t[q + H] = dc * c_prev * f * (T(1) - f);
-    d_pre_t[q + 2 * H] = dc * i * (T(1) - g * g);
-    d_pre_t[q + 3 * H] = dh * tanh_c * o * (T(1) - o);
-    dc_buf[s] = dc * f;
+    const CellGates<T> a{gates_t[q], gates_t[q + H], gates_t[q + 2 * H], gates_t[q + 3 * H]};
+    const CellGrads<T> d = cell_backward<T>(a, c_prev_t[s], dh_carried + dy_t[s], dc_buf[s]);
+    d_pre_t[q] = d.d_i;
+    d_pre_t[q + H] = d.d_f;
+    d_pre_t[q + 2 * H] = d.d_g;
+    d_pre_t[q + 3 * H] = d.d_o;
+    dc_buf[s] = d.dc_prev;
 }
 
 // After the last backward step (t_first, the first step in the forward direction): the

@@ -105,7 +105,7 @@ class NumpyBackend(Backend):
     def facts(self) -> dict:
         return {"numpy": np.__version__}
 
-    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
+    def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
         check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths)
         T, B, _ = x.shape
         H = w_hh.shape[1]

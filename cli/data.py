@@ -1,4 +1,8 @@
-"""`lstm-engine data`: build (or read from the cache), inspect and export a task's data."""
+"""`lstm-engine data`: build (or read from the cache), inspect and export a task's data.
+
+For language-id's default data (the many-source corpus, ``lstm_engine.data.lid_corpus``) it
+prints the table of languages by source, with the splits, the held-out sets and what is
+missing; ``--json`` gives the same data (and the whole manifest)."""
 
 from __future__ import annotations
 
@@ -14,18 +18,37 @@ from .settings import parse_set
 @click.argument("task", required=False, default="language-id", metavar="[TASK]")
 @click.option("--data", default=None, metavar="PATH", help="Data you bring, instead of the task's default.")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Data settings, e.g. min_strings=500 max_per_language=3000 (language-id).")
+              help="Data settings, e.g. min_strings=500 max_per_language=3000 (language-id); for its default "
+                   "corpus also sources=gettext,fortunes held_out_sources=fortunes max_per_source=1000 "
+                   "download=false.")
 @click.option("--export", "export_path", default=None, metavar="FILE",
               help="Write the data: a label<TAB>text<TAB>split TSV (language-id) or an .npz (speech).")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def data(task, data, set_pairs, export_path, as_json):
-    """Build and describe TASK's data (per split and label counts); optionally export it."""
+    """Build and describe TASK's data (per split and label counts; for language-id's default
+    corpus, per source too); optionally export it."""
     from lstm_engine import settings
+    from lstm_engine.data import lid_corpus
     from lstm_engine.tasks import get_task
     t = get_task(task)
-    config = settings.resolve(t, ("--set", parse_set(set_pairs)), ("--data", {"data": data}))
+    pairs = parse_set(set_pairs)
+    # Corpus options the task's settings do not (yet) have pass straight to the corpus.
+    schema = settings.task_schema(t)
+    corpus_pairs = {key: pairs.pop(key) for key in list(pairs) if key in lid_corpus.OPTION_HELP and key not in schema}
+    config = settings.resolve(t, ("--set", pairs), ("--data", {"data": data}))
     options = t.data_options(config)
-    splits = t.load_data(options)
+    manifest = None
+    if t.name == "language-id" and not options.get("data"):
+        corpus_options = {key: config[key] for key in lid_corpus.OPTION_HELP if key in config}
+        corpus_options.update(corpus_pairs)
+        corpus = lid_corpus.load_lid_corpus(**corpus_options)
+        splits, manifest = corpus.splits, corpus.manifest
+        options = {**options, **corpus_options}
+    else:
+        if corpus_pairs:
+            raise click.BadParameter(f"{', '.join(corpus_pairs)} only apply to language-id's default corpus",
+                                     param_hint="--set")
+        splits = t.load_data(options)
     if export_path:
         t.export(splits, export_path)
     stats = {
@@ -33,6 +56,9 @@ def data(task, data, set_pairs, export_path, as_json):
         "splits": {name: len(ex) for name, ex in splits.items()},
         "labels": {name: dict(sorted(Counter(ex.labels).items())) for name, ex in splits.items()},
     }
+    if manifest is not None:
+        stats["by_source"] = lid_corpus.source_table(manifest)
+        stats["manifest"] = manifest
     if export_path:
         stats["exported"] = export_path
     if as_json:
@@ -41,8 +67,28 @@ def data(task, data, set_pairs, export_path, as_json):
     labels = sorted(set().union(*(s.keys() for s in stats["labels"].values())))
     click.echo(f"{t.name}: {len(labels)} labels; " +
                ", ".join(f"{name} {n}" for name, n in stats["splits"].items()))
-    click.echo("label\t" + "\t".join(stats["splits"]))
-    for lab in labels:
-        click.echo(lab + "\t" + "\t".join(str(stats["labels"][s].get(lab, 0)) for s in stats["splits"]))
+    if manifest is not None:
+        _echo_source_table(stats["by_source"])
+    else:
+        click.echo("label\t" + "\t".join(stats["splits"]))
+        for lab in labels:
+            click.echo(lab + "\t" + "\t".join(str(stats["labels"][s].get(lab, 0)) for s in stats["splits"]))
     if export_path:
         click.echo(f"exported to {export_path}")
+
+
+def _echo_source_table(table: dict) -> None:
+    """Languages by source, then the splits; the held-out sets. (What is missing went to stderr
+    while the corpus was built, and is in the --json output.)"""
+    sources, rows = table["sources"], table["rows"]
+    columns = ["language", *sources, "train", "validation", "test", "total"]
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    click.echo("  ".join(c.rjust(width[c]) if c != "language" else c.ljust(width[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(str(row[c]).rjust(width[c]) if c != "language" else row[c].ljust(width[c])
+                             for c in columns))
+    totals = {c: sum(r[c] for r in rows) for c in columns[1:]}
+    click.echo("  ".join(["all".ljust(width["language"])] + [str(totals[c]).rjust(width[c]) for c in columns[1:]]))
+    for source, per_label in table["held_out"].items():
+        click.echo(f"held out: {source}: {sum(per_label.values())} strings in {len(per_label)} languages "
+                   f"({', '.join(f'{k} {v}' for k, v in per_label.items())})")

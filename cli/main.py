@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 
 import click
 
 from lstm_engine import backends as registry
+from lstm_engine import distributed
 from lstm_engine.errors import LstmEngineError
 
 from .bench import bench
@@ -20,17 +22,33 @@ from .training import evaluate, predict, run, train
 class _Commands(click.Group):
     """The command group: the project's own errors (LstmEngineError: bad settings, data,
     checkpoints, backends...) and running out of memory print as one line with exit status 1;
-    anything else is a bug and shows its traceback."""
+    anything else is a bug and shows its traceback. Under a launcher with more than one rank,
+    any error on any rank prints (with the rank) and aborts every rank, so that none is left
+    waiting in a collective."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
-        except LstmEngineError as exc:
-            raise click.ClickException(str(exc)) from None
-        except MemoryError as exc:
-            # sizes the settings allow but this machine cannot hold (hidden_size=10**9...)
-            raise click.ClickException(f"out of memory ({exc or 'MemoryError'}); choose smaller sizes "
-                                       f"(hidden_size, batch_size, max_length...)") from None
+            try:
+                return super().invoke(ctx)
+            except LstmEngineError as exc:
+                raise click.ClickException(str(exc)) from None
+            except MemoryError as exc:
+                # sizes the settings allow but this machine cannot hold (hidden_size=10**9...)
+                raise click.ClickException(f"out of memory ({exc or 'MemoryError'}); choose smaller "
+                                           f"sizes (hidden_size, batch_size, max_length...)") from None
+        except (click.exceptions.Exit, SystemExit):
+            raise                                  # a deliberate exit, which every rank takes
+        except BaseException as exc:
+            comm = distributed.current()
+            if comm is None or comm.size == 1:
+                raise
+            if isinstance(exc, click.ClickException):
+                message = exc.format_message()
+            elif isinstance(exc, (KeyboardInterrupt, click.Abort)):
+                message = "interrupted"
+            else:
+                message = "".join(traceback.format_exception(exc))
+            distributed.abort(comm, message)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

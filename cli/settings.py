@@ -80,6 +80,31 @@ device_option = click.option("--device-id", type=click.IntRange(min=0), default=
                              "$LSTM_ENGINE_CUDA_DEVICE).")
 
 
+def _set_distributed(ctx, param, value):
+    if value is not None:
+        from lstm_engine.distributed import MODE_ENV
+        os.environ[MODE_ENV] = value
+    return value
+
+
+#: --distributed for the commands that run across ranks under a launcher (run, train,
+#: evaluate, predict); like --device-id it is read when the world is first made.
+distributed_option = click.option(
+    "--distributed", type=click.Choice(["auto", "mpi", "nccl", "off"]), default=None, expose_value=False,
+    callback=_set_distributed, help="Ranks under mpiexec/srun: auto (default: MPI when a launcher "
+    "started several processes, NCCL for cuda), mpi, nccl, or off (each process on its own). "
+    "Default: $LSTM_ENGINE_DISTRIBUTED, else auto.")
+
+
+def world(backend: str | None, threads: int | None = None):
+    """This process's ranks (engine/distributed.py), with this rank's threads and GPU chosen
+    before a backend is made; a world of one unless a launcher started several processes."""
+    from lstm_engine import distributed
+    comm = distributed.world()
+    distributed.prepare(comm, backend or "auto", threads)
+    return comm
+
+
 @click.command()
 @click.argument("task", required=False, default="language-id", metavar="[TASK]")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

@@ -12,7 +12,7 @@ import click
 from lstm_engine import settings as settings_schema
 from lstm_engine.errors import DataError
 
-from .settings import apply_threads, device_option, parse_set, read_config_file
+from .settings import apply_threads, device_option, distributed_option, parse_set, read_config_file, world
 
 DEFAULT_TASK = "language-id"
 
@@ -27,9 +27,12 @@ def _training_options(f):
         click.argument("task", required=False, default=DEFAULT_TASK, metavar="[TASK]"),
         click.option("--backend", default=None, metavar="NAME", help="numpy, cpu, cuda or auto (default)."),
         device_option,
+        distributed_option,
         # the named settings (--epochs, --hidden-size, ...), derived from engine/settings.py
         *settings_schema.click_options(),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for the cpu backend."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Threads for the cpu backend (per rank; default under a launcher: the "
+                          "rank's share of its node's cores)."),
         click.option("--out", default=None, metavar="DIR",
                      help="Run folder (default: runs/<task>-<time>). With --resume: the run to continue."),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
@@ -54,18 +57,20 @@ def _train(test: bool, task, backend, threads, out, resume, config_file, set_pai
 
     if task not in _task_names():
         raise click.BadParameter(f"expected one of {', '.join(_task_names())}, got {task!r}", param_hint="TASK")
+    comm = world(backend, threads)
     apply_threads(threads)
     overrides = settings_schema.given(get_task(task), (f"--config {config_file}", read_config_file(config_file)),
                                       ("--set", parse_set(set_pairs)), ("a flag", flags))
     if resume and out is None:
         raise click.UsageError("--resume needs --out DIR, the run folder to continue")
-    if out is None:
-        out = str(Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    elif not resume and (Path(out) / "last.safetensors").exists():
+    # the ranks agree on rank 0's view: its clock names the folder, its filesystem decides
+    out = comm.bcast_object(out or str(Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if comm.bcast_object(not resume and (Path(out) / "last.safetensors").exists()):
         raise click.UsageError(f"{out} already holds a run; continue it with --resume, or choose another --out")
     summary = runs.run(task, overrides, out, backend=backend or "auto", resume=resume, test=test,
-                       progress=progress)
-    _report(summary, as_json)
+                       progress=progress, comm=comm)
+    if comm.is_root:
+        _report(summary, as_json)
     if summary["status"] == "interrupted":
         sys.exit(130)
 
@@ -115,20 +120,26 @@ def train(**kwargs):
               show_default=True, help="Which split; 'all' joins the three (for data you bring).")
 @click.option("--backend", default=None, metavar="NAME")
 @device_option
+@distributed_option
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(checkpoint, data, split, backend, as_json):
-    """Score a checkpoint (file or run folder) on labelled data."""
+    """Score a checkpoint (file or run folder) on labelled data (sharded across the ranks
+    under mpiexec/srun; rank 0 prints)."""
+    from lstm_engine import distributed
     from lstm_engine.data import Examples
     from lstm_engine.predictor import load_predictor
-    pred = load_predictor(checkpoint, backend=backend or "auto")
+    comm = world(backend)
+    pred = load_predictor(checkpoint, backend=backend or "auto", comm=comm)
     options = dict(pred.data_options, **({"data": data} if data else {}))
-    splits = pred.task.load_data(options)
+    splits = distributed.node_first(comm, lambda: pred.task.load_data(options))
     if split == "all":
         examples = Examples(sum((s.inputs for s in splits.values()), []),
                             sum((s.labels for s in splits.values()), []))
     else:
         examples = splits[split]
     result = pred.evaluate(examples)
+    if not comm.is_root:
+        return
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -145,6 +156,7 @@ def evaluate(checkpoint, data, split, backend, as_json):
 @click.argument("inputs", nargs=-1)
 @click.option("--backend", default=None, metavar="NAME")
 @device_option
+@distributed_option
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
               help="Labels per input, most probable first.")
 def predict(checkpoint, inputs, backend, top):
@@ -152,18 +164,21 @@ def predict(checkpoint, inputs, backend, top):
 
     language-id: INPUTS are texts; without them, one text per line of stdin (blank lines give
     blank output lines). speech tasks: INPUTS are WAV or .npz files. Prints
-    label<TAB>probability per input (then <TAB>source for files).
+    label<TAB>probability per input (then <TAB>source for files). Under mpiexec/srun the
+    inputs are sharded across the ranks; rank 0 reads stdin and prints.
     """
     from lstm_engine.predictor import load_predictor
-    pred = load_predictor(checkpoint, backend=backend or "auto")
+    comm = world(backend)
+    pred = load_predictor(checkpoint, backend=backend or "auto", comm=comm)
     if pred.task.kind == "text":
-        texts = list(inputs) if inputs else _stdin_lines()
-        _print_text_predictions(pred, texts, top)
+        texts = list(inputs) if inputs else comm.bcast_object(_stdin_lines() if comm.is_root else None)
+        _print_text_predictions(pred, texts, top, comm.is_root)
     else:
         if not inputs:
             raise click.UsageError("give one or more WAV or .npz files to predict on")
         values, names = pred.task.read_inputs(list(inputs), pred.encoder)
-        for name, row in zip(names, pred.predict_proba(values)):
+        probs = pred.predict_proba(values)
+        for name, row in zip(names, probs) if comm.is_root else ():
             click.echo("\t".join(_top(pred.labels, row, top)) + f"\t{name}")
 
 
@@ -183,9 +198,11 @@ def _stdin_lines() -> list[str]:
     return lines
 
 
-def _print_text_predictions(pred, texts: list[str], top: int) -> None:
+def _print_text_predictions(pred, texts: list[str], top: int, show: bool = True) -> None:
     filled = [i for i, t in enumerate(texts) if t.strip()]
     probs = pred.predict_proba([texts[i] for i in filled]) if filled else []
+    if not show:
+        return
     rows = dict(zip(filled, probs))
     for i in range(len(texts)):
         click.echo("\t".join(_top(pred.labels, rows[i], top)) if i in rows else "")

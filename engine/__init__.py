@@ -14,8 +14,10 @@ from .errors import (
     ConfigError,
     DataError,
     DataNotFoundError,
+    DistributedError,
     LstmEngineError,
     MissingDependencyError,
+    ReplicasOutOfSync,
     TrainingDiverged,
     WriteError,
 )
@@ -25,4 +27,5 @@ __version__ = "0.1.0"
 __all__ = ["LSTM", "Gradients", "get_backend", "available_backends", "set_num_threads",
            "LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "WriteError", "__version__"]
+           "CallOrderError", "TrainingDiverged", "WriteError", "DistributedError", "ReplicasOutOfSync",
+           "__version__"]

@@ -41,7 +41,10 @@ DEEPBENCH_TRAINING = {
     **{f"db-H{H}-B{B}-T25": (B, 25, H, H, 1, False, False) for H in (512, 1024) for B in (16, 64)},
     **{f"db-H256-B{B}-T150": (B, 150, 256, 256, 1, False, False) for B in (16, 64)},
 }
-NAMED_SHAPES = {**STANDARD_SHAPES, **DEEPBENCH_TRAINING}
+#: Small batches, where a persistent kernel should beat a GEMM per step most (Diamos et al.:
+#: ~15x at B = 4): B 1/2/4/8 at H 256/512/1024, T 100, I = H, training.
+SMALL_BATCH = {f"small-H{H}-B{B}": (B, 100, H, H, 1, False, False) for H in (256, 512, 1024) for B in (1, 2, 4, 8)}
+NAMED_SHAPES = {**STANDARD_SHAPES, **DEEPBENCH_TRAINING, **SMALL_BATCH}
 
 #: The environment variables that change which BLAS / OpenMP / Numba code runs.
 ENV_PREFIXES = ("OPENBLAS_", "OMP_", "NUMBA_", "MKL_")

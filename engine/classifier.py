@@ -149,8 +149,12 @@ class SequenceClassifier:
         return self
 
     # -- forward and backward ----------------------------------------------------------
-    def forward(self, inputs, lengths, training: bool = False):
-        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints.
+    def forward(self, inputs, lengths, training: bool = False, prepared=None,
+                window: layers.RowWindow | None = None):
+        """inputs: (T, B) token ids or (T, B, F) features; lengths (B,) host ints; prepared:
+        ``self.lstm.prepare()``'s weights for inference (see LSTM.prepare). ``window``: this
+        batch is a share of a larger one, whose dropout masks it gets (data-parallel training;
+        ``layers.RowWindow``).
 
         Returns logits (B, C), or (T, B, C) for a tagger (padded steps hold garbage).
         """
@@ -174,7 +178,7 @@ class SequenceClassifier:
             tokens = None
             check_real("inputs", inputs)
             x = self.backend.asarray(inputs, dtype=self.dtype)
-        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training)
+        out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training, prepared=prepared, window=window)
         D = self.lstm.num_directions
         if cfg["per_step"]:
             features, pool_saved = out, None
@@ -182,7 +186,7 @@ class SequenceClassifier:
             features, pool_saved = layers.pool_forward(xp, cfg["pooling"], out, h_n, lengths, D)
         mask = None
         if training and cfg["dropout"] > 0:
-            mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype)
+            mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype, window)
             features = features * mask
         logits = layers.dense_forward(xp, self.extra["head.weight"], self.extra["head.bias"], features)
         self._saved = (tokens, lengths, out.shape, pool_saved, mask, features, logits.shape) if training else None
@@ -217,6 +221,12 @@ class SequenceClassifier:
         loss, d = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
         return loss, d.reshape(T, B, C)
 
+    def loss_weight(self, lengths) -> int:
+        """How many terms ``loss`` averages over for a batch with these lengths: its sequences,
+        or for a tagger its valid steps. Data-parallel ranks weight their shares' gradients
+        by it, so that the combined gradient is the whole batch's mean."""
+        return int(np.sum(lengths)) if self.config["per_step"] else len(lengths)
+
     def backward(self, d_logits) -> dict[str, Any]:
         """Gradients of every parameter (same names as ``parameters()``) from d_logits."""
         if self._saved is None:
@@ -246,9 +256,9 @@ class SequenceClassifier:
         grads["head.bias"] = d_b
         return grads
 
-    def predict_proba(self, inputs, lengths):
+    def predict_proba(self, inputs, lengths, prepared=None):
         """Class probabilities as a host array: (B, C), or (T, B, C) for a tagger."""
-        logits = self.forward(inputs, lengths, training=False)
+        logits = self.forward(inputs, lengths, training=False, prepared=prepared)
         return np.asarray(self.backend.to_numpy(layers.softmax(self.backend.xp, logits)))
 
     # -- deployment (lstm_engine.onnx_export, lstm_engine.streaming) ------------------------

@@ -19,7 +19,10 @@ as one line and lets anything else show its traceback: an unexpected exception i
     ├── CheckpointError        a checkpoint that cannot be used (ValueError)
     ├── WriteError             a file that could not be written: disk full, no permission (OSError)
     ├── CallOrderError         e.g. backward() without a training forward() (RuntimeError)
-    └── TrainingDiverged       the loss became NaN or infinite (RuntimeError)
+    ├── TrainingDiverged       the loss became NaN or infinite (RuntimeError)
+    └── DistributedError       ranks that cannot work together: a launcher and an MPI that do
+        │                      not match, NCCL without a GPU, ranks that read different data
+        └── ReplicasOutOfSync  the model replicas of data-parallel ranks differ (RuntimeError)
 """
 
 from __future__ import annotations
@@ -75,6 +78,22 @@ class TrainingDiverged(LstmEngineError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+class DistributedError(LstmEngineError, RuntimeError):
+    """Ranks of a data-parallel run that cannot work together (engine/distributed.py)."""
+
+
+class ReplicasOutOfSync(DistributedError):
+    """The ranks' model replicas (parameters, optimizer state, dropout generator) differ,
+    where every rank must hold the same; found by the periodic checksum comparison."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`exc` as "Type: first line of its message", for warnings and records that name an
+    error without its traceback (a CUDA error's message can run to many lines)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional module, or raise MissingDependencyError naming the extra."""
     import importlib
@@ -88,4 +107,5 @@ def require(module: str, extra: str, purpose: str):
 
 __all__ = ["LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "WriteError", "CallOrderError", "TrainingDiverged", "require"]
+           "WriteError", "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync",
+           "one_line", "require"]

@@ -4,9 +4,18 @@ They take the backend's array module ``xp`` (NumPy or CuPy share this subset), s
 classifier stays on one device. Shapes: T steps, B sequences, E embedding width, D*H the LSTM's
 output width, C classes; ``lengths`` (B,) counts the valid steps of each sequence, which are
 the first ``lengths[b]`` steps (right padding).
+
+Dropout masks have the shape of what they multiply: (T, B, F) for a time-major sequence of
+features, (B, F) for one vector per sequence. A ``RowWindow`` says that a batch is a share
+of a larger one (data-parallel training: engine/distributed.py): its masks are then those
+of the whole batch, cut to the share's rows and steps.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import ArgumentError
 
@@ -118,8 +127,73 @@ def softmax(xp, logits):
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def dropout_mask(xp, rng, shape, rate: float, dtype):
+def log_softmax(xp, logits):
+    """log_softmax over the last axis; idempotent, so log-probabilities pass unchanged."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class RowWindow:
+    """A batch that is rows [start, start + B) of a whole batch of ``rows`` sequences whose
+    longest has ``steps`` steps; the share itself may be padded to fewer steps (T <= steps).
+
+    Data-parallel ranks each run a share of every global batch. Drawing dropout masks for
+    the whole batch from the same generator on every rank, and keeping the share's rows and
+    first T steps, gives each rank exactly the masks one process would apply to those rows,
+    and leaves every rank's generator in the same state as that process's.
+    """
+    start: int
+    rows: int
+    steps: int
+
+    def check(self, B: int, T: int) -> None:
+        if not (0 <= self.start and self.start + B <= self.rows and 1 <= T <= self.steps):
+            raise ArgumentError(f"a share of {B} rows and {T} steps does not fit {self}")
+
+
+#: Bit generators for which ``advance(n)`` skips exactly n doubles of ``Generator.random``
+#: (one 64-bit output each); others (Philox buffers its outputs) draw the whole batch.
+_SKIPPABLE = (np.random.PCG64, np.random.PCG64DXSM)
+
+
+def window_uniforms(rng: np.random.Generator, shape: tuple, window: RowWindow) -> np.ndarray:
+    """``rng.random(whole)[share]`` for the share ``window`` describes, and the generator left
+    where drawing the whole would leave it. ``shape`` is the share's: (T, B, F) or (B, F).
+
+    The whole batch's draws are laid out in C order (step, row, feature); the share's rows of
+    one step are one contiguous run, so the draws of other ranks' rows and of steps past T
+    are skipped with ``advance`` instead of drawn: each rank's cost follows its own share."""
+    if len(shape) == 3:
+        T, B, F = shape
+        steps = window.steps
+    elif len(shape) == 2:
+        (B, F), T, steps = shape, 1, 1
+    else:
+        raise ArgumentError(f"a dropout mask with a row window must be (T, B, F) or (B, F), got {shape}")
+    window.check(B, T if len(shape) == 3 else 1)
+    rows, start = window.rows, window.start
+    bits = rng.bit_generator
+    if not isinstance(bits, _SKIPPABLE):
+        whole = rng.random((steps, rows, F))
+        return np.ascontiguousarray(whole[:T, start:start + B]).reshape(shape)
+    out = np.empty((T, B, F))
+    before, after = start * F, (rows - start - B) * F
+    for t in range(T):
+        if before:
+            bits.advance(before)
+        out[t] = rng.random((B, F))
+        if after:
+            bits.advance(after)
+    if steps > T:
+        bits.advance((steps - T) * rows * F)
+    return out.reshape(shape)
+
+
+def dropout_mask(xp, rng, shape, rate: float, dtype, window: RowWindow | None = None):
     """Inverted dropout: kept units are scaled by 1/(1-rate). Drawn on the host from the
-    model's generator so that a seed gives the same masks on every backend."""
-    kept = rng.random(shape) >= rate
+    model's generator so that a seed gives the same masks on every backend; with ``window``,
+    the whole batch's masks cut to this share (``RowWindow``)."""
+    uniforms = rng.random(shape) if window is None else window_uniforms(rng, tuple(shape), window)
+    kept = uniforms >= rate
     return xp.asarray(kept / (1.0 - rate), dtype=dtype)

@@ -16,7 +16,7 @@ import numpy as np
 from .backends import Backend, get_backend
 from .checks import check_real, finite_number, host_array, positive_int, seed_value
 from .errors import ArgumentError, ArgumentTypeError, CallOrderError
-from .layers import dropout_mask
+from .layers import RowWindow, dropout_mask
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -52,6 +52,20 @@ def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bidirec
             shapes[f"bias_ih_{s}"] = (4 * H,)
             shapes[f"bias_hh_{s}"] = (4 * H,)
     return shapes
+
+
+@dataclass
+class PreparedWeights:
+    """What ``LSTM.prepare`` returns: per layer-direction suffix ("l0", "l1_reverse"...), the
+    summed bias and the backend's prepared weights; and the parameter arrays it was made from,
+    to tell when they have been replaced."""
+    backend: Any
+    params: dict
+    layers: dict
+
+    def matches(self, lstm) -> bool:
+        return lstm.backend is self.backend and lstm.params.keys() == self.params.keys() and all(
+            lstm.params[k] is v for k, v in self.params.items())
 
 
 class LSTM:
@@ -179,13 +193,32 @@ class LSTM:
         return lengths.astype(np.int64)
 
     # -- forward and backward ----------------------------------------------------------
-    def forward(self, x, lengths=None, initial_state=None, training: bool = True):
+    def prepare(self) -> "PreparedWeights":
+        """The weights made ready for repeated inference calls, ``forward(...,
+        training=False, prepared=p)``: the cpu backend packs them into its product panels once
+        here instead of in every call (what streams and predictors do). A snapshot: replacing
+        the parameters (``load_state_dict``, ``to_backend``) makes ``forward`` refuse it, but an
+        in-place change of their values (an optimizer step) is not seen: prepare again."""
+        prepared = {}
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self._suffix(layer, d)
+                p = self.params
+                bias = p[f"bias_ih_{s}"] + p[f"bias_hh_{s}"]
+                prepared[s] = (bias, self.backend.prepare(p[f"weight_ih_{s}"], p[f"weight_hh_{s}"], bias))
+        return PreparedWeights(self.backend, dict(self.params), prepared)
+
+    def forward(self, x, lengths=None, initial_state=None, training: bool = True, prepared=None,
+                window: RowWindow | None = None):
         """Run the stack.
 
         x: (T, B, input_size), or (B, T, input_size) with batch_first. lengths: (B,) valid steps
         per sequence (right padding), None for all T. initial_state: (h_0, c_0), each
         (num_layers * num_directions, B, hidden_size); zeros when None. With training=True,
         dropout is applied and what backward needs is kept; otherwise nothing is kept.
+        prepared: what ``prepare()`` returned, for inference only. window: this batch is a
+        share of a larger one (data-parallel training); dropout masks are the larger batch's,
+        cut to this share (``layers.RowWindow``).
 
         Returns (outputs, (h_n, c_n)): outputs (T, B, D*H) (batch-first if so built), zeros at
         padded steps; h_n and c_n from each sequence's last valid step.
@@ -193,6 +226,12 @@ class LSTM:
         if not isinstance(training, (bool, np.bool_)):
             raise ArgumentTypeError(f"training must be True or False, got {training!r}")
         xp, L, D, H = self.backend.xp, self.num_layers, self.num_directions, self.hidden_size
+        if prepared is not None:
+            if training:
+                raise ArgumentError("prepared weights are for inference: call forward(..., training=False)")
+            if not prepared.matches(self):
+                raise CallOrderError("these prepared weights were made for other parameters (they "
+                                     "were replaced since): call prepare() again")
         x = self._check_array("x", x, (None, None, self.input_size),
                               "(B, T, input_size)" if self.batch_first else "(T, B, input_size)")
         if self.batch_first:
@@ -201,6 +240,8 @@ class LSTM:
         if T == 0 or B == 0:
             raise ArgumentError(f"x must have at least one step and one sequence, got shape {tuple(x.shape)}")
         lengths = self._check_lengths(lengths, T, B)
+        if window is not None:
+            window.check(B, T)
         if initial_state is None:
             h0 = c0 = xp.zeros((L * D, B, H), dtype=self.dtype)
         else:
@@ -218,10 +259,11 @@ class LSTM:
             for d in range(D):
                 s = self._suffix(layer, d)
                 p = self.params
+                bias, packed = (prepared.layers[s] if prepared is not None else
+                                (p[f"bias_ih_{s}"] + p[f"bias_hh_{s}"], None))
                 y, h, c, cache = self.backend.layer_forward(
-                    layer_in, p[f"weight_ih_{s}"], p[f"weight_hh_{s}"],
-                    p[f"bias_ih_{s}"] + p[f"bias_hh_{s}"], h0[layer * D + d], c0[layer * D + d],
-                    lengths, reverse=bool(d), keep=training)
+                    layer_in, p[f"weight_ih_{s}"], p[f"weight_hh_{s}"], bias, h0[layer * D + d],
+                    c0[layer * D + d], lengths, reverse=bool(d), keep=training, prepared=packed)
                 outs.append(y)
                 caches.append(cache)
                 h_n.append(h)
@@ -229,7 +271,7 @@ class LSTM:
             layer_out = outs[0] if D == 1 else xp.concatenate(outs, axis=2)
             mask = None
             if training and self.dropout > 0 and layer < L - 1:
-                mask = dropout_mask(xp, self._rng, layer_out.shape, self.dropout, self.dtype)
+                mask = dropout_mask(xp, self._rng, layer_out.shape, self.dropout, self.dtype, window)
                 layer_out = layer_out * mask
             tape["layers"].append(caches)
             tape["masks"].append(mask)

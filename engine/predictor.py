@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .batching import Encoded
 from .checkpoint import load_checkpoint
 from .classifier import SequenceClassifier
@@ -32,14 +33,26 @@ def checkpoint_in(path) -> Path:
 
 
 class Predictor:
-    """A trained model with its task, encoder and labels."""
+    """A trained model with its task, encoder and labels. ``comm`` (engine/distributed.py)
+    shards its predictions and evaluations across ranks; every rank gets the whole result."""
 
-    def __init__(self, task, model: SequenceClassifier, encoder: dict, labels: list[str], data_options: dict):
+    def __init__(self, task, model: SequenceClassifier, encoder: dict, labels: list[str], data_options: dict,
+                 comm=None):
         self.task, self.model, self.encoder = task, model, encoder
         self.labels, self.data_options = labels, data_options
+        self.comm = comm
+        self._prepared = None
+
+    def prepared(self):
+        """The model's LSTM weights prepared for inference (LSTM.prepare), made once and again
+        only when the parameters are replaced: a predictor predicts again and again with the
+        same weights, and a single short text costs about as much to pack as to run."""
+        if self._prepared is None or not self._prepared.matches(self.model.lstm):
+            self._prepared = self.model.lstm.prepare()
+        return self._prepared
 
     @classmethod
-    def load(cls, path, backend="auto") -> "Predictor":
+    def load(cls, path, backend="auto", comm=None) -> "Predictor":
         path = checkpoint_in(path)
         ckpt = load_checkpoint(path)
         task, encoder, labels, data = check_task_meta(ckpt, path)
@@ -48,7 +61,9 @@ class Predictor:
             model.load_state_dict(ckpt.tensors)
         except (ArgumentError, ArgumentTypeError) as e:
             raise CheckpointError(f"{path}: its model config or tensors are not usable: {e}") from e
-        return cls(task, model, encoder, labels, data)
+        if comm is not None:
+            comm = distributed.for_backend(comm, model.backend)      # NCCL for a cuda model
+        return cls(task, model, encoder, labels, data, comm)
 
     def predict_proba(self, inputs: list) -> np.ndarray:
         """(N, C) probabilities, columns in ``labels`` order."""
@@ -58,7 +73,8 @@ class Predictor:
         items = self.task.encode_inputs(list(inputs), self.encoder)
         if not items:
             return np.zeros((0, len(self.labels)))
-        return predict_proba(self.model, Encoded(items, [0] * len(items)))
+        return predict_proba(self.model, Encoded(items, [0] * len(items)), prepared=self.prepared(),
+                             comm=self.comm)
 
     def predict(self, inputs: list) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(inputs).argmax(axis=1)]
@@ -80,7 +96,7 @@ class Predictor:
         the model does not know are left out and counted."""
         examples = splits_or_examples[split] if isinstance(splits_or_examples, dict) else splits_or_examples
         encoded, dropped = self.task.encode(examples, self.encoder, self.labels)
-        result = test_metrics(self.task, self.model, examples, encoded, self.labels)
+        result = test_metrics(self.task, self.model, examples, encoded, self.labels, comm=self.comm)
         result["dropped_unknown_label"] = dropped
         return result
 
@@ -113,9 +129,9 @@ def check_task_meta(ckpt, path) -> tuple:
     return task, encoder, labels, data
 
 
-def load_predictor(path, backend="auto") -> Predictor:
+def load_predictor(path, backend="auto", comm=None) -> Predictor:
     """A trained model from a checkpoint file or run folder, ready to predict."""
-    return Predictor.load(path, backend)
+    return Predictor.load(path, backend, comm)
 
 
 __all__ = ["Predictor", "load_predictor", "checkpoint_in"]

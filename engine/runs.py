@@ -5,6 +5,11 @@ Run folder: ``config.json`` (every setting), ``metrics.jsonl`` (one line per epo
 ``last.safetensors`` (resumable), ``best.safetensors`` (best validation epoch; the model
 that was tested), ``results.json`` (test metrics), and PNG plots when matplotlib is installed.
 Loading a trained model to predict is engine/predictor.py's; scoring it, engine/evaluation.py's.
+
+Under a launcher (``mpiexec -n N``) the same call trains data-parallel (engine/distributed.py):
+every rank reads the data and, on --resume, the checkpoint (a shared filesystem, as usual on
+a cluster); the encoder and labels are rank 0's, and the ranks check that they built the same
+training data; only rank 0 writes the run folder, logs and checkpoints and shows progress.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import settings
+import numpy as np
+
+from . import distributed, settings
+from .batching import Encoded
 from .callbacks import Checkpointer, EarlyStopping, MetricsLog, ProgressBar
 from .checkpoint import atomic_write, load_checkpoint
 from .classifier import SequenceClassifier
@@ -55,11 +63,15 @@ def _resumed_config(task, out: Path, given: dict):
 
 
 def run(task_name: str, config: dict | None = None, out="runs/latest", *, backend="auto",
-        resume: bool = False, test: bool = True, progress: bool | None = None) -> dict:
+        resume: bool = False, test: bool = True, progress: bool | None = None, comm=None) -> dict:
     """Train ``task_name`` with ``config`` (settings over the task's defaults; see
     engine/settings.py), write the run folder ``out`` and return a summary. ``resume=True``
     continues the run in ``out`` from its ``last.safetensors``. ``test=False`` skips the
-    test-split evaluation (``train``)."""
+    test-split evaluation (``train``). ``comm``: the ranks to train on (default
+    ``distributed.world()``: this process alone unless a launcher started several)."""
+    comm = distributed.world() if comm is None else comm
+    root = comm.is_root
+    distributed.prepare(comm, backend)
     task = get_task(task_name)
     out = Path(out)
     started = time.perf_counter()
@@ -68,27 +80,30 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
         ckpt, config = _resumed_config(task, out, config or {})
     else:
         config = settings.resolve(task, config)
-    out.mkdir(parents=True, exist_ok=True)
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     data_options = task.data_options(config)
-    splits = task.load_data(data_options)
+    splits = distributed.node_first(comm, lambda: task.load_data(data_options))
     if len(splits["train"]) == 0:
         raise DataError(f"the training split of {task.name} data is empty ({data_options})")
     if ckpt is not None:
         encoder, labels = ckpt.task["encoder"], ckpt.task["labels"]
     else:
-        encoder = task.fit_encoder(splits["train"], config)
-        labels = sorted(set(splits["train"].labels))
+        encoder, labels = comm.bcast_object(
+            (task.fit_encoder(splits["train"], config), sorted(set(splits["train"].labels))) if root else None)
     if len(labels) < 2:
         raise DataError(f"the training split has {len(labels)} label(s); a classifier needs at least 2")
     encoded, dropped = {}, {}
     for split, examples in splits.items():
         encoded[split], dropped[split] = task.encode(examples, encoder, labels)
+    distributed.same_everywhere(comm, "training data", _digest(encoded["train"]))
     data_seconds = time.perf_counter() - t0
 
     model = SequenceClassifier.from_config(task.model_config(config, encoder, len(labels)),
                                            backend=backend, seed=config["seed"])
+    comm = distributed.for_backend(comm, model.backend)
     optimizer = optimizer_from(settings.group_values(config, settings.OptimizerSettings))
     state = None
     if ckpt is not None:
@@ -100,15 +115,16 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
         state = TrainState(**ckpt.train["state"])
     task_meta = {"name": task.name, "encoder": encoder, "labels": labels, "data": data_options}
     run_meta = {"config": config}
-    _write_json(out / "config.json", {"task": task.name, "backend": model.backend.name, **config})
+    if root:
+        _write_json(out / "config.json", {"task": task.name, "backend": model.backend.name, **config})
 
     trainer_settings = settings.group_values(config, settings.TrainerSettings)
     callbacks = [ProgressBar(disable=None if progress is None else not progress),
-                 MetricsLog(out / "metrics.jsonl"), Checkpointer(out, task_meta, run_meta)]
+                 MetricsLog(out / "metrics.jsonl"), Checkpointer(out, task_meta, run_meta)] if root else []
     if trainer_settings.patience > 0:
         callbacks.append(EarlyStopping(trainer_settings.patience))
     trainer = Trainer(model, optimizer, trainer_settings, callbacks, state,
-                      sampler=task.epoch_sampler(config, encoder))
+                      sampler=task.epoch_sampler(config, encoder), comm=comm)
     t0 = time.perf_counter()
     state = trainer.fit(encoded["train"], encoded["validation"])
     train_seconds = time.perf_counter() - t0
@@ -120,20 +136,33 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
         "dropped_unknown_label": dropped, "data_seconds": round(data_seconds, 2),
         "train_seconds": round(train_seconds, 2), "history": state.history,
     }
+    if trainer.parallel is not None:
+        summary["distributed"] = {"ranks": comm.size, "communicator": comm.name,
+                                  "allreduce_seconds": round(trainer.parallel.allreduce_seconds, 3)}
     if state.stopped == "interrupted":
         summary["resume"] = f"lstm-engine run {task.name} --resume --out {out}"
         return summary
     if test:
         best = out / "best.safetensors"
-        if best.exists():
-            model.load_state_dict(load_checkpoint(best).tensors)
+        # rank 0 wrote it; the others take its tensors from rank 0, not from the filesystem
+        tensors = comm.bcast_object(load_checkpoint(best).tensors if root and best.exists() else None)
+        if tensors is not None:
+            model.load_state_dict(tensors)
         summary["test"] = test_metrics(task, model, splits["test"], encoded["test"], labels,
-                                       trainer_settings.eval_batch_size)
-        summary["plots"] = _plots(out, state.history, summary["test"], labels)
+                                       trainer_settings.eval_batch_size, comm)
+        summary["plots"] = _plots(out, state.history, summary["test"], labels) if root else []
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
-    if test:
+    if test and root:
         _write_json(out / "results.json", summary)
     return summary
+
+
+def _digest(data: Encoded) -> str:
+    """A checksum of an encoded split (sequences, lengths, targets)."""
+    if not len(data):
+        return distributed.digest_of_arrays([])
+    return distributed.digest_of_arrays([data.lengths, np.concatenate([np.ravel(t) for t in data.targets]),
+                                         np.concatenate([np.ravel(x) for x in data.items])])
 
 
 def _plots(out: Path, history: list, test: dict, labels: list[str]) -> list[str] | str:

@@ -26,6 +26,11 @@ valid steps in the chunk (right padding, >= 1 each).
   training; a model trained with per-utterance normalisation sees different frames when a live
   stream cannot know the whole utterance.
 
+A stream runs the LSTM on weights prepared once (``LSTM.prepare``: the cpu backend's packed
+panels), not packed again for every chunk; it prepares them again when the parameters are
+replaced (``load_state_dict``), but does not see their values changed in place (an optimizer
+step while the stream is open): make a new stream after training.
+
 Only unidirectional stacks stream: the reverse direction of a bidirectional layer starts at
 the sequence's last step, so its first output depends on input that has not arrived yet.
 """
@@ -57,6 +62,7 @@ class LSTMStream:
             raise ArgumentError(_BIDIRECTIONAL)
         self.lstm = lstm
         self.batch_size = _batch_size(batch_size)
+        self._prepared = None
         self.reset(initial_state)
 
     def reset(self, initial_state=None) -> None:
@@ -105,7 +111,11 @@ class LSTMStream:
         T = shape[1 - batch_axis]
         lengths = np.full(b, T, dtype=np.int64) if lengths is None else lengths
         h0, c0 = (self.h, self.c) if rows is None else (self.h[:, rows], self.c[:, rows])
-        out, (h, c) = self.lstm.forward(chunk, lengths=lengths, initial_state=(h0, c0), training=False)
+        # the weights packed once, not per chunk; made again if the parameters were replaced
+        if self._prepared is None or not self._prepared.matches(self.lstm):
+            self._prepared = self.lstm.prepare()
+        out, (h, c) = self.lstm.forward(chunk, lengths=lengths, initial_state=(h0, c0), training=False,
+                                        prepared=self._prepared)
         return out, (h, c), np.asarray(lengths, dtype=np.int64)
 
     def commit(self, h, c, lengths, rows=None) -> None:

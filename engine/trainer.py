@@ -4,6 +4,13 @@ evaluation, and callbacks that watch it (progress, logs, checkpoints, early stop
 Reproducibility: epoch e shuffles with ``default_rng([seed, e])`` and dropout draws from the
 model's generator, whose state is checkpointed, so a run resumed from any checkpoint (also
 one saved mid-epoch) continues exactly as the uninterrupted run would on the same backend.
+
+Several ranks (``comm`` of more than one rank, engine/distributed.py): each takes its share
+of every global batch and a ``DataParallel`` combines the gradients into the global batch's
+mean, so the batches, the schedule and ``TrainState`` (whose ``batch`` counts global
+batches) mean what they mean in one process, and a run resumes at any world size. A stop
+(Ctrl-C, a callback) is voted on with a step's gradients or at an epoch's end, so that every
+rank stops after the same batch; validation is sharded across the ranks.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batching import Encoded, bucket_batches, collate
-from .errors import DataError, TrainingDiverged
+from .distributed import Communicator, DataParallel, SingleProcess
+from .errors import ConfigError, DataError, TrainingDiverged
 from .evaluation import evaluate
 from .optim import Optimizer, clip_grad_norm, lr_multiplier
 from .settings import TrainerSettings
@@ -46,8 +54,13 @@ class Callback:
 
 
 class Trainer:
+    """Trains ``model`` with ``optimizer``. ``comm`` (engine/distributed.py; default: one
+    process) makes it one rank of a data-parallel run; every rank then builds its own Trainer
+    on the same data, and only the root's callbacks should write files or print."""
+
     def __init__(self, model, optimizer: Optimizer, settings: TrainerSettings | None = None,
-                 callbacks=(), state: TrainState | None = None, sampler=None):
+                 callbacks=(), state: TrainState | None = None, sampler=None,
+                 comm: Communicator | None = None):
         """``sampler(train, epoch) -> Encoded`` re-draws the training split for each epoch
         (engine/sampling.py: class balance, random crops); None trains on it as it is."""
         self.model = model
@@ -56,11 +69,20 @@ class Trainer:
         self.sampler = sampler
         self.callbacks = list(callbacks)
         self.state = state or TrainState()
+        self.comm = comm or SingleProcess()
+        self.parallel: DataParallel | None = None
         self._stop_reason: str | None = None
+        self._stop_agreed = False
 
     def request_stop(self, reason: str = "interrupted") -> None:
-        """Stop after the current batch (safe point: parameters and state agree)."""
+        """Stop after the current batch (safe point: parameters and state agree); with
+        several ranks, after the batch at which every rank has heard of it."""
         self._stop_reason = reason
+
+    def _stopping(self) -> bool:
+        if self.parallel is None:
+            return self._stop_reason is not None
+        return self._stop_agreed
 
     def _emit(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -75,29 +97,39 @@ class Trainer:
         if len(train) == 0:
             raise DataError("the training set is empty")
         cfg, st = self.settings, self.state
+        if self.comm.size > 1 and cfg.batch_size < self.comm.size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is the global batch, shared by "
+                              f"{self.comm.size} ranks: it must be at least the number of ranks")
         st.stopped = None
+        self._stop_agreed = False
         total = self.total_steps(len(train))
         previous = _install_sigint(self)
         try:
             # one backend session for the whole run: the cpu backend reuses a step's
             # arrays for the next step there
             with self.model.backend.session():
+                if self.comm.size > 1:
+                    self.parallel = DataParallel(self.comm, self.model, self.optimizer)
+                    self.parallel.start(self)
                 self._emit("on_train_begin")
-                while st.epoch < cfg.epochs and self._stop_reason is None:
+                while st.epoch < cfg.epochs and not self._stopping():
                     epoch_train = train if self.sampler is None else self.sampler(train, st.epoch)
-                    batches = bucket_batches(epoch_train.lengths, cfg.batch_size,
+                    lengths = epoch_train.lengths
+                    batches = bucket_batches(lengths, cfg.batch_size,
                                              np.random.default_rng([cfg.seed, st.epoch]))
                     self._emit("on_epoch_begin", len(batches))
                     losses = []
                     for idx in batches[st.batch:]:
-                        loss, lr = self._train_step(epoch_train, idx, total)
+                        loss, lr = self._train_step(epoch_train, lengths, idx, total)
                         losses.append(loss)
                         st.batch += 1
                         st.step += 1
+                        if self.parallel is not None and st.step % self.parallel.check_every == 0:
+                            self.parallel.check(self)
                         self._emit("on_batch_end", loss, lr)
-                        if self._stop_reason is not None:
+                        if self._stopping():
                             break
-                    if self._stop_reason is not None:
+                    if self._stopping():
                         break
                     record = {"epoch": st.epoch + 1, "step": st.step,
                               "train_loss": float(np.mean(losses)) if losses else None}
@@ -108,33 +140,55 @@ class Trainer:
                     st.batch = 0
                     self._update_best(record)
                     st.history.append(record)
+                    if self.parallel is not None:
+                        self.parallel.check(self)          # before a checkpoint is written
                     self._emit("on_epoch_end", record)
-                if self._stop_reason is not None:
-                    st.stopped = self._stop_reason
+                    if self.parallel is not None:
+                        self._stop_agreed = self.parallel.agree(self._stop_reason is not None)
+                if self._stopping():
+                    st.stopped = self._stop_reason or "interrupted"
                     self._emit("on_stop")
         finally:
             self._stop_reason = None
+            self._stop_agreed = False
             _restore_sigint(previous)
         self._emit("on_train_end")
         return st
 
-    def _train_step(self, train: Encoded, idx, total_steps: int) -> tuple[float, float]:
-        cfg, model = self.settings, self.model
-        inputs, lengths, targets = collate(train, idx, model.dtype)
-        logits = model.forward(inputs, lengths, training=True)
-        loss, d_logits = model.loss(logits, targets, lengths)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the training loss became {loss} at step {self.state.step + 1} (epoch "
-                f"{self.state.epoch + 1}); training stopped and the last good checkpoint was kept. "
-                f"Try a lower --lr or a tighter clip_norm.")
-        grads = model.backward(d_logits)
+    def _train_step(self, train: Encoded, lengths: np.ndarray, idx, total_steps: int) -> tuple[float, float]:
+        """One optimizer step on the global batch ``idx`` (this rank's share of it when
+        there are several ranks); ``lengths`` are the training set's."""
+        cfg, model, parallel = self.settings, self.model, self.parallel
+        rows, window = (idx, None) if parallel is None else parallel.share(idx, lengths)
+        grads, loss = None, 0.0
+        if len(rows):
+            inputs, row_lengths, targets = collate(train, rows, model.dtype)
+            logits = model.forward(inputs, row_lengths, training=True,
+                                   **({} if window is None else {"window": window}))
+            loss, d_logits = model.loss(logits, targets, row_lengths)
+            if parallel is None:
+                self._check_finite(loss)
+            grads = model.backward(d_logits)
+        if parallel is not None:
+            fraction = model.loss_weight(lengths[rows]) / model.loss_weight(lengths[idx])
+            grads, loss, stop = parallel.reduce(grads, loss, fraction, self._stop_reason is not None)
+            self._stop_agreed = self._stop_agreed or stop
+            if parallel.empty_shares(len(idx)):
+                parallel.sync_generator()
+            self._check_finite(loss)
         if cfg.clip_norm is not None:
             clip_grad_norm(grads, cfg.clip_norm, model.backend.xp)
         lr = self.optimizer.lr * lr_multiplier(self.state.step, total_steps, cfg.schedule, cfg.warmup_steps,
                                                cfg.step_size, cfg.gamma)
         self.optimizer.step(model.parameters(), grads, lr)
         return loss, lr
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss became {loss} at step {self.state.step + 1} (epoch "
+                f"{self.state.epoch + 1}); training stopped and the last good checkpoint was kept. "
+                f"Try a lower --lr or a tighter clip_norm.")
 
     def _update_best(self, record: dict) -> None:
         st, key = self.state, f"val_{self.settings.monitor}"
@@ -149,7 +203,7 @@ class Trainer:
             st.bad_epochs += 1
 
     def evaluate(self, data: Encoded) -> dict:
-        return evaluate(self.model, data, self.settings.eval_batch_size)
+        return evaluate(self.model, data, self.settings.eval_batch_size, self.comm)
 
 
 def _install_sigint(trainer: Trainer):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ TOLERANCE = {
     "finite_difference": {np.float64: (1e-6, 1e-8)},
     # ours vs torch.nn.LSTM with the same weights
     "torch": {np.float64: (0.0, 1e-10), np.float32: (0.0, 1e-6)},
+    # a sequence pushed in chunks through a stream vs one forward on the same backend
+    "stream": {np.float64: (0.0, 1e-13), np.float32: (0.0, 1e-6)},
+    # an exported ONNX model in onnxruntime (float32 only) vs the engine
+    "onnx": {np.float32: (0.0, 1e-5)},
 }
 
 
@@ -96,6 +101,22 @@ def assert_results_close(got: dict, want: dict, dtype, kind: str = "backend"):
         assert_close(got[key], want[key], dtype, kind, err_msg=key)
 
 
+def numeric_gradient(f, array, entries=None, eps=1e-6) -> np.ndarray:
+    """Central differences of ``f()`` with respect to ``array`` (changed in place and
+    restored), at every entry, or only at ``entries`` (a list of index tuples; the result is
+    then a 1-D array in their order)."""
+    grad = np.zeros_like(array) if entries is None else np.zeros(len(entries))
+    for k, idx in enumerate(np.ndindex(array.shape) if entries is None else entries):
+        orig = array[idx]
+        array[idx] = orig + eps
+        up = f()
+        array[idx] = orig - eps
+        down = f()
+        array[idx] = orig
+        grad[idx if entries is None else k] = (up - down) / (2 * eps)
+    return grad
+
+
 def layer_inputs(T=6, B=3, I=4, H=5, dtype=np.float64, seed=0):
     """Arguments of Backend.layer_forward (without lengths, reverse, keep), host arrays."""
     rng = np.random.default_rng(seed)
@@ -120,3 +141,77 @@ def load_benchmark(name: str):
     sys.modules[name] = module                  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def fake_cupy(count=1, error=None, name=b"NVIDIA H100 80GB HBM3", sms=132, shared_optin=232448, blocks_per_sm=1):
+    """A stand-in for the `cupy` module where there is no GPU: a device runtime that finds
+    `count` GPUs (or raises `error`) with an H100's properties, arrays and matmul from NumPy,
+    streams and events that do nothing, and NVRTC modules whose kernels record their launches
+    (in `.launches`: name, grid, block, args, shared_mem, cooperative) without running them;
+    the occupancy calculator answers `blocks_per_sm`."""
+    def get_count():
+        if error is not None:
+            raise error
+        return count
+
+    props = {"name": name, "major": 9, "minor": 0, "totalGlobalMem": 80 * 2 ** 30,
+             "multiProcessorCount": sms, "sharedMemPerBlockOptin": shared_optin}
+    runtime = types.SimpleNamespace(
+        getDeviceCount=get_count, runtimeGetVersion=lambda: 12040, driverGetVersion=lambda: 12080,
+        getDeviceProperties=lambda i: dict(props))
+    launches, modules = [], []
+
+    class Device:
+        def __init__(self, i):
+            self.id = i
+            self.mem_info = (70 * 2 ** 30, 80 * 2 ** 30)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.non_blocking = non_blocking
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def record(self):
+            return object()
+
+        def wait_event(self, event):
+            pass
+
+    class Kernel:
+        def __init__(self, name, cooperative):
+            self.name, self.cooperative = name, cooperative
+            self.max_dynamic_shared_size_bytes = 0
+            self.kernel = types.SimpleNamespace(ptr=id(self))
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            if shared_mem > max(48 * 1024, self.max_dynamic_shared_size_bytes):
+                raise RuntimeError(f"{self.name}: {shared_mem} bytes of dynamic shared memory without opting in")
+            launches.append(dict(name=self.name, grid=grid, block=block, args=args, shared_mem=shared_mem,
+                                 cooperative=self.cooperative))
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions, enable_cooperative_groups=False):
+            modules.append(dict(names=name_expressions, options=options, cooperative=enable_cooperative_groups))
+            self.cooperative = enable_cooperative_groups
+
+        def get_function(self, name):
+            return Kernel(name, self.cooperative)
+
+    driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=lambda ptr, threads, shared: blocks_per_sm)
+    cuda_ns = types.SimpleNamespace(runtime=runtime, driver=driver, Device=Device, Stream=Stream,
+                                    get_current_stream=lambda: Stream())
+    return types.SimpleNamespace(__version__="13.6.0", cuda=cuda_ns, RawModule=RawModule, launches=launches,
+                                 # empty gives zeros: the recorded kernels write nothing
+                                 modules=modules, matmul=np.matmul, empty=np.zeros, zeros=np.zeros,
+                                 asarray=np.asarray, ascontiguousarray=np.ascontiguousarray)

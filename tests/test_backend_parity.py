@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, assert_results_close, layer_inputs, make_case, run_case
 
-from lstm_engine import LSTM, get_backend
+from lstm_engine import LSTM, CallOrderError, get_backend
 
 CASES = {
     "T1-B1": dict(T=1, B=1, I=4, H=5),
@@ -73,3 +73,29 @@ def test_saved_activations_share_one_vocabulary(fast_backend, reverse):
     T = 5
     inactive = np.arange(T)[:, None] >= lengths[None, :]
     assert not backend.to_numpy(_saved(cache, "gates"))[inactive].any()
+
+
+@pytest.mark.parametrize("B", [1, 2, 7])
+def test_prepared_weights_give_the_same_outputs(fast_backend, B, monkeypatch):
+    """forward(..., prepared=lstm.prepare()) against the plain call, every variant the cpu
+    backend picks by batch (hidden split at B=1..2 on two threads, hoisted, fused), and
+    refused once the parameters are replaced or for training."""
+    backend = get_backend(fast_backend)
+    for fuse in ([1, 10**9] if backend.name == "cpu" else [None]):
+        if fuse is not None:
+            monkeypatch.setattr(backend, "fuse_from_rows", fuse)
+        case = make_case(T=6, B=B, I=5, H=64, num_layers=2, bidirectional=True,
+                         lengths=[6, 1, 4, 6, 2, 5, 3][:B], dtype=np.float32, seed=B)
+        model = LSTM(**case["config"], backend=backend, seed=3)
+        want, (want_h, want_c) = model.forward(case["x"], case["lengths"], training=False)
+        prepared = model.prepare()
+        for _ in range(2):                                   # the packs are made once, then reused
+            got, (got_h, got_c) = model.forward(case["x"], case["lengths"], training=False,
+                                                prepared=prepared)
+            for a, b in ((got, want), (got_h, want_h), (got_c, want_c)):
+                np.testing.assert_array_equal(model.backend.to_numpy(a), model.backend.to_numpy(b))
+    with pytest.raises(ValueError, match="inference"):
+        model.forward(case["x"], case["lengths"], training=True, prepared=prepared)
+    model.load_state_dict(model.state_dict())
+    with pytest.raises(CallOrderError, match="prepare\\(\\) again"):
+        model.forward(case["x"], case["lengths"], training=False, prepared=prepared)

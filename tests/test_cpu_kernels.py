@@ -215,7 +215,7 @@ def test_hidden_split_matches_reference(B, H, lengths, dtype, monkeypatch):
         pytest.skip("needs two threads in Numba's pool")
     cpu = backends.get_backend("cpu")
     calls = []
-    monkeypatch.setattr(cpu, "_split_units", lambda B, H: calls.append(B) or 2)
+    monkeypatch.setattr(cpu, "_split_units", lambda B, H, threads: calls.append(B) or 2)
     case = make_case(T=5, B=B, I=4, H=H, num_layers=2, bidirectional=True, lengths=lengths,
                      dtype=dtype, seed=B + H)
     ref = LSTM(**case["config"], backend="numpy", seed=1)

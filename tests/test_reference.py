@@ -16,7 +16,7 @@ from lstm_engine.backends.reference import (
     step_order,
 )
 
-from helpers import assert_close, make_case
+from helpers import assert_close, make_case, numeric_gradient
 
 CASES = {
     "single": dict(T=3, B=2, I=3, H=2),
@@ -32,19 +32,6 @@ def _loss(model, case, seed):
     model._rng = np.random.default_rng(seed)
     out, (h_n, c_n) = model.forward(case["x"], lengths=case["lengths"], initial_state=case["initial_state"])
     return float((out * case["d_outputs"]).sum() + (h_n * case["d_h_n"]).sum() + (c_n * case["d_c_n"]).sum())
-
-
-def _numeric(f, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    for idx in np.ndindex(array.shape):
-        orig = array[idx]
-        array[idx] = orig + eps
-        up = f()
-        array[idx] = orig - eps
-        down = f()
-        array[idx] = orig
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -67,7 +54,7 @@ def test_reference_gradients_match_finite_differences(name):
               "c_0": (case["initial_state"][1], grads.c_0)}
     checks.update({n: (model.params[n], grads.params[n]) for n in model.params})
     for what, (array, analytic) in checks.items():
-        numeric = _numeric(f, array)
+        numeric = numeric_gradient(f, array)
         assert_close(analytic, numeric, np.float64, "finite_difference", err_msg=what)
         # The check must be able to fail: a gradient of all zeros would pass trivially.
         assert np.abs(numeric).max() > 1e-6, what
@@ -140,7 +127,7 @@ def test_step_backward_is_the_gradient_of_step_forward(masked):
 
     gates = step_forward(pre, h_prev, c_prev, active)[0]
     d_pre, dc_prev = step_backward(gates, c_prev, dh, dc, active)
-    numeric_pre, numeric_c = _numeric(loss, pre), _numeric(loss, c_prev)
+    numeric_pre, numeric_c = numeric_gradient(loss, pre), numeric_gradient(loss, c_prev)
     assert_close(d_pre, numeric_pre, np.float64, "finite_difference", err_msg="d_pre")
     assert_close(dc_prev, numeric_c, np.float64, "finite_difference", err_msg="dc_prev")
     assert np.abs(numeric_pre).max() > 1e-3

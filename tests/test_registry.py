@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import fake_cupy
+
 from lstm_engine import BackendError, backends, get_backend
 from lstm_engine.backends import cuda
 from lstm_engine.backends.base import Backend
@@ -96,7 +98,7 @@ def test_every_backend_class_carries_its_contract():
     """needs, extra and unavailable_reason() are the class's (Backend's, not found by
     hasattr), and the registry's verdict is the class's own."""
     expected = {"numpy": ((), ""), "cpu": (("numba", "threadpoolctl"), ""), "cuda": (("cupy",), "cuda12"),
-                "cuda-emulated": ((), "")}
+                "cuda-emulated": ((), ""), "cuda-emulated-persistent": ((), "")}
     for name in backends.names(include_hidden=True):
         cls = backends.backend_class(name)
         assert issubclass(cls, Backend) and cls.name == name
@@ -132,35 +134,6 @@ def test_backends_import_nothing_from_the_benchmark_suite():
 
 
 # -- cuda: what the registry says where CuPy or a GPU is missing (no GPU, no g++ needed) -------
-def fake_cupy(count=1, error=None, name=b"NVIDIA H100 80GB HBM3"):
-    def get_count():
-        if error is not None:
-            raise error
-        return count
-
-    runtime = types.SimpleNamespace(
-        getDeviceCount=get_count, runtimeGetVersion=lambda: 12040, driverGetVersion=lambda: 12080,
-        getDeviceProperties=lambda i: {"name": name, "major": 9, "minor": 0, "totalGlobalMem": 80 * 2 ** 30})
-
-    class Device:
-        def __init__(self, i):
-            self.id = i
-            self.mem_info = (70 * 2 ** 30, 80 * 2 ** 30)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    class Stream:
-        def __init__(self, non_blocking=False):
-            self.non_blocking = non_blocking
-
-    cuda_ns = types.SimpleNamespace(runtime=runtime, Device=Device, Stream=Stream)
-    return types.SimpleNamespace(__version__="13.6.0", cuda=cuda_ns)
-
-
 @pytest.fixture
 def no_cuda_instance(monkeypatch):
     monkeypatch.delitem(backends._INSTANCES, "cuda", raising=False)
@@ -197,6 +170,63 @@ def test_with_cupy_but_no_usable_device(monkeypatch, no_cuda_instance, cupy, env
     assert re.search(match, info.reason), info.reason
 
 
+@pytest.fixture
+def gpu_cupy(monkeypatch):
+    """A fake CuPy that finds one GPU; the cuda backend it makes is dropped afterwards."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: types.SimpleNamespace(name="cupy") if n == "cupy" else real(n, *a))
+    monkeypatch.delenv(cuda.DEVICE_ENV, raising=False)
+    backends._INSTANCES.pop("cuda", None)
+    fake = fake_cupy(count=1)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    yield fake
+    backends._INSTANCES.pop("cuda", None)
+
+
+class CompileException(Exception):
+    """Stands in for cupy.cuda.compiler.CompileException."""
+
+
+def test_auto_takes_cuda_when_it_starts(gpu_cupy, recwarn):
+    assert get_backend("auto").name == "cuda"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_compile_failure_makes_auto_fall_back_and_an_explicit_cuda_fail(gpu_cupy):
+    def broken(code, options, name_expressions, enable_cooperative_groups):
+        raise CompileException("nvrtc: error: invalid value for --gpu-architecture (-arch)\n\n(the log)")
+
+    gpu_cupy.RawModule = broken
+    with pytest.warns(RuntimeWarning, match=r"^backend 'cuda' failed to start \(CompileException: nvrtc: error: "
+                                            r"invalid value for --gpu-architecture \(-arch\)\); using 'cpu'$"):
+        assert get_backend("auto").name == "cpu"
+    with pytest.raises(CompileException, match="invalid value for --gpu-architecture"):
+        get_backend("cuda")
+
+
+def test_an_initialisation_failure_makes_auto_fall_back_and_an_explicit_cuda_fail(gpu_cupy):
+    def busy(non_blocking=False):
+        raise RuntimeError("cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable")
+
+    gpu_cupy.cuda.Stream = busy
+    with pytest.warns(RuntimeWarning, match=r"backend 'cuda' failed to start \(RuntimeError: "
+                                            r"cudaErrorDevicesUnavailable.*\); using 'cpu'"):
+        assert get_backend("auto").name == "cpu"
+    with pytest.raises(RuntimeError, match="cudaErrorDevicesUnavailable"):
+        get_backend("cuda")
+
+
+def test_cupy_without_a_gpu_makes_auto_pick_cpu_quietly(gpu_cupy, recwarn):
+    """CuPy imports without a GPU (measured with cupy-cuda12x 14.2 here: getDeviceCount raises
+    cudaErrorInsufficientDriver): `auto` takes cpu without a warning; it is not a failure."""
+    sys.modules["cupy"] = fake_cupy(error=RuntimeError(
+        "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"))
+    assert get_backend("auto").name == "cpu"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_gpu_facts_show_name_memory_and_compute_capability(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
     facts = cuda._CupyDevice(0).facts()
@@ -211,8 +241,20 @@ def test_device_id_comes_from_the_environment(monkeypatch):
     assert cuda.device_id_from_env() == 3
 
 
-def test_kernel_source_ships_with_the_package():
-    assert cuda.KERNEL_SOURCE.exists() and cuda.KERNEL_SOURCE.with_name("cuda_compat.h").exists()
+def test_kernel_sources_ship_with_the_package():
+    """Every .cu file of the backend, the headers it includes and the emulator's headers are
+    package data; the pointwise kernels never wait for each other (no barrier, no shared
+    memory), the persistent ones are the only cooperative file."""
+    import tomllib
+    data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["lstm_engine.backends"]
+    folder = cuda.KERNEL_SOURCE.parent
+    shipped = {p.name for pattern in patterns for p in folder.glob(pattern)}
+    for f in cuda.KERNEL_FILES:
+        includes = re.findall(r'^#include "([^"]+)"', f.source.read_text(), re.M)
+        assert {f.source.name, *includes} <= shipped, f.source.name
+    assert {"cuda_compat.h", "cuda_fibers.h", "cuda_cooperative_groups.h", "lstm_cell.cuh"} <= shipped
     text = cuda.KERNEL_SOURCE.read_text()
     assert "__syncthreads" not in text.replace("No shared memory and no __syncthreads", "")
     assert "__shared__" not in text
+    assert [f.source.name for f in cuda.KERNEL_FILES if f.cooperative] == ["lstm_persistent.cu"]

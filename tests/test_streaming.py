@@ -16,13 +16,13 @@ from lstm_engine.streaming import predictor_stream
 from lstm_engine.predictor import load_predictor
 from lstm_engine.tasks import get_task
 
-from conftest import FAST_BACKENDS
+from helpers import FAST_BACKENDS, tolerance
 
 BACKENDS = ["numpy"] + FAST_BACKENDS
 #: Outputs of a chunked run against the whole-sequence forward. The reference is the same
 #: arithmetic step for step; the cpu backend's input projection, one product over all T*B rows
 #: of a call, rounds differently with the chunk's row count.
-EXACT = {np.float64: 1e-13, np.float32: 1e-6}
+EXACT = {dt: tolerance("stream", dt)[1] for dt in (np.float64, np.float32)}
 
 
 def chunked(T: int, sizes) -> list[tuple[int, int]]:

@@ -17,7 +17,8 @@ SPLITS = ("train", "validation", "test")
 @dataclass
 class Examples:
     """Inputs with their labels: text strings (language-id) or float32 arrays of shape
-    (frames, features) (speech). ``labels`` are names (e.g. ``"de"``, ``"7"``)."""
+    (frames, features) (speech). ``labels`` are names (e.g. ``"de"``, ``"7"``), or for speech
+    recognition transcripts (``"4071"``, ``"HELLO WORLD"``; see ``data.transcripts``)."""
     inputs: list[Any] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
 

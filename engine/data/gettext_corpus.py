@@ -36,22 +36,20 @@ of the catalogs (paths, sizes, modification times), so installing packages rebui
 from __future__ import annotations
 
 import gettext
-import gzip
 import hashlib
-import html
 import json
 import logging
 import os
-import re
 import statistics
 import time
-import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
+from .json_cache import read_cache, write_cache
+from .lid_text import cap_order, clean_text, has_enough_letters, normalise_language, reads_as_english
 from .text_formats import check_fractions, split_of, stable_unit
 
 log = logging.getLogger(__name__)
@@ -60,117 +58,6 @@ DEFAULT_ROOT = "/usr/share/locale"
 
 #: Bump when the cleaning or selection changes, so that old cache files are not reused.
 CORPUS_FORMAT = 2
-
-#: Letters must make up at least this share of a text's non-space characters.
-MIN_LETTER_FRACTION = 0.6
-
-#: Locale folder names: language, optional _TERRITORY or _Script, optional @modifier.
-_LOCALE_DIR = re.compile(r"^(?P<lang>[a-z]{2,3})(?:_(?:[A-Z]{2}|[A-Z][a-z]+|\d{3}))?(?:@(?P<mod>\w+))?$")
-
-#: Modifiers that mark a transliteration or typography of English, not a language.
-_PSEUDO_MODIFIERS = {"quot", "boldquot", "shaw"}
-
-#: Retired or duplicate codes that name the same language as another folder.
-_ALIASES = {"no": "nb", "mo": "ro", "iw": "he", "in": "id", "ji": "yi", "jw": "jv"}
-
-#: Lower-case words that are English and not words of the other languages written in Latin
-#: script. Upper-case ones do not count: SQL and shell keywords (WHERE, NOT NULL, FOR EACH)
-#: are left in English on purpose inside real translations.
-_ENGLISH_MARKER_WORDS = (
-    "the and with this that you your from which cannot could should would been were "
-    "failed unable invalid please does there their when into only must not each "
-    "specified without other after before these those what where how being using used "
-    "current found")
-_ENGLISH_MARKERS = frozenset(_ENGLISH_MARKER_WORDS.split())
-
-#: A "translation" reads as English when at least this many of its words, and this share of
-#: them, are English markers: one stray English word is common in real translations.
-_ENGLISH_MIN_MARKERS, _ENGLISH_MIN_SHARE = 2, 0.25
-_WORD = re.compile(r"[^\W\d_]+")
-
-
-# --- language codes ---------------------------------------------------------------------
-
-def normalise_language(dirname: str) -> str | None:
-    """The label for a locale folder name, or None for folders that are not a language."""
-    match = _LOCALE_DIR.match(dirname)
-    if match is None or match["mod"] in _PSEUDO_MODIFIERS:
-        return None
-    lang = match["lang"]
-    return _ALIASES.get(lang, lang)
-
-
-# --- cleaning ---------------------------------------------------------------------------
-
-_ENTITY = re.compile(r"&(?:[A-Za-z]+|#\d+|#[xX][0-9A-Fa-f]+);")
-_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
-# "(_F)" / "(&F)" after a CJK label: the accelerator key of a menu entry.
-_ACCEL_SUFFIX = re.compile(r"\s*[(（]\s*[_&][A-Za-z0-9]\s*[)）]")
-# Non-language pieces, each with the characters one of which it cannot do without: a regex
-# runs only on the texts that hold one, which keeps cleaning a million strings fast.
-_NOISE = [(trigger, re.compile(pattern)) for trigger, pattern in [
-    (("://",), r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+"),                       # URLs
-    (("www.",), r"\bwww\.\S+"),
-    (("@",), r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),                             # e-mail addresses
-    (("/",), r"(?<![\w.])(?:~|\.{1,2})?/[\w.@+-]+(?:/[\w.@+-]*)*"),       # paths (not and/or)
-    (("-",), r"(?<![\w-])--?[A-Za-z][\w-]*(?:=\S*)?"),                    # options: --foo-bar, -x
-    # %(name)s; printf %s %d %1$s %'d %-10.3f %lld %%, and the custom letters of binutils
-    # (%P %H %B); no space flag, so that "50% of" stays text; Qt-style %1.
-    (("%",), (r"%\([^)\s]*\)[-+ #0]*\d*(?:\.\d+)?[a-zA-Z%]"
-              r"|%(?:\d+\$)?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzZt]|I64|I32)?[A-Za-z%]"
-              r"|%\d+")),
-    (("$",), r"\$\{?[A-Za-z_]\w*\}?"),                                      # ${VAR} $VAR
-    (("{",), r"\{[\w.:!\[\]-]*\}"),                                         # {0} {name} {0:d} {}
-    (("_",), r"\b[A-Z0-9]+_[A-Z0-9_]+\b|\b[A-Za-z0-9]+(?:_[A-Za-z0-9]+){2,}\b"),  # CONSTANTS, snake_case_names
-    # identifiers and keys: a.b, file.txt, a::b, a->b, calendar:MY (but not "e. g" or "10:30")
-    ((".", ":", "->"), r"(?<![A-Za-z0-9_.])[A-Za-z][A-Za-z0-9_]*(?:(?:::?|\.|->)[A-Za-z0-9_]+)+"),
-]]
-# Accelerator marks inside a word: "_File", "Pre_ferences", "&Open".
-_ACCEL = re.compile(r"[_&](?=\w)")
-# What cleaning leaves behind: quotes and brackets around nothing but punctuation ("''",
-# "[ | ]", "< >"), stray separators at the start.
-_OPENERS, _CLOSERS = "`'\"‘“«„‚「『([<{", "’'\"”»“‘」』)]>}"
-_EMPTY_PAIR = re.compile(f"[{re.escape(_OPENERS)}][^\\w{re.escape(_OPENERS + _CLOSERS)}]{{0,6}}[{re.escape(_CLOSERS)}]")
-_LEADING = re.compile(r"^[\s:;,.|/\\-]+")
-
-
-def clean_text(text: str) -> str:
-    """``text`` without what is not language (see the module docstring), on one line."""
-    if "&" in text:
-        text = _ENTITY.sub(lambda m: html.unescape(m.group()), text)
-    if "<" in text:
-        text = _TAG.sub(" ", text)
-    if "(" in text or "（" in text:
-        text = _ACCEL_SUFFIX.sub("", text)
-    for triggers, pattern in _NOISE:
-        if any(trigger in text for trigger in triggers):
-            text = pattern.sub(" ", text)
-    text = _ACCEL.sub("", text).replace("_", " ")
-    for _ in range(3):  # nested: "[<%s>]" -> "[< >]" -> "[ ]" -> ""
-        text, found = _EMPTY_PAIR.subn(" ", text)
-        if not found:
-            break
-    return _LEADING.sub("", " ".join(text.split()))
-
-
-def has_enough_letters(text: str, min_letters: int) -> bool:
-    """At least ``min_letters`` letters, and letters are most of the non-space characters."""
-    letters = sum(map(str.isalpha, text))
-    if letters < min_letters:
-        return False
-    others = len(text) - letters - text.count(" ")
-    if letters >= MIN_LETTER_FRACTION * (letters + others):
-        return True
-    # Vowel signs and other combining marks are not isalpha() but belong to the letters of
-    # Indic and other scripts; count them only here, where it matters (it is slow).
-    marks = sum(unicodedata.category(ch).startswith("M") for ch in text if not ch.isalpha())
-    return letters + marks >= MIN_LETTER_FRACTION * (letters + others)
-
-
-def reads_as_english(text: str) -> bool:
-    words = _WORD.findall(text)
-    markers = sum(word in _ENGLISH_MARKERS for word in words)
-    return markers >= _ENGLISH_MIN_MARKERS and markers >= _ENGLISH_MIN_SHARE * len(words)
 
 
 # --- reading the catalogs ---------------------------------------------------------------
@@ -303,12 +190,6 @@ def _drop_ambiguous(texts: dict[str, dict[str, float]], report: BuildReport) -> 
             report.ambiguous_dropped += 1
 
 
-def _text_order(text: str) -> bytes:
-    # Salted: English texts are their own msgids, so an unsalted hash would equal their split
-    # hash, and a cap (which keeps the smallest) would put every English text in train.
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"cap-order").digest()
-
-
 def _select_and_split(texts, min_strings, max_per_language, fractions, report) -> dict[str, dict[str, list[str]]]:
     """{split: {label: [texts]}}; within a label the order is a fixed pseudo-random one (hash
     of the text), so that a cap or a prefix is not biased towards any kind of message."""
@@ -318,7 +199,7 @@ def _select_and_split(texts, min_strings, max_per_language, fractions, report) -
         if len(per_label) < min_strings:
             report.languages_below_min[label] = len(per_label)
             continue
-        ordered = sorted(per_label, key=_text_order)
+        ordered = sorted(per_label, key=cap_order)
         if max_per_language is not None:
             ordered = ordered[:max_per_language]
         for text in ordered:
@@ -417,36 +298,21 @@ def _cache_key(root: Path, files, options: dict) -> str:
 
 def _read_cache(path: Path, key: str):
     """(parts, report) from a cache file, or None when it is missing, stale or corrupt."""
-    if not path.is_file():
+    data = read_cache(path, format=CORPUS_FORMAT, key=key)
+    if data is None:
         return None
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            data = json.load(f)
-        if data["format"] != CORPUS_FORMAT or data["key"] != key:
-            return None
         parts = {name: {str(label): list(texts) for label, texts in data["splits"][name].items()}
                  for name in SPLITS}
         report = BuildReport(**data["report"])
-    except Exception as e:  # noqa: BLE001 -- a damaged cache costs a rebuild, nothing more
+    except (KeyError, TypeError, AttributeError) as e:
         log.warning("rebuilding the gettext corpus: cache file %s is unreadable (%s)", path, e)
         return None
     return parts, report
 
 
 def _write_cache(path: Path, key: str, parts, report: BuildReport) -> None:
-    """Write atomically (checkpoint.atomic_write: temporary file, fsync, rename), so that a
-    reader never sees half a file and concurrent builds do not corrupt each other; a file
-    damaged anyway fails gzip's CRC-32 and length check in _read_cache and is rebuilt. A cache
-    that cannot be written (disk full) is only a warning, and leaves no partial file."""
-    from ..checkpoint import atomic_write
-    from ..errors import WriteError
-
-    payload = {"format": CORPUS_FORMAT, "key": key, "report": asdict(report), "splits": parts}
-    data = gzip.compress(json.dumps(payload, ensure_ascii=False).encode("utf-8"), compresslevel=3, mtime=0)
-    try:
-        atomic_write(path, data)
-    except WriteError as e:
-        log.warning("could not write the gettext corpus cache: %s", e)
+    write_cache(path, {"report": asdict(report), "splits": parts}, format=CORPUS_FORMAT, key=key)
 
 
 def load_gettext_corpus_with_report(root=DEFAULT_ROOT, *, min_strings=1000, max_per_language=None,
@@ -494,6 +360,42 @@ def load_gettext_corpus(root=DEFAULT_ROOT, *, min_strings=1000, max_per_language
         root, min_strings=min_strings, max_per_language=max_per_language, min_letters=min_letters,
         fractions=fractions, cache_dir=cache_dir, use_cache=use_cache)
     return splits
+
+
+# --- as one source of the many-source corpus -------------------------------------------
+
+def catalogs_fingerprint(root=DEFAULT_ROOT) -> str | None:
+    """A digest of the catalogs a build would read (paths, sizes, modification times), or
+    None when ``root`` does not exist."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    return _cache_key(root, _catalog_files(root, BuildReport()), {})
+
+
+def collect_catalogs(root=DEFAULT_ROOT, *, min_letters=10, budget: int | None = None):
+    """The catalogs as a source of ``lid_corpus``: a ``SourceResult`` with every label's texts
+    and split units, strings under two labels dropped (exactly: over all the catalogs), then at
+    most ``budget`` per label (a fixed subset, by hash of the text). Raises like
+    ``load_gettext_corpus`` when ``root`` is missing."""
+    from .lid_source import SourceResult
+
+    start, cpu = time.perf_counter(), time.process_time()
+    root = Path(root)
+    if not root.is_dir():
+        raise _missing_root(root)
+    report = BuildReport(root=str(root))
+    texts = _collect(_catalog_files(root, report), int(min_letters), report)
+    _drop_ambiguous(texts, report)
+    if budget is not None:
+        texts = {label: {text: per_label[text] for text in sorted(per_label, key=cap_order)[:budget]}
+                 for label, per_label in texts.items()}
+    result = SourceResult("gettext", texts={label: t for label, t in sorted(texts.items()) if t},
+                          failed={path: "unreadable catalog" for path in report.catalogs_failed},
+                          files=report.catalogs_read, version=catalogs_fingerprint(root) or "")
+    result.passages = {}
+    result.seconds, result.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    return result
 
 
 # --- statistics -------------------------------------------------------------------------

@@ -69,6 +69,15 @@ def split_for_key(key: str, fractions=DEFAULT_FRACTIONS) -> str:
     return split_of(stable_unit(key), fractions)
 
 
+def split_column(value: str, where: str) -> str:
+    """The split a file's split column names (``dev``, ``val``... accepted); ``where`` (file
+    and line) goes in the error."""
+    split = _SPLIT_ALIASES.get(value.strip().lower())
+    if split is None:
+        raise DataError(f"{where}: split column is {value.strip()!r}, expected one of {', '.join(SPLITS)}")
+    return split
+
+
 # --- reading ----------------------------------------------------------------------------
 
 def _require(path) -> Path:
@@ -195,10 +204,7 @@ def load_tsv(path, fractions=DEFAULT_FRACTIONS) -> Splits:
         if not label or not text:
             raise DataError(f"{path}, line {number}: empty label or text")
         if len(fields) == 3:
-            split = _SPLIT_ALIASES.get(fields[2].strip().lower())
-            if split is None:
-                raise DataError(f"{path}, line {number}: split column is {fields[2].strip()!r}, "
-                                f"expected one of {', '.join(SPLITS)}")
+            split = split_column(fields[2], f"{path}, line {number}")
         else:
             split = split_for_key(text, fractions)
         _add(parts, split, label, text)

@@ -1,0 +1,655 @@
+"""The default language-identification corpus: real text from many sources, balanced, split by
+document, with a manifest of what went in.
+
+Sources, in priority order (a string found in two sources counts for the first):
+
+| name | what | from |
+|---|---|---|
+| ``gettext`` | interface messages | the machine's ``/usr/share/locale`` catalogs (``gettext_corpus``) |
+| ``libreoffice-help`` | help prose (HTML) | ``libreoffice-help-<lang>`` packages |
+| ``gnome-user-docs`` | desktop help prose (Mallard) | the ``gnome-user-docs`` package |
+| ``firefox-l10n`` | interface text (.ftl/.properties) | ``firefox-esr-l10n-<locale>`` packages |
+| ``fortunes`` | jokes, proverbs, dialogue | ``fortunes``, ``fortunes-<lang>`` packages |
+| ``manpages`` | technical prose (groff) | ``manpages``, ``manpages-<lang>`` packages |
+| ``wordfreq`` | frequent single words | the ``wordfreq`` wheel (extra ``corpus``) |
+
+Packages are fetched with ``apt-get download`` and read in Python, never installed
+(``debian_packages``). A source that cannot be had (no apt, no package lists and not root, a
+failed download, wordfreq not installed) is left out with a message that says how to get it;
+with nothing but the catalogs the corpus is the gettext corpus of before.
+
+How the corpus is assembled, and why:
+
+- Every source cleans its own text with the shared rules (``lid_text``) and reads at most
+  ``POOL_FACTOR * max_per_source`` strings per language (``lid_source``): enough to fill the
+  cap after the drops below (reading all of LibreOffice's help instead costs 7 times the CPU).
+- A string under two languages (in any sources) is dropped from all of them. A string in
+  several sources under one language is kept once, for the first source.
+- ``held_out_sources`` are kept out of train/validation/test entirely (with every string they
+  share with another source) and returned as their own evaluation sets, one per source: the
+  model can then be tested on a domain it has never seen.
+- Each (language, source) keeps at most ``max_per_source`` strings, and each language at most
+  ``max_per_language`` (the largest sources are cut first, to an equal level), a fixed subset
+  (by hash of the text), so that no source and no language dominates. Languages with fewer
+  than ``min_strings`` strings left are dropped.
+- The split follows the document: every string carries the unit number of its document (a
+  help page, a man page, a fortune, a catalog message with all its translations, a Firefox
+  message with all its translations, a word), so one document is never in two splits. A string
+  found in several documents takes the unit of one of them (``lid_text.pick_unit``), so each
+  string is in one split (a document keeps all its strings in its split, less the ones it
+  shares verbatim with another document).
+
+The result is cached in ``<cache>/lid/`` (``default_cache_dir()``; ``$LSTM_ENGINE_CACHE``):
+one file per source (what it read, keyed by its packages' versions, its reader's format and the
+budget), so changing the caps or the held-out sources costs seconds, and one file per corpus.
+Both are written atomically; a damaged file is detected and rebuilt (``json_cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ArgumentError, DataError, DataNotFoundError
+from . import SPLITS, Examples, Splits
+from . import firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, manpages, word_lists
+from .debian_packages import NOT_PACKAGED, FetchReport, fetch_packages, resolve_versions
+from .gettext_corpus import DEFAULT_ROOT, catalogs_fingerprint, collect_catalogs, default_cache_dir
+from .json_cache import read_cache, write_cache
+from .lid_source import PackageSource, SourceResult, collect_packages
+from .lid_text import cap_order, pick_unit
+from .text_formats import check_fractions, split_of
+
+log = logging.getLogger(__name__)
+
+#: Bump when the assembly changes, so that old cache files are not reused.
+CORPUS_FORMAT = 3
+
+#: A source reads this many times ``max_per_source`` strings per language: room for the drops.
+POOL_FACTOR = 2
+
+PACKAGE_SOURCES: dict[str, PackageSource] = {s.name: s for s in (
+    libreoffice_help.SOURCE, gnome_user_docs.SOURCE, firefox_l10n.SOURCE, fortunes.SOURCE, manpages.SOURCE)}
+
+#: Every source, in priority order, with what it holds.
+SOURCES: dict[str, str] = {
+    "gettext": "interface messages of the machine's gettext catalogs",
+    **{name: source.description for name, source in PACKAGE_SOURCES.items()},
+    word_lists.NAME: word_lists.DESCRIPTION,
+}
+
+DEFAULTS = {"sources": tuple(SOURCES), "held_out_sources": (), "min_strings": 1000, "max_per_source": 2000,
+            "max_per_language": 3000, "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
+
+#: The settings of the corpus, for a settings schema: name -> (type, default, help).
+OPTION_HELP = {
+    "sources": ("str", ",".join(SOURCES),
+                "comma-separated sources of the language-id corpus: " + ", ".join(SOURCES)),
+    "held_out_sources": ("str", "",
+                         "comma-separated sources kept out of training, returned as held-out evaluation sets"),
+    "max_per_source": ("int|None", 2000, "at most this many strings per language from each source"),
+    "max_per_language": ("int|None", 3000, "at most this many strings per language in all (largest sources cut first)"),
+    "min_strings": ("int", 1000, "languages with fewer strings are dropped"),
+    "min_letters": ("int", 10, "a sentence or message needs this many letters to be kept"),
+    "download": ("bool", True, "fetch missing corpus packages with apt-get download (false: only what the cache holds)"),
+}
+
+
+@dataclass
+class LidCorpus:
+    """The corpus: ``splits`` (train/validation/test, like every loader's), the evaluation sets
+    of the held-out sources (``held_out[source]``), the source of every example (``origins``,
+    keyed like ``splits`` and ``held_out``, parallel to their examples) and the ``manifest``."""
+    splits: Splits
+    held_out: dict[str, Examples] = field(default_factory=dict)
+    origins: dict[str, list[str]] = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+
+# --- options ----------------------------------------------------------------------------
+
+def _names(value, argument: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(name).strip() for name in names if str(name).strip()]
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        raise ArgumentError(f"{argument}: unknown source(s) {', '.join(map(repr, unknown))}; "
+                            f"the sources are {', '.join(SOURCES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _count(value, argument: str, *, optional: bool) -> int | None:
+    if optional and (value is None or isinstance(value, str) and value.strip().lower() in ("none", "")):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{argument} must be a whole number{' or None' if optional else ''}, got {value!r}") from None
+    if number < 1 or number != float(value):
+        raise ArgumentError(f"{argument} must be at least 1{' or None' if optional else ''}, got {value!r}")
+    return number
+
+
+def check_options(*, sources=None, held_out_sources=(), min_strings=1000, max_per_source=2000,
+                  max_per_language=3000, min_letters=10, fractions=(0.8, 0.1, 0.1)) -> dict:
+    """The corpus options, checked and in canonical form (ArgumentError names a bad one).
+    ``sources`` and ``held_out_sources`` may be lists or comma-separated strings."""
+    chosen = _names(sources, "sources") or (DEFAULTS["sources"] if sources is None else ())
+    if not chosen:
+        raise ArgumentError("sources: at least one source is needed")
+    held = _names(held_out_sources, "held_out_sources")
+    if set(held) - set(chosen):
+        raise ArgumentError(f"held_out_sources: {', '.join(sorted(set(held) - set(chosen)))} "
+                            f"not among the sources ({', '.join(chosen)})")
+    if set(held) == set(chosen):
+        raise ArgumentError("held_out_sources: at least one source must stay for training")
+    try:
+        fractions = check_fractions(fractions)
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
+    return {"sources": list(chosen), "held_out_sources": list(held),
+            "min_strings": _count(min_strings, "min_strings", optional=False),
+            "max_per_source": _count(max_per_source, "max_per_source", optional=True),
+            "max_per_language": _count(max_per_language, "max_per_language", optional=True),
+            "min_letters": _count(min_letters, "min_letters", optional=False),
+            "fractions": list(fractions)}
+
+
+def _flag(value, argument: str) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ArgumentError(f"{argument} must be true or false, got {value!r}")
+
+
+def _budget(options: dict) -> int | None:
+    cap = options["max_per_source"] or options["max_per_language"]
+    return None if cap is None else POOL_FACTOR * cap
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# --- reading the sources ----------------------------------------------------------------
+
+def _build_source(name: str, inputs: dict, min_letters: int, budget: int | None, locale_root: str) -> SourceResult:
+    """One source's result (runs in a worker process: arguments and result are plain data)."""
+    if name == "gettext":
+        return collect_catalogs(locale_root, min_letters=min_letters, budget=budget)
+    if name == word_lists.NAME:
+        return word_lists.collect(top=budget or word_lists.TOP_WORDS)
+    from .debian_packages import FetchedPackage
+    fetched = {package: FetchedPackage(**item) for package, item in inputs.items()}
+    return collect_packages(PACKAGE_SOURCES[name], fetched, min_letters, budget)
+
+
+def _source_format(name: str) -> int:
+    if name in PACKAGE_SOURCES:
+        return PACKAGE_SOURCES[name].format
+    return word_lists.FORMAT if name == word_lists.NAME else 1
+
+
+def _read_source_cache(path: Path, key: str) -> SourceResult | None:
+    data = read_cache(path, format=CORPUS_FORMAT, key=key)
+    if data is None:
+        return None
+    try:
+        return SourceResult(**data["result"])
+    except (KeyError, TypeError) as e:
+        log.warning("rebuilding: cache file %s is unreadable (%s)", path, e)
+        return None
+
+
+def _run(tasks: list[tuple], workers: int, progress) -> list[SourceResult]:
+    """Build each source of ``tasks`` ((key, cache file or None, ``_build_source`` arguments))
+    and write its cache file as soon as it is built, so that a failure later loses nothing.
+    With several workers each task runs in a child Python process (``python -m
+    lstm_engine.data.lid_corpus``, the task on stdin, the result in the cache file): the work
+    is Python, so threads would be serialised by the GIL, and unlike ``multiprocessing`` a
+    child started this way neither re-imports the caller's ``__main__`` nor inherits its
+    threads."""
+    import subprocess
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="reading corpus sources", unit="source", file=sys.stderr,
+               disable=None if progress is None else not progress)
+    if workers <= 1 or len(tasks) <= 1:
+        with bar:
+            results = []
+            for key, path, arguments in tasks:
+                results.append(_build_source(*arguments))
+                if path is not None:
+                    write_cache(path, {"result": asdict(results[-1])}, format=CORPUS_FORMAT, key=key)
+                bar.update()
+            return results
+
+    def in_child(key, path, arguments, scratch):
+        out = Path(path) if path is not None else Path(scratch) / f"{arguments[0]}.json.gz"
+        proc = subprocess.run([sys.executable, "-m", __name__], text=True, stdout=subprocess.DEVNULL, check=False,
+                              input=json.dumps({"arguments": arguments, "out": str(out), "key": key}))
+        result = _read_source_cache(out, key)
+        if proc.returncode != 0 or result is None:
+            raise DataError(f"reading the corpus source {arguments[0]!r} failed in a worker process "
+                            f"(exit status {proc.returncode}; its messages are above)")
+        bar.update()
+        return result
+
+    with bar, tempfile.TemporaryDirectory(prefix="lstm-engine-sources-") as scratch, \
+            ThreadPoolExecutor(min(workers, len(tasks))) as pool:
+        # The largest sources first, so that the last one to finish is a short one.
+        order = sorted(range(len(tasks)), key=lambda i: -_WEIGHT.get(tasks[i][2][0], 1))
+        futures = {i: pool.submit(in_child, *tasks[i], scratch) for i in order}
+        return [futures[i].result() for i in range(len(tasks))]
+
+
+#: Rough relative cost of building each source, to start the long ones first.
+_WEIGHT = {"firefox-l10n": 10, "libreoffice-help": 9, "gettext": 8, "gnome-user-docs": 3, "manpages": 2,
+           "fortunes": 1, "wordfreq": 1}
+
+
+def _worker_main() -> None:
+    """The child side of ``_run``: one task from stdin, its result to the file it names."""
+    request = json.load(sys.stdin)
+    result = _build_source(*request["arguments"])
+    write_cache(request["out"], {"result": asdict(result)}, format=CORPUS_FORMAT, key=request["key"])
+
+
+def _collect_sources(names: list[str], options: dict, fetched: FetchReport, locale_root: str,
+                     cache: Path | None, workers: int, progress) -> tuple[dict[str, SourceResult], dict[str, bool]]:
+    """The result of each of ``names`` that is available, from its cache file or built (in
+    parallel), and whether it came from the cache."""
+    budget = _budget(options)
+    results: dict[str, SourceResult] = {}
+    from_cache: dict[str, bool] = {}
+    todo = []
+    for name in names:
+        if name == "gettext":
+            inputs = catalogs_fingerprint(locale_root)
+        elif name == word_lists.NAME:
+            inputs = word_lists.version()
+        else:
+            inputs = {package: asdict(item) for package, item in sorted(fetched.fetched.items())
+                      if package in PACKAGE_SOURCES[name].packages}
+        if not inputs:
+            continue
+        identity = inputs if not isinstance(inputs, dict) else {p: i["version"] for p, i in inputs.items()}
+        key = _digest({"source": name, "format": _source_format(name), "corpus_format": CORPUS_FORMAT,
+                       "min_letters": options["min_letters"], "budget": budget, "inputs": identity,
+                       "root": str(Path(locale_root).resolve()) if name == "gettext" else None})
+        path = None if cache is None else cache / f"source-{name}-{key}.json.gz"
+        cached = None if path is None else _read_source_cache(path, key)
+        if cached is not None:
+            results[name], from_cache[name] = cached, True
+        else:
+            todo.append((key, path, (name, inputs if isinstance(inputs, dict) else {},
+                                     options["min_letters"], budget, str(locale_root))))
+    for (_, _, arguments), result in zip(todo, _run(todo, workers, progress) if todo else []):
+        results[arguments[0]], from_cache[arguments[0]] = result, False
+    return results, from_cache
+
+
+def _fetch_sources(options: dict, resolved: dict, cache_root: Path, apt, download: bool,
+                   progress) -> tuple[FetchReport, dict[str, dict]]:
+    """Every package source's packages, one download per source (for its time and size)."""
+    fetched, downloads = FetchReport(), {}
+    for name in options["sources"]:
+        if name not in PACKAGE_SOURCES:
+            continue
+        wanted = PACKAGE_SOURCES[name].packages
+        report = fetch_packages(wanted, cache_root, apt=apt, download=download, progress=progress,
+                                resolved={p: i for p, i in resolved.items() if p in wanted}, what=name)
+        fetched.fetched.update(report.fetched)
+        fetched.missing.update(report.missing)
+        fetched.download_seconds += report.download_seconds
+        new = [item for item in report.fetched.values() if not item.from_cache]
+        downloads[name] = {"packages": len(new), "bytes": sum(item.size for item in new),
+                           "seconds": round(report.download_seconds, 2)}
+    return fetched, downloads
+
+
+# --- assembling -------------------------------------------------------------------------
+
+def _levels(counts: list[int], budget: int) -> list[int]:
+    """How many of each count to keep so that they sum to at most ``budget``: every count is cut
+    to one level L (the largest with sum(min(c, L)) <= budget), which keeps the small ones whole
+    and cuts the large ones equally; what is left of the budget goes, one each, to the first
+    counts above L."""
+    low, high = 0, max(counts, default=0)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(c, mid) for c in counts) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    kept = [min(c, low) for c in counts]
+    spare = budget - sum(kept)
+    for i, c in enumerate(counts):
+        if spare and c > low:
+            kept[i] += 1
+            spare -= 1
+    return kept
+
+
+def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, dict, dict]:
+    """(parts {split: {label: {source: [texts]}}}, held {source: {label: [texts]}}, dropped)."""
+    held_names = set(options["held_out_sources"])
+    # text -> [label, unit, first training source, first held-out source]
+    index: dict[str, list] = {}
+    ambiguous: set[str] = set()
+    for name, result in results.items():
+        held = name in held_names
+        for label, texts in result.texts.items():
+            for text, unit in texts.items():
+                entry = index.get(text)
+                if entry is None:
+                    index[text] = [label, unit, None if held else name, name if held else None]
+                    continue
+                if entry[0] != label:
+                    ambiguous.add(text)
+                entry[1] = pick_unit(entry[1], unit)
+                if held and entry[3] is None:
+                    entry[3] = name
+                elif not held and entry[2] is None:
+                    entry[2] = name
+    dropped = {"ambiguous": len(ambiguous), "shared_with_held_out": 0, "below_min_strings": {}}
+    train: dict[str, dict[str, list[str]]] = {}
+    held_pool: dict[str, dict[str, list[str]]] = {}
+    for text, (label, unit, source, held_source) in index.items():
+        if text in ambiguous:
+            continue
+        if held_source is not None:
+            held_pool.setdefault(held_source, {}).setdefault(label, []).append(text)
+            dropped["shared_with_held_out"] += source is not None
+        else:
+            train.setdefault(label, {}).setdefault(source, []).append(text)
+
+    cap, per_language = options["max_per_source"], options["max_per_language"]
+    parts = {name: {} for name in SPLITS}
+    for label in sorted(train):
+        by_source = {source: sorted(train[label][source], key=cap_order)[:cap]
+                     for source in options["sources"] if source in train[label]}
+        if per_language is not None and sum(map(len, by_source.values())) > per_language:
+            kept = _levels([len(t) for t in by_source.values()], per_language)
+            by_source = {source: texts[:n] for (source, texts), n in zip(by_source.items(), kept)}
+        total = sum(map(len, by_source.values()))
+        if total < options["min_strings"]:
+            dropped["below_min_strings"][label] = total
+            continue
+        for source, texts in by_source.items():
+            for text in texts:
+                split = split_of(index[text][1], options["fractions"])
+                parts[split].setdefault(label, {}).setdefault(source, []).append(text)
+    kept = set().union(*(parts[name] for name in SPLITS))
+    held = {source: {label: sorted(texts, key=cap_order)[:cap]
+                     for label, texts in sorted(per_label.items()) if label in kept}
+            for source, per_label in held_pool.items()}
+    return parts, held, dropped
+
+
+def _examples(per_label: dict[str, dict[str, list[str]]]) -> tuple[Examples, list[str]]:
+    """Examples grouped by label (sorted), each label's in a fixed pseudo-random order."""
+    inputs, labels, origins = [], [], []
+    for label in sorted(per_label):
+        pairs = sorted(((text, source) for source, texts in per_label[label].items() for text in texts),
+                       key=lambda pair: cap_order(pair[0]))
+        inputs += [text for text, _ in pairs]
+        labels += [label] * len(pairs)
+        origins += [source for _, source in pairs]
+    return Examples(inputs, labels), origins
+
+
+def _corpus(parts: dict, held: dict, manifest: dict) -> LidCorpus:
+    corpus = LidCorpus(splits={}, manifest=manifest)
+    for name in SPLITS:
+        corpus.splits[name], corpus.origins[name] = _examples(parts[name])
+    for source in sorted(held):
+        corpus.held_out[source], corpus.origins[source] = _examples({label: {source: texts}
+                                                                      for label, texts in held[source].items()})
+    return corpus
+
+
+# --- the manifest -----------------------------------------------------------------------
+
+def _manifest(options, key, status, results, parts, held, dropped, fetched: FetchReport, seconds) -> dict:
+    languages = {}
+    for name in SPLITS:
+        for label, by_source in parts[name].items():
+            entry = languages.setdefault(label, {**{n: 0 for n in SPLITS}, "total": 0, "sources": {}})
+            for source, texts in by_source.items():
+                entry[name] += len(texts)
+                entry["total"] += len(texts)
+                entry["sources"][source] = entry["sources"].get(source, 0) + len(texts)
+    sources = {}
+    for name in options["sources"]:
+        result = results.get(name)
+        info = status[name]
+        kept = Counter()
+        for label, entry in languages.items():
+            if entry["sources"].get(name):
+                kept[label] = entry["sources"][name]
+        sources[name] = {
+            "description": SOURCES[name],
+            "status": ("missing" if result is None else "partial"
+                       if info["missing"] or (name in PACKAGE_SOURCES and result.failed) else "ok"),
+            "held_out": name in options["held_out_sources"],
+            "packages": dict(sorted(result.packages.items())) if result else {},
+            "version": result.version if result else "",
+            "missing": info["missing"],
+            "not_packaged": info.get("not_packaged", []),
+            "failed": dict(result.failed) if result else {},
+            "unreadable_files": len(result.unreadable) if result else 0,
+            "read": result.strings_per_language() if result else {},
+            "kept": dict(sorted(kept.items())) if name not in options["held_out_sources"]
+                    else {label: len(texts) for label, texts in held.get(name, {}).items()},
+            "seconds": round(result.seconds, 2) if result else 0.0,
+            "cpu_seconds": round(result.cpu_seconds, 2) if result else 0.0,
+            "from_cache": info["from_cache"],
+            "download": info["download"],
+        }
+    totals = {name: sum(e[name] for e in languages.values()) for name in SPLITS}
+    return {
+        "format": CORPUS_FORMAT, "key": key, "options": options,
+        "sources": sources,
+        "languages": dict(sorted(languages.items())),
+        "held_out": {source: {label: len(texts) for label, texts in per_label.items()}
+                     for source, per_label in sorted(held.items())},
+        "totals": {**totals, "all": sum(totals.values()), "languages": len(languages),
+                   "held_out": sum(len(t) for per_label in held.values() for t in per_label.values())},
+        "dropped": dropped,
+        "messages": [info["message"] for info in status.values() if info.get("message")],
+        "download": {"packages": sum(not p.from_cache for p in fetched.fetched.values()),
+                     "bytes": sum(p.size for p in fetched.fetched.values() if not p.from_cache),
+                     "seconds": round(fetched.download_seconds, 2),
+                     "lists_refreshed": fetched.lists_refreshed},
+        "build_seconds": round(seconds, 2),
+        "from_cache": False,
+    }
+
+
+# --- loading ----------------------------------------------------------------------------
+
+def _status(options: dict, fetched: FetchReport, cache: Path, locale_root) -> dict:
+    """Per source: which of its packages are missing and a message saying how to get them."""
+    status = {}
+    for name in options["sources"]:
+        info = {"missing": {}, "message": ""}
+        if name == "gettext":
+            if catalogs_fingerprint(locale_root) is None:
+                info["message"] = (f"gettext: no catalogs ({locale_root} does not exist); install packages "
+                                   f"with translations, or remove a dpkg path-exclude of /usr/share/locale")
+        elif name == word_lists.NAME:
+            if word_lists.version() is None:
+                info["message"] = ('wordfreq: not installed, so no word lists; install them with '
+                                   'pip install "lstm-engine[corpus]"')
+        else:
+            wanted = PACKAGE_SOURCES[name].packages
+            missing = {p: why for p, why in sorted(fetched.missing.items()) if p in wanted}
+            # Packages this release does not have are no fault of the machine: not reported,
+            # unless the source has none at all.
+            absent = [p for p, why in missing.items() if why.startswith(NOT_PACKAGED)]
+            missing = {p: why for p, why in missing.items() if not why.startswith(NOT_PACKAGED)}
+            info["missing"], info["not_packaged"] = missing, absent
+            if missing:
+                reasons = sorted(set(missing.values()))
+                info["message"] = (f"{name}: {len(missing)} of {len(wanted) - len(absent)} packages missing "
+                                   f"({', '.join(list(missing)[:4])}{'...' if len(missing) > 4 else ''}): "
+                                   f"{'; '.join(reasons[:3])}. {_remedy(reasons)}")
+            elif len(absent) == len(wanted):
+                info["message"] = f"{name}: none of its packages is in this system's package lists"
+        status[name] = info
+    return status
+
+
+def _remedy(reasons: list[str]) -> str:
+    text = " ".join(reasons)
+    if "apt-get is not installed" in text:
+        return "Package sources need a Debian/Ubuntu system; the other sources are used."
+    if "lists are missing" in text:
+        return ("Run `apt-get update` as root (or run this once as root: it refreshes the lists itself); "
+                "the corpus is rebuilt with them on the next run.")
+    if "downloads are off" in text:
+        return "Downloads are off (download=false): allow them once and the cache keeps the packages."
+    if "404" in text:
+        return ("The package lists are probably out of date: run `apt-get update` as root; "
+                "the corpus is rebuilt with them on the next run.")
+    return ("Check the network and the apt sources (`apt-get download <package>` shows the error); "
+            "the corpus is rebuilt with them on the next run.")
+
+
+def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_per_source=2000,
+                    max_per_language=3000, min_letters=10, fractions=(0.8, 0.1, 0.1), download=True,
+                    refresh_lists=True, cache_dir=None, use_cache=True, progress=None,
+                    workers=None, locale_root=DEFAULT_ROOT, apt=None) -> LidCorpus:
+    """The many-source language-identification corpus (see the module docstring).
+
+    Options (``check_options``): ``sources`` (default all, in ``SOURCES``), ``held_out_sources``
+    (kept out of training and returned as ``held_out``), ``min_strings``, ``max_per_source``,
+    ``max_per_language``, ``min_letters``, ``fractions``. ``download=False`` uses only cached
+    packages; ``refresh_lists`` lets a root process run ``apt-get update`` when the package
+    lists are missing; ``progress`` shows bars on stderr (None: when it is a terminal);
+    ``workers`` processes read the sources (default: the CPU count, at most 4);
+    ``use_cache=False`` neither reads nor writes the corpus and source caches (downloaded
+    packages are still cached). Missing sources are reported on stderr and in
+    ``manifest["messages"]``; raises DataNotFoundError when no source gives any text."""
+    start = time.perf_counter()
+    download, refresh_lists = _flag(download, "download"), _flag(refresh_lists, "refresh_lists")
+    options = check_options(sources=sources, held_out_sources=held_out_sources, min_strings=min_strings,
+                            max_per_source=max_per_source, max_per_language=max_per_language,
+                            min_letters=min_letters, fractions=fractions)
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache = cache_root / "lid" if use_cache else None
+    packages = sorted({p for name in options["sources"] if name in PACKAGE_SOURCES
+                       for p in PACKAGE_SOURCES[name].packages})
+
+    fetched = FetchReport()
+    resolved = resolve_versions(packages, cache_root, apt=apt, refresh_lists=refresh_lists and download,
+                                report=fetched) if packages else {}
+
+    def corpus_key(versions: dict[str, str]) -> str:
+        return _digest({"format": CORPUS_FORMAT, "options": options, "packages": versions,
+                        "gettext": catalogs_fingerprint(locale_root) if "gettext" in options["sources"] else None,
+                        "wordfreq": word_lists.version() if word_lists.NAME in options["sources"] else None,
+                        "root": str(Path(locale_root).resolve()), "sources": {n: _source_format(n) for n in SOURCES}})
+
+    def cached_corpus(key: str) -> LidCorpus | None:
+        if cache is None:
+            return None
+        data = read_cache(cache / f"corpus-{key}.json.gz", format=CORPUS_FORMAT, key=key)
+        try:
+            if data is not None:
+                corpus = _corpus(data["parts"], data["held"], {**data["manifest"], "from_cache": True})
+                _say(corpus.manifest["messages"])
+                return corpus
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            log.warning("rebuilding: the corpus cache file for %s is unreadable (%s)", key, e)
+        return None
+
+    intended = corpus_key({name: info.version for name, info in resolved.items()})
+    corpus = cached_corpus(intended)
+    if corpus is not None:
+        return corpus
+    # The packages download (network-bound) while the sources that need none are read.
+    from concurrent.futures import ThreadPoolExecutor
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    lookup = fetched
+    early = [name for name in options["sources"] if name not in PACKAGE_SOURCES]
+    with ThreadPoolExecutor(1) as downloader:
+        pending = downloader.submit(_fetch_sources, options, resolved, cache_root, apt, download, progress)
+        results, from_cache = _collect_sources(early, options, FetchReport(), str(locale_root), cache,
+                                               workers, progress)
+        fetched, downloads = pending.result()
+    fetched.missing.update(lookup.missing)            # the lookup's reasons say more
+    fetched.lists_refreshed = lookup.lists_refreshed
+    actual = corpus_key({name: item.version for name, item in fetched.fetched.items()})
+    if actual != intended:
+        corpus = cached_corpus(actual)
+        if corpus is not None:
+            return corpus
+    late = [name for name in options["sources"] if name in PACKAGE_SOURCES]
+    more, more_from_cache = _collect_sources(late, options, fetched, str(locale_root), cache, workers, progress)
+    merged = {**results, **more}
+    results = {name: merged[name] for name in options["sources"] if name in merged}
+    from_cache.update(more_from_cache)
+
+    status = _status(options, fetched, cache_root, locale_root)
+    for name in status:
+        status[name]["from_cache"] = from_cache.get(name, False)
+        status[name]["download"] = downloads.get(name, {"packages": 0, "bytes": 0, "seconds": 0.0})
+    if not any(result.texts for name, result in results.items() if name not in options["held_out_sources"]):
+        raise DataNotFoundError(
+            "no source of the language-identification corpus gave any text: "
+            + ("; ".join(info["message"] for info in status.values() if info["message"]) or "all sources are empty")
+            + ". Bring your own data with --data (a WiLI-2018 folder, a Tatoeba sentences.csv or a "
+              "label<TAB>text TSV).")
+    parts, held, dropped = _assemble(results, options)
+    manifest = _manifest(options, actual, status, results, parts, held, dropped, fetched,
+                         time.perf_counter() - start)
+    if not manifest["languages"]:
+        raise DataNotFoundError(
+            f"no language has at least {options['min_strings']} strings (per language: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(dropped["below_min_strings"].items()))
+            + "); lower min_strings or bring your own data with --data")
+    _say(manifest["messages"])
+    if cache is not None:
+        write_cache(cache / f"corpus-{actual}.json.gz", {"manifest": manifest, "parts": parts, "held": held},
+                    format=CORPUS_FORMAT, key=actual)
+    return _corpus(parts, held, manifest)
+
+
+def _say(messages: list[str]) -> None:
+    for message in messages:
+        print(f"lstm-engine: {message}", file=sys.stderr)
+
+
+# --- the table of languages by source ----------------------------------------------------
+
+def source_table(manifest: dict) -> dict:
+    """{"sources": [...], "rows": [{"language", <source>: n..., "train", "validation", "test",
+    "total"}], "held_out": {...}}: the manifest as the ``data`` command shows it."""
+    sources = [name for name in manifest["options"]["sources"] if name not in manifest["options"]["held_out_sources"]]
+    rows = []
+    for label, entry in manifest["languages"].items():
+        rows.append({"language": label, **{name: entry["sources"].get(name, 0) for name in sources},
+                     **{name: entry[name] for name in SPLITS}, "total": entry["total"]})
+    return {"sources": sources, "rows": rows, "held_out": manifest["held_out"], "totals": manifest["totals"],
+            "messages": manifest["messages"]}
+
+
+__all__ = ["LidCorpus", "SOURCES", "DEFAULTS", "check_options", "load_lid_corpus", "source_table"]
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -1,0 +1,463 @@
+"""The sources of the many-source language-identification corpus: reading .deb files, fetching
+and caching them (with a fake apt), and each source's parser, on fixtures built here."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from lstm_engine.data import debian_packages as dp
+from lstm_engine.data import firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, manpages, word_lists
+from lstm_engine.data.lid_text import language_of_package_suffix, split_sentences
+from lstm_engine.errors import DataError
+
+# --- building .deb files ------------------------------------------------------------------
+
+
+def _ar_member(name: str, data: bytes) -> bytes:
+    header = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode("ascii")
+    return header + data + (b"\n" if len(data) % 2 else b"")
+
+
+def _tar(files: dict[str, bytes], compression: str) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo("./" + path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = raw.getvalue()
+    return {"xz": lzma.compress, "gz": gzip.compress, "": lambda d: d}[compression](data)
+
+
+def make_deb(files: dict[str, bytes], compression: str = "xz") -> bytes:
+    """A .deb: an ar archive of debian-binary, control.tar.xz and data.tar.<compression>."""
+    suffix = f".{compression}" if compression else ""
+    control = _tar({"control": b"Package: fixture\nVersion: 1\n"}, "xz")
+    return (b"!<arch>\n" + _ar_member("debian-binary", b"2.0\n") + _ar_member("control.tar.xz", control)
+            + _ar_member(f"data.tar{suffix}", _tar(files, compression)))
+
+
+class FakeApt(dp.Apt):
+    """apt with a repository in memory: lookups, downloads (of ``fail`` packages: an error) and
+    list refreshes are recorded."""
+
+    def __init__(self, repo: dict[str, tuple[str, bytes]], *, lists: bool = True, fail=()):
+        self.repo, self.lists, self.fail = repo, lists, set(fail)
+        self.downloads: list[str] = []
+        self.updates = 0
+
+    def unavailable_reason(self):
+        return None
+
+    def lookup(self, packages):
+        if not self.lists:
+            return {}
+        return {name: dp.PackageInfo(name, self.repo[name][0], len(self.repo[name][1]),
+                                     hashlib.sha256(self.repo[name][1]).hexdigest())
+                for name in packages if name in self.repo}
+
+    def lists_present(self):
+        return self.lists
+
+    def update(self):
+        self.updates += 1
+        self.lists = True
+
+    def download(self, infos, dest, progress):
+        errors = []
+        for info in infos:
+            if info.name in self.fail:
+                errors.append(f"Failed to fetch http://deb.example/{info.name}.deb  404  Not Found")
+                continue
+            version, data = self.repo[info.name]
+            (Path(dest) / f"{info.name}_{version.replace(':', '%3a')}_all.deb").write_bytes(data)
+            self.downloads.append(info.name)
+            progress(sum(f.stat().st_size for f in Path(dest).iterdir()))
+        return "; ".join(errors)
+
+
+# --- reading a .deb -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", ""])
+def test_deb_files(tmp_path, compression):
+    path = tmp_path / "p.deb"
+    path.write_bytes(make_deb({"usr/share/a.txt": b"alpha", "usr/share/odd.txt": b"odd", "usr/b.txt": b"beta",
+                               "usr/share/tutorial/lesson.txt": b"reserved", "usr/share/x.tutor": b"reserved"},
+                              compression))
+    got = dict(dp.deb_files(path, lambda p: p.startswith("usr/share/")))
+    assert got == {"usr/share/a.txt": b"alpha", "usr/share/odd.txt": b"odd"}   # tutorials never read
+
+
+def test_damaged_deb_is_a_clear_error(tmp_path):
+    good = make_deb({"usr/share/a.txt": b"alpha" * 1000})
+    cases = {"not-ar.deb": b"PK\x03\x04 a zip, not a deb", "truncated.deb": good[:len(good) // 2],
+             "no-data.deb": b"!<arch>\n" + _ar_member("debian-binary", b"2.0\n")}
+    broken = bytearray(good)
+    broken[-200:-100] = b"\x00" * 100                     # inside the xz stream
+    cases["corrupt.deb"] = bytes(broken)
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=re.escape(name)):
+            list(dp.deb_files(tmp_path / name, lambda p: True))
+
+
+# --- fetching and the package cache -------------------------------------------------------
+
+
+def _repo():
+    return {"pkg-a": ("1.0", make_deb({"usr/share/a.txt": b"a"})), "pkg-b": ("2:3.1-1", make_deb({"usr/share/b": b"b"}))}
+
+
+def test_fetch_downloads_once_and_reuses(tmp_path, capsys):
+    apt = FakeApt(_repo())
+    report = dp.fetch_packages(["pkg-a", "pkg-b"], tmp_path, apt=apt, progress=False)
+    assert sorted(report.fetched) == ["pkg-a", "pkg-b"] and not report.missing
+    assert sorted(apt.downloads) == ["pkg-a", "pkg-b"]
+    assert not report.fetched["pkg-a"].from_cache
+    assert (tmp_path / "debs" / "pkg-b_2%3a3.1-1.deb").is_file()           # keyed by package and version
+    assert not [p for p in (tmp_path / "debs").iterdir() if p.name.startswith(".")]   # no leftovers
+    again = dp.fetch_packages(["pkg-a", "pkg-b"], tmp_path, apt=apt, progress=False)
+    assert len(apt.downloads) == 2 and all(p.from_cache for p in again.fetched.values())
+
+    # A new version is fetched; a damaged cached file is fetched again.
+    apt.repo["pkg-a"] = ("1.1", make_deb({"usr/share/a.txt": b"a2"}))
+    (tmp_path / "debs" / "pkg-b_2%3a3.1-1.deb").write_bytes(b"damaged")
+    report = dp.fetch_packages(["pkg-a", "pkg-b"], tmp_path, apt=apt, progress=False)
+    assert apt.downloads[2:] == ["pkg-a", "pkg-b"] and report.fetched["pkg-a"].version == "1.1"
+    assert sorted(p.name for p in (tmp_path / "debs").glob("pkg-a_*")) == ["pkg-a_1.1.deb", "pkg-a_1.1.deb.sha256"]
+    assert dict(dp.deb_files(report.fetched["pkg-a"].path, lambda p: True)) == {"usr/share/a.txt": b"a2"}
+
+
+def test_fetch_without_lists_uses_the_cache(tmp_path, monkeypatch):
+    dp.fetch_packages(["pkg-a"], tmp_path, apt=FakeApt(_repo()), progress=False)
+    monkeypatch.setattr(dp, "is_root", lambda: False)
+    apt = FakeApt(_repo(), lists=False)
+    report = dp.fetch_packages(["pkg-a", "pkg-b"], tmp_path, apt=apt, progress=False)
+    assert report.fetched["pkg-a"].from_cache and report.fetched["pkg-a"].version == "1.0"
+    assert "package lists are missing" in report.missing["pkg-b"] and "not root" in report.missing["pkg-b"]
+    assert apt.updates == 0 and not apt.downloads
+
+
+def test_fetch_refreshes_missing_lists_as_root(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dp, "is_root", lambda: True)
+    apt = FakeApt(_repo(), lists=False)
+    report = dp.fetch_packages(["pkg-a"], tmp_path, apt=apt, progress=False)
+    assert apt.updates == 1 and report.lists_refreshed and "pkg-a" in report.fetched
+    assert "apt-get update" in capsys.readouterr().err                    # said so on stderr first
+    # Not allowed to: nothing changes.
+    apt = FakeApt(_repo(), lists=False)
+    report = dp.fetch_packages(["pkg-b"], tmp_path, apt=apt, refresh_lists=False, progress=False)
+    assert apt.updates == 0 and "pkg-b" in report.missing
+
+
+def test_fetch_failures_are_reported_not_raised(tmp_path):
+    apt = FakeApt(_repo(), fail={"pkg-b"})
+    report = dp.fetch_packages(["pkg-a", "pkg-b", "pkg-none"], tmp_path, apt=apt, progress=False)
+    assert list(report.fetched) == ["pkg-a"]
+    assert "404" in report.missing["pkg-b"] and "no such package" in report.missing["pkg-none"]
+    offline = dp.fetch_packages(["pkg-b"], tmp_path / "other", apt=apt, download=False, progress=False)
+    assert "downloads are off" in offline.missing["pkg-b"]
+    with pytest.raises(DataError, match="not a Debian package name"):
+        dp.fetch_packages(["../etc/passwd"], tmp_path, apt=apt)
+
+
+def test_a_download_that_does_not_match_the_index_is_refused(tmp_path):
+    apt = FakeApt(_repo())
+    real_lookup = apt.lookup
+    apt.lookup = lambda packages: {n: dp.PackageInfo(n, i.version, i.size, "0" * 64) for n, i in real_lookup(packages).items()}
+    report = dp.fetch_packages(["pkg-a"], tmp_path, apt=apt, progress=False)
+    assert "does not match the package index" in report.missing["pkg-a"] and not report.fetched
+
+
+def test_every_package_a_source_can_fetch_is_of_a_known_family():
+    # Reserved evaluation data must never be fetched: the sources name their packages one by
+    # one, all from these families, and the fetch layer takes no patterns.
+    from lstm_engine.data.lid_corpus import PACKAGE_SOURCES
+    family = re.compile(r"^(libreoffice-help-[a-z-]+|gnome-user-docs|firefox-esr-l10n-[a-z-]+|fortunes(-[a-z]+)?"
+                        r"|manpages(-[a-z-]+)?)$")
+    names = [p for source in PACKAGE_SOURCES.values() for p in source.packages]
+    assert len(names) == len(set(names)) > 150
+    assert all(family.match(name) for name in names), [n for n in names if not family.match(n)]
+    assert not any(name.endswith(("-dev", "-off", "-all", "-common")) for name in names)
+
+
+# --- language codes and sentences ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix, label", [("de", "de"), ("pt-br", "pt"), ("zh-tw", "zh"), ("en-us", "en"),
+                                           ("ca-valencia", "ca"), ("nb-no", "nb"), ("fy-nl", "fy"),
+                                           ("common", None), ("en-x1", None)])
+def test_package_suffix_language(suffix, label):
+    assert language_of_package_suffix(suffix) == label
+
+
+def test_a_string_in_many_documents_is_not_biased_to_train():
+    from lstm_engine.data.lid_text import TextCollector
+    from lstm_engine.data.text_formats import split_of
+    collector = TextCollector("boilerplate")
+    for i, word in enumerate(_words(3000)):
+        for copy in range(4):                     # the same sentence in four documents
+            collector.add_passage("de", f"Der Satz {word} steht hier.", f"page-{i}-{copy}")
+    splits = [split_of(unit) for unit in collector.finish()["de"].values()]
+    assert 0.07 < splits.count("test") / len(splits) < 0.13
+
+
+def test_split_sentences():
+    assert split_sentences("Er sagte: »Hallo.« Dann ging er. Wirklich?! Ja… 好的。你好！再见") == [
+        "Er sagte: »Hallo.«", "Dann ging er.", "Wirklich?!", "Ja…", "好的。", "你好！", "再见"]
+    assert split_sentences("Version 1.5 ist da") == ["Version 1.5 ist da"]
+
+
+# --- LibreOffice help (HTML) --------------------------------------------------------------
+
+HELP_PAGE = """<!DOCTYPE html><html lang="de"><head><title>Titel</title>
+<script>var x = "Skript wird nicht gelesen";</script></head><body>
+<header><p>Hilfe für LibreOffice in der Kopfzeile</p></header>
+<aside><p>Navigation ist kein Inhalt dieser Seite</p></aside>
+<div id="DisplayArea">
+<h1 id="hd1">Die AutoKorrektur abschalten</h1>
+<p class="paragraph">Drücken Sie <span class="switchinline"><span hidden="true">Befehl</span></span>+Z, um die
+Korrektur rückgängig zu machen.</p>
+<ul><li><p class="listitem">Wählen Sie <span class="menuitem">Extras – Optionen</span> &amp; klicken Sie.
+</li></ul>
+<div class="bascode"><pre><code>MsgBox "Das ist Programmcode"</code></pre></div>
+<p>Nach dem Code geht der Text weiter.</p>
+</div>
+<footer><div class="debug"><h3 class="bug">Help content debug info:</h3><p>This page is: x.xhp</p></div></footer>
+</body></html>"""
+
+
+def test_libreoffice_help_page():
+    assert [" ".join(p.split()) for p in libreoffice_help.page_paragraphs(HELP_PAGE)] == [
+        "Die AutoKorrektur abschalten",
+        "Drücken Sie +Z, um die Korrektur rückgängig zu machen.",
+        "Wählen Sie Extras – Optionen & klicken Sie.",    # unclosed <p>: closed by </li>
+        "Nach dem Code geht der Text weiter."]
+
+
+# --- GNOME help (Mallard) -----------------------------------------------------------------
+
+MALLARD_PAGE = """<?xml version="1.0" encoding="utf-8"?>
+<page xmlns="http://projectmallard.org/1.0/" xmlns:its="http://www.w3.org/2005/11/its" id="p" xml:lang="de">
+  <info>
+    <credit type="author"><name>Jemand Wichtiges</name><email>a@b.org</email></credit>
+    <desc>Tasten ignorieren, die schnell wiederholt werden.</desc>
+  </info>
+  <title>Springende Tasten aktivieren</title>
+  <p>Öffnen Sie die <gui>Aktivitäten</gui>-Übersicht und drücken Sie <key>Strg</key> wieder.</p>
+  <steps><item><p>Geben Sie <cmd>gsettings set foo bar</cmd> im Terminal ein.</p></item></steps>
+  <p its:translate="no">Nicht übersetzen: ein Name</p>
+  <note><title>Ein Hinweis für alle</title><p>Ein Absatz in einer Notiz.</p></note>
+  <screen>$ ls -l /etc</screen>
+</page>"""
+
+
+def test_mallard_page():
+    paragraphs = [" ".join(p.split()) for p in gnome_user_docs.page_paragraphs(MALLARD_PAGE.encode())]
+    assert paragraphs == ["Tasten ignorieren, die schnell wiederholt werden.", "Springende Tasten aktivieren",
+                          "Öffnen Sie die Aktivitäten-Übersicht und drücken Sie wieder.",
+                          "Geben Sie im Terminal ein.", "Ein Hinweis für alle", "Ein Absatz in einer Notiz."]
+    assert gnome_user_docs.page_paragraphs(b"<page><p>unclosed") == []
+
+
+# --- Firefox language packs ---------------------------------------------------------------
+
+FTL = """# Comment
+-brand-short-name = Feuerfuchs
+    .gender = masculine
+welcome = Willkommen bei { -brand-short-name }, { $user }!
+downloads = { $count ->
+    [one] Eine Datei wird geladen
+   *[other] { $count } Dateien werden geladen
+}
+button =
+    .label = Einstellungen öffnen
+    .accesskey = E
+multi =
+    Erste Zeile des Textes
+    und die zweite Zeile.
+literal = Ein { "wörtlicher" } Text mit { NUMBER($n) } Zahl
+-view = { $case ->
+    [gen]
+        { $cap ->
+            [lower] przeglądu
+           *[upper] Przeglądu
+        }
+   *[nom]
+        { $cap ->
+            [lower] przegląd
+           *[upper] Przegląd
+        }
+}
+nested = Otwórz { -view } teraz
+"""
+
+
+def test_ftl_strings():
+    strings = {key: " ".join(text.split()) for _, key, text in firefox_l10n.ftl_strings({"a.ftl": FTL})}
+    assert strings == {"welcome": "Willkommen bei Feuerfuchs, !",
+                       "downloads": "Dateien werden geladen",
+                       "button.label": "Einstellungen öffnen", "button.accesskey": "E",
+                       "multi": "Erste Zeile des Textes und die zweite Zeile.",
+                       "literal": "Ein wörtlicher Text mit Zahl",
+                       "nested": "Otwórz Przegląd teraz"}     # the default variant at each level
+
+
+def test_properties_and_dtd():
+    properties = ("# comment\n! also a comment\nkey1 = Ein Wert mit \\u00e4 und \\n Zeilenumbruch\n"
+                  "key2: erster Teil \\\n    zweiter Teil\nkey3 Leerzeichen trennen\n")
+    assert dict(firefox_l10n.properties_strings(properties)) == {
+        "key1": "Ein Wert mit ä und \n Zeilenumbruch", "key2": "erster Teil zweiter Teil", "key3": "Leerzeichen trennen"}
+    dtd = '<!ENTITY a.label "Eine Bezeichnung">\n<!ENTITY b.text \'Mit "Anführung" hier\'>'
+    assert dict(firefox_l10n.dtd_strings(dtd)) == {"a.label": "Eine Bezeichnung", "b.text": 'Mit "Anführung" hier'}
+
+
+def make_langpack(locale: str, ftl: str, properties: str) -> bytes:
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as z:
+        z.writestr("manifest.json", json.dumps({"langpack_id": locale}))
+        z.writestr(f"localization/{locale}/browser/app.ftl", ftl)
+        z.writestr(f"chrome/{locale}/locale/{locale}/global/app.properties", properties)
+    return raw.getvalue()
+
+
+def test_langpack_documents_are_keyed_without_the_locale():
+    de = dict(firefox_l10n.langpack_strings(make_langpack("de", "hello = Hallo Welt hier\n", "bye = Tschüss\n")))
+    fr = dict(firefox_l10n.langpack_strings(make_langpack("fr", "hello = Bonjour le monde\n", "bye = Salut\n")))
+    assert set(de) == set(fr) == {"localization/browser/app.ftl#hello", "chrome/locale/global/app.properties#bye"}
+    with pytest.raises(DataError, match="zip"):
+        list(firefox_l10n.langpack_strings(b"not a zip"))
+
+
+# --- fortunes -----------------------------------------------------------------------------
+
+
+def test_fortune_entries():
+    source = ("Wer anderen eine Grube gräbt,\nfällt selbst hinein.\n%\n"
+              "Das Leben ist schön.\n\t\t-- Ein berühmter Mensch\n%\n%\nLetzter Eintrag ohne Ende")
+    assert fortunes.entries(source) == ["Wer anderen eine Grube gräbt, fällt selbst hinein.",
+                                        "Das Leben ist schön.", "Letzter Eintrag ohne Ende"]
+    files = [("usr/share/games/fortunes/cs/klasik-sk", "Slovenský text je tu.\n%\nDruhý slovenský text.".encode()),
+             ("usr/share/games/fortunes/cs/citace", b"Cesky text je zde.")]
+    docs = list(fortunes.documents("cs", files))
+    assert [(label, key) for label, key, _ in docs] == [
+        ("sk", "usr/share/games/fortunes/cs/klasik-sk#0"), ("sk", "usr/share/games/fortunes/cs/klasik-sk#1"),
+        ("cs", "usr/share/games/fortunes/cs/citace#0")]
+    assert not fortunes.SOURCE.select("usr/share/games/fortunes/es/off/racistas.fortunes")
+    assert not fortunes.SOURCE.select("usr/share/games/fortunes/de/zitate.dat")
+
+
+# --- man pages (groff) --------------------------------------------------------------------
+
+GROFF = r""".\" Kommentar: wird nicht gelesen
+.TH LS 1 "2022" "GNU" "Benutzerbefehle"
+.de XX
+.  Makrodefinition wird nicht gelesen
+..
+.SH BEZEICHNUNG
+ls \- Verzeichnisinhalte auflisten
+.SH BESCHREIBUNG
+Listet Informationen über die \fIDATEIEN\fP auf (standardmäßig das aktuelle
+Verzeichnis).  \" ein Kommentar am Ende
+Sortiert die Einträge alphabetisch, falls weder
+.B \-cftuvSUX
+noch \fB\-\-sort\fR angegeben ist.
+.TP
+\fB\-a\fR, \fB\-\-all\fR
+Einträge nicht ignorieren, die mit \(aq.\(aq beginnen \[em] auch versteckte.
+.nf
+Beispielcode bleibt draußen
+.fi
+.if n \{\
+Bedingter Text bleibt auch draußen
+.\}
+Gr\[u00FC]\(sse an \*(lqalle\*(rq.
+"""
+
+
+def test_groff_paragraphs():
+    assert list(manpages.paragraphs(GROFF)) == [
+        "ls - Verzeichnisinhalte auflisten",
+        "Listet Informationen über die DATEIEN auf (standardmäßig das aktuelle Verzeichnis). "
+        "Sortiert die Einträge alphabetisch, falls weder noch --sort angegeben ist.",
+        "Einträge nicht ignorieren, die mit '.' beginnen — auch versteckte.",
+        "Grüße an alle.",
+    ]
+
+
+def test_man_page_documents():
+    page = gzip.compress(GROFF.encode())
+    files = [("usr/share/man/de/man1/ls.1.gz", page), ("usr/share/man/pt_BR/man5/x.5.gz", page),
+             ("usr/share/man/man7/intro.7.gz", page), ("usr/share/man/de/man1/bad.1.gz", b"not gzip")]
+    docs = list(manpages.documents("de", files))
+    assert [(label, key) for label, key, _ in docs] == [("de", "man1/ls.1"), ("pt", "man5/x.5"), ("de", "man7/intro.7"),
+                                                        ("de", "man1/bad.1")]
+    with pytest.raises(DataError, match="bad.1.gz"):
+        docs[3][2]()
+
+
+# --- word lists ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word, ok", [("und", True), ("zu", False), ("l'eau", True), ("-ab", False), ("abc1", False),
+                                      ("中国", True), ("的", False), ("हिन्दी", True), ("ab-cd", True)])
+def test_word_filter(word, ok):
+    assert word_lists.is_word(word) == ok
+
+
+# --- a real download (skipped unless asked for) -------------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("LSTM_ENGINE_TEST_DOWNLOADS"),
+                    reason="downloads a Debian package; set LSTM_ENGINE_TEST_DOWNLOADS=1 to run")
+def test_real_download_of_a_small_package(tmp_path):
+    report = dp.fetch_packages(["fortunes-ga"], tmp_path, progress=False)
+    assert "fortunes-ga" in report.fetched, report.missing
+    from lstm_engine.data.lid_source import collect_packages
+    result = collect_packages(fortunes.SOURCE, report.fetched, 10)
+    assert result.strings_per_language().get("ga", 0) > 50
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def _fortune_deb(tmp_path, name, prefix, n):
+    entries = "\n%\n".join(f"{prefix} Nummer {letters} mit genug Buchstaben." for letters in _words(n))
+    path = tmp_path / f"{name}.deb"
+    path.write_bytes(make_deb({f"usr/share/games/fortunes/{name}": entries.encode()}))
+    return dp.FetchedPackage(name, "1", str(path), path.stat().st_size, "")
+
+
+def _words(n):
+    return ["".join("abcdefghij"[int(d)] for d in str(i + 1000)) for i in range(n)]
+
+
+def test_a_budget_reads_a_random_subset_of_documents(tmp_path):
+    from lstm_engine.data.lid_source import collect_packages
+    fetched = {"fortunes-de": _fortune_deb(tmp_path, "fortunes-de", "Eintrag", 400)}
+    result = collect_packages(fortunes.SOURCE, fetched, 10, budget=100)
+    units = list(result.texts["de"].values())
+    assert len(units) == 100
+    # Not the documents with the smallest split units (they would all be in train).
+    assert 0.65 < sum(unit < 0.8 for unit in units) / len(units) < 0.92
+
+
+def test_packages_of_one_language_share_its_budget(tmp_path):
+    from lstm_engine.data.lid_source import PackageSource, collect_packages
+    source = PackageSource("shared", "two packages, one language", {"pack-a": "de", "pack-b": "de"},
+                           fortunes.SOURCE.select, fortunes.documents, translated=False)
+    fetched = {"pack-a": _fortune_deb(tmp_path, "pack-a", "Zuerst", 100),
+               "pack-b": _fortune_deb(tmp_path, "pack-b", "Danach", 100)}
+    texts = collect_packages(source, fetched, 10, budget=40).texts["de"]
+    assert sum(t.startswith("Zuerst") for t in texts) == sum(t.startswith("Danach") for t in texts) == 20
