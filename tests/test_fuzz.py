@@ -104,8 +104,8 @@ def contract_spy(backend):
     forward, backward = backend.layer_forward, backend.layer_backward
     calls = Counter()
 
-    def checked_forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
-        out = forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep)
+    def checked_forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
+        out = forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=prepared)
         T, B, I = x.shape                         # the call got past the checks: it must fit
         H = w_hh.shape[1]
         lengths = np.asarray(lengths)

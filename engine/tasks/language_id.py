@@ -101,9 +101,9 @@ class LanguageId(Task):
                 or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ArgumentError("a language-id encoder needs 'chars' (distinct characters) and a "
                                 f"positive 'max_length', got {encoder!r:.200}")
-        if model_config.get("vocab_size") != len(chars) + 2:
-            raise ArgumentError(f"the encoder has {len(chars)} characters (+2 ids), but the model's "
-                                f"vocab_size is {model_config.get('vocab_size')}")
+        if model_config.get("vocab_size") != len(chars) + FIRST_ID:
+            raise ArgumentError(f"the encoder has {len(chars)} characters (+{FIRST_ID} ids), but the "
+                                f"model's vocab_size is {model_config.get('vocab_size')}")
 
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
         return model_config_from(config, num_classes, vocab_size=len(encoder["chars"]) + FIRST_ID)
