@@ -142,8 +142,20 @@ def _ready(backend: Backend) -> Backend:
     return backend
 
 
+#: What set_num_threads asked for (None: Numba's default, every core).
+_THREADS: int | None = None
+
+
+def requested_threads() -> int | None:
+    """The thread count set_num_threads last set, for every thread that calls a kernel
+    (Numba's own setting is per calling thread)."""
+    return _THREADS
+
+
 def set_num_threads(n: int) -> None:
-    """Threads for the `cpu` backend (Numba's pool; BLAS is kept from oversubscribing it)."""
+    """Threads for the `cpu` backend (Numba's pool; BLAS is kept from oversubscribing it), in
+    this and every other thread that calls it."""
+    global _THREADS
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ArgumentError(f"threads must be a positive integer, got {n!r}")
     import numba
@@ -152,3 +164,4 @@ def set_num_threads(n: int) -> None:
             f"threads={n} is more than Numba's pool of {numba.config.NUMBA_NUM_THREADS} "
             "(set NUMBA_NUM_THREADS before start-up to raise it)")
     numba.set_num_threads(n)
+    _THREADS = n

@@ -45,6 +45,39 @@ from typing import Any, ClassVar
 import numpy as np
 
 
+def check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths) -> None:
+    """The contract of layer_forward's arguments (shapes, dtypes, 1 <= lengths <= T), checked
+    before a compiled kernel indexes with them: the LSTM validates what users pass, and this
+    keeps a direct call of a backend from reading or writing out of bounds. Cheap: shapes
+    and a pass over the B lengths."""
+    from ..errors import ArgumentError
+    if len(x.shape) != 3:
+        raise ArgumentError(f"x must be (T, B, I), got shape {tuple(x.shape)}")
+    T, B, I = x.shape
+    if T < 1 or B < 1 or I < 1 or len(w_hh.shape) != 2 or w_hh.shape[1] < 1:
+        raise ArgumentError(f"x {tuple(x.shape)} and w_hh {tuple(w_hh.shape)} need T, B, I, H >= 1")
+    H = w_hh.shape[1]
+    want = {"w_ih": (4 * H, I), "w_hh": (4 * H, H), "bias": (4 * H,), "h0": (B, H), "c0": (B, H),
+            "lengths": (B,)}
+    for name, a in zip(want, (w_ih, w_hh, bias, h0, c0, lengths)):
+        if tuple(a.shape) != want[name]:
+            raise ArgumentError(f"{name} must have shape {want[name]} for x {tuple(x.shape)} and "
+                                f"H={H}, got {tuple(a.shape)}")
+        if name != "lengths" and a.dtype != x.dtype:
+            raise ArgumentError(f"{name} has dtype {a.dtype}, x has {x.dtype}")
+    lengths = np.asarray(lengths)
+    if lengths.dtype.kind not in "iu" or lengths.min() < 1 or lengths.max() > T:
+        raise ArgumentError(f"lengths must be integers in [1, T={T}], got {lengths!r:.80}")
+
+
+def check_upstream(T: int, B: int, H: int, dy, dh_n, dc_n) -> None:
+    """The contract of layer_backward's gradients: dy (T, B, H), dh_n and dc_n (B, H)."""
+    from ..errors import ArgumentError
+    for name, a, shape in (("dy", dy, (T, B, H)), ("dh_n", dh_n, (B, H)), ("dc_n", dc_n, (B, H))):
+        if tuple(a.shape) != shape:
+            raise ArgumentError(f"{name} must have shape {shape}, got {tuple(a.shape)}")
+
+
 class Backend(ABC):
     """One way of running the LSTM cell and its BPTT. Instances are cheap and stateless
     apart from device handles; the registry creates one per name."""

@@ -21,67 +21,186 @@ methods that call them (an import of a loaded module is a dictionary look-up).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import sys
 import threading
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 
-from .base import Backend
+from ..errors import ArgumentError, ArgumentTypeError, CallOrderError
+from .base import Backend, check_layer_inputs, check_upstream
 from .host import cpu_model, usable_cores
 
 _controller = None
+_controller_modules = -1
 
 
 def _blas_controller():
-    """threadpoolctl's view of the BLAS libraries loaded (made once: it scans them)."""
-    global _controller
-    if _controller is None:
+    """threadpoolctl's view of the BLAS libraries loaded. Scanning them takes milliseconds, so
+    it is made again only when modules were imported since (a BLAS library comes with an
+    import: scipy brings a second OpenBLAS, which the first view would leave unlimited)."""
+    global _controller, _controller_modules
+    if _controller is None or len(sys.modules) != _controller_modules:
         from threadpoolctl import ThreadpoolController
-        _controller = ThreadpoolController()
+        _controller, _controller_modules = ThreadpoolController(), len(sys.modules)
     return _controller
 
 
-def _blas_single_threaded():
-    """Context in which numpy's BLAS runs on one thread: the kernels already use every core,
-    and a second pool of spinning threads would oversubscribe them."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+class _Nested:
+    """A context any number of threads may be inside at once, nested: ``first()`` runs when
+    the first enters and ``last()`` when the last leaves, both under ``lock``."""
 
-
-class _ArrayFreeList:
-    """Arrays a backward step is done with (saved gates, cell states, d_pre...), kept while a
-    session is open for the next step's arrays of the same shape and dtype. Without it each
-    step's large arrays are fresh pages from the kernel (malloc maps them and unmaps them on
-    free); faulting them in and zero-filling them is measured by benchmarks/cpu_kernels.py."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._free: dict = {}
-
-    def empty(self, shape, dtype) -> np.ndarray:
-        with self._lock:
-            free = self._free.get((tuple(shape), np.dtype(dtype)))
-            if free:
-                return free.pop()
-        return np.empty(shape, dtype)
-
-    def give(self, *arrays) -> None:
-        with self._lock:
-            if self._depth:
-                for a in arrays:
-                    self._free.setdefault((a.shape, a.dtype), []).append(a)
+    def __init__(self, lock, first, last):
+        self.lock, self.first, self.last = lock, first, last
+        self.depth = 0
 
     @contextlib.contextmanager
-    def opened(self):
-        with self._lock:
-            self._depth += 1
+    def __call__(self):
+        with self.lock:
+            if not self.depth:
+                self.first()
+            self.depth += 1
         try:
             yield
         finally:
+            with self.lock:
+                self.depth -= 1
+                if not self.depth:
+                    self.last()
+
+
+class _BlasOneThread:
+    """Sessions in which numpy's BLAS runs on one thread: the kernels already use every core,
+    and a second pool of spinning threads would oversubscribe them. One limit for any number
+    of overlapping sessions (several Python threads predicting at once): threadpoolctl's limit
+    restores what it saw when it began, so two overlapping ones ending in the other order
+    would leave BLAS on one thread for good."""
+
+    def __init__(self):
+        self._limit = None
+        self.held = _Nested(threading.Lock(), self._on, self._off)
+
+    def _on(self):
+        _take_blas_control()
+        self._limit = _blas_controller().limit(limits=1, user_api="blas")
+
+    def _off(self):
+        _take_blas_control()
+        self._limit.restore_original_limits()
+        self._limit = None
+
+
+def _take_blas_control() -> None:
+    """Let this thread set OpenBLAS's process-wide thread count. threadpoolctl (3.6+) lets
+    only the first thread that set it change it, and silently ignores every other thread
+    (so a session opened in a worker thread left BLAS unlimited, and one closed there left it
+    limited). _BlasOneThread's lock already serialises our changes."""
+    import threadpoolctl
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+_blas_one_thread = _BlasOneThread()
+
+
+class ArrayPool:
+    """Large arrays a step is done with (saved gates, cell states, xh, d_pre, x_proj), kept
+    while a session is open and handed out again for the next step's arrays, within a byte cap.
+
+    Without reuse each step's large arrays are fresh pages from the kernel (malloc maps them
+    and unmaps them on free), and faulting them in and zero-filling them costs ~10% of a char
+    training step (benchmarks/cpu_kernels.py, workspace). Reuse by exact (shape, dtype), as
+    this pool first did, grows without bound under length-bucketed batches: every distinct T
+    keeps its own arrays for the whole session (4.5 GiB in the default language-id run,
+    issue 11). So blocks are kept by size class instead: a request of n bytes is served by a
+    free block of its class or of a class up to 2x larger (a view of its first n bytes, C
+    contiguous, of the requested shape and dtype), and a new block is made in its class
+    otherwise. Classes are 8 per doubling (a block is at most 9% larger than the request
+    that made it). The free blocks held never exceed `cap` bytes: giving one back beyond it
+    drops the least recently given ones. Arrays never given back (a forward without its
+    backward) are freed by Python as usual. Thread-safe; cleared when the last session
+    closes."""
+
+    #: Size classes per doubling of the size.
+    CLASSES_PER_DOUBLING = 8
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._lock = threading.Lock()
+        self.opened = _Nested(self._lock, lambda: None, self._clear)
+        self._made = weakref.WeakValueDictionary()     # id -> every block made, while alive
+        self._free: dict[int, list[int]] = {}          # class -> ids of free blocks
+        self._held: OrderedDict = OrderedDict()        # id -> (class, block), oldest given first
+        self.held = 0                                  # bytes of the free blocks
+        self.hits = self.misses = self.evicted = 0
+
+    @classmethod
+    def size_class(cls, nbytes: int) -> int:
+        """The smallest class whose blocks hold ``nbytes``."""
+        c = max(0, math.ceil(math.log2(max(nbytes, 1)) * cls.CLASSES_PER_DOUBLING))
+        while c and cls.class_bytes(c - 1) >= nbytes:   # guard the rounding of log2
+            c -= 1
+        while cls.class_bytes(c) < nbytes:
+            c += 1
+        return c
+
+    @classmethod
+    def class_bytes(cls, c: int) -> int:
+        """Bytes of a block of class ``c``: 2**(c / CLASSES_PER_DOUBLING) in whole pages."""
+        size = math.ceil(2.0 ** (c / cls.CLASSES_PER_DOUBLING))
+        return -(-size // 4096) * 4096
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` and ``dtype``."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        c = self.size_class(nbytes)
+        block = None
+        with self._lock:
+            for cc in range(c, c + self.CLASSES_PER_DOUBLING + 1):
+                if self._free.get(cc):
+                    _, block = self._held.pop(self._free[cc].pop())
+                    self.held -= block.nbytes
+                    self.hits += 1
+                    break
+            else:
+                self.misses += 1
+        if block is None:
+            block = np.empty(self.class_bytes(c), np.uint8)
             with self._lock:
-                self._depth -= 1
-                if not self._depth:
-                    self._free.clear()
+                self._made[id(block)] = block
+        return block[:nbytes].view(dtype).reshape(shape)
+
+    def give(self, *arrays) -> None:
+        """Arrays from ``empty`` that nothing reads any more (anything else is ignored)."""
+        with self._lock:
+            if not self.opened.depth:
+                return
+            for a in arrays:
+                block = a
+                while isinstance(block.base, np.ndarray):
+                    block = block.base
+                key = id(block)
+                if self._made.get(key) is not block or key in self._held:
+                    continue
+                c = self.size_class(block.nbytes)
+                self._free.setdefault(c, []).append(key)
+                self._held[key] = (c, block)
+                self.held += block.nbytes
+            while self.held > self.cap:
+                key, (c, block) = self._held.popitem(last=False)
+                self._free[c].remove(key)
+                self.held -= block.nbytes
+                self.evicted += 1
+
+    def _clear(self):
+        self._free.clear()
+        self._held.clear()
+        self.held = 0
 
 
 class _PackedWeights:
@@ -152,12 +271,17 @@ class CpuBackend(Backend):
     #: instead (each owns a slice of w_hh, and a barrier ends every step), where each thread
     #: gets at least this many units (latency shape: benchmarks/cpu_kernels.py, hidden_split).
     split_units_from = 32
+    #: Bytes of free arrays a session keeps for the next steps (ArrayPool): one training step
+    #: of the largest standard benchmark shapes has 170-200 MiB of them outstanding at once
+    #: (char, speech-2L-bi), the default language-id run 70 MiB; the cap holds those, so
+    #: their steps all reuse, and bounds the rest (benchmarks/memory.py).
+    pool_cap = 256 * 2 ** 20
 
     def __init__(self):
         from . import cpu_gemm, cpu_kernels  # noqa: F401  (Numba and the kernels load now)
         #: Whether the products use the 64-byte vectors and 8-row register blocks of AVX-512.
         self.wide = cpu_gemm.has_wide_vectors()
-        self._free_arrays = _ArrayFreeList()
+        self._pool = ArrayPool(self.pool_cap)
         self._cores = usable_cores()            # read once: a system call, slow on some VMs
 
     def facts(self) -> dict:
@@ -182,16 +306,24 @@ class CpuBackend(Backend):
     def session(self):
         # Numba's threads keep spinning between kernels; numpy's BLAS threads in the glue
         # between them would compete with those for the cores (2x slower steps, measured).
-        # Inside, each backward step's arrays are reused by the next step (_ArrayFreeList).
-        with _blas_single_threaded(), self._free_arrays.opened():
+        # Inside, each backward step's arrays are reused by the next step (ArrayPool).
+        with _blas_one_thread.held(), self._pool.opened():
             yield
 
     @staticmethod
     def _threads() -> int:
-        """Numba's thread count now (set_num_threads may change it between calls); read once
-        per call: each read takes Numba's launch lock."""
+        """Numba's thread count for this call (set_num_threads may change it between calls),
+        read once per call: each read takes Numba's launch lock. Numba's setting is per
+        calling thread, so a Python thread other than the one that called set_num_threads
+        would start at every core: the request is applied here in whichever thread calls."""
         import numba
-        return numba.get_num_threads()
+
+        from . import requested_threads
+        n, wanted = numba.get_num_threads(), requested_threads()
+        if wanted is not None and n != wanted:
+            numba.set_num_threads(wanted)
+            n = wanted
+        return n
 
     @staticmethod
     def _chunks(count: int, threads: int) -> int:
@@ -215,6 +347,7 @@ class CpuBackend(Backend):
 
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
         from . import cpu_kernels
+        check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths)
         T, B, I = x.shape
         H = w_hh.shape[1]
         G = 4 * H
@@ -223,6 +356,11 @@ class CpuBackend(Backend):
         fused = self._fused(B, threads)
         # without `prepared`, this call's packs are made as they are needed and then dropped
         packs = prepared if prepared is not None else _PackedWeights(w_ih, w_hh, bias, self.wide)
+        if not isinstance(packs, _PackedWeights) or packs.w_ih.shape != w_ih.shape \
+                or packs.w_hh.shape != w_hh.shape or packs.w_hh.dtype != dt:
+            # the kernels index with the packs' shapes: another layer's would read out of bounds
+            raise ArgumentError("prepared must be what this backend's prepare() returned for "
+                                "weights of these shapes and dtype")
         x = np.ascontiguousarray(x)
         y = np.empty((T, B, H), dt)
         h_n = np.empty((B, H), dt)
@@ -236,21 +374,21 @@ class CpuBackend(Backend):
                 x_proj, packs.bias, packs.units(n_split), np.ascontiguousarray(h0),
                 np.ascontiguousarray(c0), lengths, bool(reverse), n_split, self.wide,
                 np.zeros(1, np.int64), y, h_n, c_n)
-            self._free_arrays.give(x_proj)
+            self._pool.give(x_proj)
             return y, h_n, c_n, None
         if fused:
             x_proj = unused
             w_step = packs.fused()
-            gates = self._free_arrays.empty((T, B, G), dt) if keep else unused
+            gates = self._pool.empty((T, B, G), dt) if keep else unused
         else:
             x_proj = self._project(x, packs.ih(), G, threads)
             w_step = packs.hh()
             gates = x_proj                                # overwritten in place when keep
         if keep:
             from .cpu_gemm import panel_width
-            c_prev = self._free_arrays.empty((T, B, H), dt)
+            c_prev = self._pool.empty((T, B, H), dt)
             NR = panel_width(dt.itemsize, self.wide)
-            xh = self._free_arrays.empty((-(-(I + H) // NR), T * B, NR), dt)
+            xh = self._pool.empty((-(-(I + H) // NR), T * B, NR), dt)
         else:
             c_prev, xh = unused, unused
         cpu_kernels.forward_loop(x, x_proj, packs.bias, w_step, np.ascontiguousarray(h0),
@@ -258,7 +396,7 @@ class CpuBackend(Backend):
                                  self._chunks(B, threads), self.wide, fused, bool(keep), y, h_n, c_n,
                                  gates, c_prev, xh)
         if not keep:
-            self._free_arrays.give(x_proj)
+            self._pool.give(x_proj)
         cache = None
         if keep:
             cache = dict(I=I, w_ih=packs.w_ih, w_hh=packs.w_hh, gates=gates, c_prev=c_prev, xh=xh,
@@ -269,21 +407,28 @@ class CpuBackend(Backend):
         """x_proj = x @ w_ih.T for every step, (T, B, G), as one product over all T*B rows."""
         from .cpu_gemm import gemm_rows
         T, B, I = x.shape
-        x_proj = self._free_arrays.empty((T, B, G), x.dtype)
+        x_proj = self._pool.empty((T, B, G), x.dtype)
         gemm_rows(x.reshape(T * B, I), w_ih_packed, x_proj.reshape(T * B, G), self.wide,
                   self._chunks(T * B, threads))
         return x_proj
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
         from . import cpu_gemm, cpu_kernels
+        if not isinstance(cache, dict) or "gates" not in cache:
+            raise ArgumentTypeError("cache must be what this backend's layer_forward(keep=True) returned")
+        if cache.get("spent"):
+            # its arrays went back to the pool and may already hold another step's values
+            raise CallOrderError("this forward cache was already backpropagated (each forward can be "
+                                 "backpropagated once)")
         I, w_ih, w_hh, gates = cache["I"], cache["w_ih"], cache["w_hh"], cache["gates"]
         T, B, G = gates.shape
         H = G // 4
+        check_upstream(T, B, H, dy, dh_n, dc_n)
         dt = gates.dtype
         threads = self._threads()
         wide, fused = self.wide, self._fused(B, threads)
         w_step = cpu_gemm.pack(np.concatenate([w_ih, w_hh], axis=1) if fused else w_hh, wide)
-        d_pre = self._free_arrays.empty((T, B, G), dt)
+        d_pre = self._pool.empty((T, B, G), dt)
         dbias = np.empty(G, dt)
         dh0 = np.empty((B, H), dt)
         dc0 = np.empty((B, H), dt)
@@ -301,7 +446,8 @@ class CpuBackend(Backend):
         dw = np.empty((G, I + H), dt)                     # [dW_ih, dW_hh] in one product
         cpu_gemm.gemm_rows(flat.T, cache["xh"], dw, wide, self._chunks(G, threads))
         # the tape is used up (each forward is backpropagated once)
-        self._free_arrays.give(gates, cache["c_prev"], cache["xh"], d_pre)
+        cache["spent"] = True
+        self._pool.give(gates, cache["c_prev"], cache["xh"], d_pre)
         return dx, np.ascontiguousarray(dw[:, :I]), np.ascontiguousarray(dw[:, I:]), dbias, dh0, dc0
 
 

@@ -6,7 +6,9 @@ once per round s = 1, 2, ... and returns when all n threads have arrived at roun
 Why: with a batch of one or two rows the batch cannot be split across threads, so the
 hidden units are: each thread owns a slice of them (and of w_hh, which then fits its L2) and
 every time step ends with an exchange of h. A fork/join per step costs about as much as the
-step itself (5-10 us); a spin on a shared counter costs well under a microsecond. Numba has
+step itself (5-10 us); a spin on a shared counter costs well under a microsecond. A thread
+that has spun for a while yields its core instead (SPINS_BEFORE_YIELD), so that a partner
+that is not running gets one. Numba has
 no CPU atomics, hence the intrinsics. It is only safe where every iteration of the prange
 runs on its own thread at the same time: the caller checks the threading layer (OpenMP or
 workqueue, not TBB, whose tasks may run one after another on a thread).
@@ -18,6 +20,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .kernel_cache import CPU_KERNELS
@@ -58,6 +61,28 @@ def _pause(typingctx):
     return sig, codegen
 
 
+@intrinsic
+def _sched_yield(typingctx):
+    """libc's sched_yield(): give the core to another runnable thread (a system call, ~1 us)."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                            "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+#: Pauses a thread spins at a barrier before it yields its core at every further check. The
+#: partner threads of a step normally arrive within a few microseconds, far inside this
+#: (4096 pauses are 100-200 us); one that is not running (a busy machine, another caller's
+#: threads, more threads than cores) only gets a core if the spinning ones give theirs up:
+#: without yielding, B=1 inference on this 2-core machine with other processes running took
+#: 626 ms per call instead of ~1 ms.
+SPINS_BEFORE_YIELD = 4096
+
+
 @njit(error_model="numpy")
 def barrier(counter, n_threads, round_):
     """Return once all n_threads threads have called barrier(counter, n_threads, round_).
@@ -67,8 +92,13 @@ def barrier(counter, n_threads, round_):
     """
     _fetch_add(counter, 1)
     target = n_threads * round_
+    spins = 0
     while _load_acquire(counter) < target:
-        _pause()
+        if spins < SPINS_BEFORE_YIELD:
+            _pause()
+            spins += 1
+        else:
+            _sched_yield()
 
 
 @CPU_KERNELS.jit(parallel=True, error_model="numpy")

@@ -51,6 +51,7 @@ import contextlib
 import operator
 import os
 import re
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -60,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, BackendError, CallOrderError, one_line
-from .base import Backend
+from .base import Backend, check_layer_inputs, check_upstream
 from .reference import step_order
 
 DEVICE_ENV = "LSTM_ENGINE_CUDA_DEVICE"
@@ -465,12 +466,32 @@ class _GraphBuffers:
     def free(self) -> bool:
         return self.holder is None or self.holder() is None
 
+    @property
+    def nbytes(self) -> int:
+        """Device bytes of the buffers (views such as h_start counted once, in their base);
+        grows when the backward graph is first captured."""
+        arrays = {id(v): v for v in vars(self).values() if hasattr(v, "nbytes") and hasattr(v, "base")}
+        return sum(v.nbytes for v in arrays.values() if v.base is None or id(v.base) not in arrays)
+
 
 class GraphCache:
-    """_GraphBuffers by shape key, least recently used first; free ones are reused."""
+    """_GraphBuffers by shape key, least recently used first; free ones are reused.
 
-    def __init__(self, max_keys: int = 32):
+    Bounded twice: at most `max_keys` shape keys, and at most `max_bytes` of buffers. Each
+    distinct (T, B) of length-bucketed batches is a key, and one key's buffers hold several
+    (T, B, 4H) arrays (64 MiB per direction at the default language-id run's largest batch),
+    so a count alone lets them reach gigabytes. Beyond either bound the least recently used
+    free buffers are dropped (and their graphs with them); buffers a forward cache still
+    holds stay until its backward, so the bound can be exceeded by those alone."""
+
+    #: 1 GiB: 16 of the default language-id run's largest buffer sets; a device with less to
+    #: spare can lower it (each shape beyond it costs a new graph capture, not a failure).
+    max_bytes = 2 ** 30
+
+    def __init__(self, max_keys: int = 32, max_bytes: int | None = None):
         self.max_keys = max_keys
+        if max_bytes is not None:
+            self.max_bytes = max_bytes
         self._by_key: OrderedDict = OrderedDict()
         self.captures = 0             # graphs captured (forward and backward)
         self.replays = 0
@@ -482,15 +503,24 @@ class GraphCache:
         if bufs is None:
             bufs = make()
             pool.append(bufs)
-            self._evict()
+            self.evict()
         return bufs
 
-    def _evict(self):
-        # Drop the oldest shapes' free buffers; ones a cache holds stay until released.
-        for key in list(self._by_key):
-            if len(self._by_key) <= self.max_keys:
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers())
+
+    def evict(self) -> None:
+        """Drop the least recently used free buffers while there are more than max_keys keys
+        or more than max_bytes bytes (also called when a backward capture grows a set); the
+        most recent key's are kept, as the call that acquired them is using them."""
+        total = self.nbytes
+        for key in list(self._by_key)[:-1]:
+            if len(self._by_key) <= self.max_keys and total <= self.max_bytes:
                 break
-            kept = [b for b in self._by_key[key] if not b.free]
+            pool = self._by_key[key]
+            total -= sum(b.nbytes for b in pool if b.free)
+            kept = [b for b in pool if not b.free]
             if kept:
                 self._by_key[key] = kept
             else:
@@ -541,6 +571,11 @@ class CudaBackend(Backend):
         #: Why a persistent forward failed under `auto` (then the graph path runs from there
         #: on), or "".
         self.persistent_failure = ""
+        # One layer call at a time: a shape's graph buffers are static (the graph has their
+        # addresses baked in), so two threads running the same shape at once would write
+        # each other's inputs and read each other's outputs (seen in the emulation). On a GPU
+        # the calls are serialised on the streams anyway; the lock also guards GraphCache.
+        self._lock = threading.RLock()
 
     @classmethod
     def install_hint(cls) -> str:
@@ -674,7 +709,12 @@ class CudaBackend(Backend):
 
     # -- forward ---------------------------------------------------------------------------
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
+        with self._lock:
+            return self._layer_forward(x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep)
+
+    def _layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep):
         xp, dev = self.xp, self.device
+        check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths)
         x = xp.ascontiguousarray(x)
         T, B, I = x.shape
         H = w_hh.shape[1]
@@ -745,11 +785,17 @@ class CudaBackend(Backend):
         self.graphs.captures += 1
 
     def layer_backward(self, cache, dy, dh_n, dc_n):
+        with self._lock:
+            return self._layer_backward(cache, dy, dh_n, dc_n)
+
+    def _layer_backward(self, cache, dy, dh_n, dc_n):
         if not isinstance(cache, _Cache):
             raise ArgumentTypeError("cache must be what this backend's layer_forward(keep=True) returned")
         if cache.spent:
             raise CallOrderError("this forward cache was already backpropagated (each forward can be "
                                  "backpropagated once)")
+        T, B, H = cache.bufs.key[:3]
+        check_upstream(T, B, H, dy, dh_n, dc_n)
         if not isinstance(cache.bufs, _GraphBuffers):
             return self._persistent_backward(cache, dy, dh_n, dc_n)
         bufs, dev = cache.bufs, self.device
@@ -757,6 +803,7 @@ class CudaBackend(Backend):
         with dev.on_stream(int(reverse)):
             if bufs.backward_graph is None:
                 self._capture_backward(bufs)
+                self.graphs.evict()              # the set grew by the backward's buffers
             bufs.dy[...] = dy
             bufs.dh_buf[...] = dh_n
             bufs.dc_buf[...] = dc_n

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, check_layer_inputs
 
 
 def sigmoid(z):
@@ -106,6 +106,7 @@ class NumpyBackend(Backend):
         return {"numpy": np.__version__}
 
     def layer_forward(self, x, w_ih, w_hh, bias, h0, c0, lengths, reverse, keep, prepared=None):
+        check_layer_inputs(x, w_ih, w_hh, bias, h0, c0, lengths)
         T, B, _ = x.shape
         H = w_hh.shape[1]
         x_proj = x @ w_ih.T                            # (T, B, 4H), all steps at once

@@ -6,7 +6,10 @@
 - products: one thread's per-step products, float32, by the SIMD micro-kernel on packed
   weights (cpu_gemm.gemm) and by NumPy's BLAS (np.dot, one thread), in GFLOP/s;
 - workspace: training forward+backward with a backward step's arrays reused by the next
-  step (the session's workspace) and without;
+  step (the session's pool) and without;
+- bucketed: an epoch's worth of training steps whose T varies (the default language-id
+  model), with the pool at its cap, without a cap, and without reuse, and the bytes the pool
+  holds at the end;
 - fused: the input projection folded into the step product against hoisted out of the loop;
 - hidden_split: B=1 inference with the hidden units split across threads, and without;
 - first_call: a training step and a B=1 inference in a fresh process with an empty Numba
@@ -34,6 +37,10 @@ PRODUCTS = [(16, 256, 1024), (16, 1024, 256), (4, 256, 1024), (1, 256, 1024)]
 SPEECH = (32, 200, 40, 256, 1, False)
 CHAR = (64, 150, 64, 256, 2, False)
 LATENCY = (1, 150, 256, 256, 1, False)
+#: The default language-id model (B, -, I, H, layers, bidirectional) and the T of 30 batches
+#: of a length-bucketed epoch (lengths up to max_length 128, as its strings are).
+LID = (64, 0, 48, 128, 1, True)
+LID_LENGTHS = [int(T) for T in np.random.default_rng(0).integers(8, 129, 30)]
 
 _FIRST_CALL = """
 import json, time, numpy as np
@@ -75,19 +82,52 @@ def _ms(shape, repeat: int, mode: str, reuse: bool = True, **cpu_settings) -> fl
     from lstm_engine.backends import get_backend
     cpu = get_backend("cpu")
     saved = {k: getattr(cpu, k) for k in cpu_settings}
-    saved_give = cpu._free_arrays.give
+    saved_give = cpu._pool.give
     try:
         for k, v in cpu_settings.items():
             setattr(cpu, k, v)
         if not reuse:
-            cpu._free_arrays.give = lambda *arrays: None
+            cpu._pool.give = lambda *arrays: None
         fwd, fwd_bwd, _, session = _build("cpu", shape, None)
         with session():
             return time_call(fwd_bwd if mode == "fwd_bwd" else fwd, 3, repeat)["median_ms"]
     finally:
         for k, v in saved.items():
             setattr(cpu, k, v)
-        cpu._free_arrays.give = saved_give
+        cpu._pool.give = saved_give
+
+
+def bucketed(shape, lengths, repeat: int) -> dict:
+    """Training steps over batches of varying T (a length-bucketed epoch: one batch per entry
+    of `lengths`), in one session, with the pool at its cap, with no cap, and with no reuse:
+    median ms of the whole sequence and the bytes the pool holds at its end."""
+    from lstm_engine import LSTM
+    from lstm_engine.backends import get_backend
+    cpu = get_backend("cpu")
+    B, _, I, H, layers, bi = shape
+    model = LSTM(I, H, num_layers=layers, bidirectional=bi, backend=cpu, seed=0)
+    xs = [np.random.default_rng(T).standard_normal((T, B, I)).astype(np.float32) for T in lengths]
+
+    def epoch():
+        for x in xs:
+            out, _ = model.forward(x)
+            model.backward(np.ones_like(out))
+
+    result, saved = {}, (cpu._pool.cap, cpu._pool.give)
+    try:
+        for name, cap, reuse in (("pool_cap", saved[0], True), ("no_cap", float("inf"), True),
+                                 ("no_reuse", saved[0], False)):
+            cpu._pool.cap = cap
+            if not reuse:
+                cpu._pool.give = lambda *arrays: None
+            with cpu.session():
+                ms = time_call(epoch, 1, repeat)["median_ms"]
+                result[name] = {"ms": ms, "held_mib": cpu._pool.held / 2 ** 20}
+            cpu._pool.give = saved[1]
+    finally:
+        cpu._pool.cap, cpu._pool.give = saved
+    result["batches"] = len(lengths)
+    return result
 
 
 def first_calls() -> dict:
@@ -107,9 +147,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS / "cpu_kernels.json")
     args = parser.parse_args(argv)
     shapes, speech, char, latency = PRODUCTS, SPEECH, CHAR, LATENCY
+    lid, lid_lengths = LID, LID_LENGTHS
     if args.quick:
         shapes = [(3, 8, 40)]
         speech, char, latency = (8, 5, 4, 16, 1, False), (8, 5, 4, 16, 2, False), (1, 5, 8, 64, 1, False)
+        lid, lid_lengths = (4, 0, 3, 8, 1, True), [3, 5, 4]
         args.repeat = 1
     r = args.repeat
     result = {
@@ -118,6 +160,7 @@ def main(argv=None) -> dict:
         "workspace": {name: {"reuse_ms": _ms(s, r, "fwd_bwd"),
                              "no_reuse_ms": _ms(s, r, "fwd_bwd", reuse=False)}
                       for name, s in (("speech", speech), ("char", char))},
+        "bucketed": bucketed(lid, lid_lengths, r),
         "fused": {mode: {"fused_ms": _ms(speech, r, mode, fuse_from_rows=1),
                          "hoisted_ms": _ms(speech, r, mode, fuse_from_rows=10**9)}
                   for mode in ("fwd", "fwd_bwd")},

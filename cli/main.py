@@ -21,9 +21,10 @@ from .training import evaluate, predict, run, train
 
 class _Commands(click.Group):
     """The command group: the project's own errors (LstmEngineError: bad settings, data,
-    checkpoints, backends...) print as one line with exit status 1; anything else is a bug and
-    shows its traceback. Under a launcher with more than one rank, any error on any rank
-    prints (with the rank) and aborts every rank, so that none is left waiting in a collective."""
+    checkpoints, backends...) and running out of memory print as one line with exit status 1;
+    anything else is a bug and shows its traceback. Under a launcher with more than one rank,
+    any error on any rank prints (with the rank) and aborts every rank, so that none is left
+    waiting in a collective."""
 
     def invoke(self, ctx):
         try:
@@ -31,6 +32,10 @@ class _Commands(click.Group):
                 return super().invoke(ctx)
             except LstmEngineError as exc:
                 raise click.ClickException(str(exc)) from None
+            except MemoryError as exc:
+                # sizes the settings allow but this machine cannot hold (hidden_size=10**9...)
+                raise click.ClickException(f"out of memory ({exc or 'MemoryError'}); choose smaller "
+                                           f"sizes (hidden_size, batch_size, max_length...)") from None
         except (click.exceptions.Exit, SystemExit):
             raise                                  # a deliberate exit, which every rank takes
         except BaseException as exc:

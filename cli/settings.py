@@ -17,10 +17,18 @@ def read_config_file(path: str | None) -> dict:
     if path is None:
         return {}
     try:
-        with Path(path).open("rb") as f:
-            data = tomllib.load(f)
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise click.BadParameter(f"file not found: {path}", param_hint="--config") from None
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {path}: {e.strerror or e}", param_hint="--config") from None
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")     # a BOM from some editors
+    except UnicodeDecodeError as e:
+        raise click.BadParameter(f"{path} is not UTF-8 ({e.reason} at byte {e.start}); TOML files "
+                                 f"must be UTF-8", param_hint="--config") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise click.BadParameter(f"{path} is not valid TOML: {e}", param_hint="--config") from None
     flat = {}

@@ -19,6 +19,7 @@ from .errors import (
     MissingDependencyError,
     ReplicasOutOfSync,
     TrainingDiverged,
+    WriteError,
 )
 from .lstm import LSTM, Gradients
 
@@ -26,4 +27,5 @@ __version__ = "0.1.0"
 __all__ = ["LSTM", "Gradients", "get_backend", "available_backends", "set_num_threads",
            "LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync", "__version__"]
+           "CallOrderError", "TrainingDiverged", "WriteError", "DistributedError", "ReplicasOutOfSync",
+           "__version__"]

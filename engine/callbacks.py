@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, atomic_write, save_checkpoint
 from .errors import ArgumentError
 from .trainer import Callback
 
@@ -49,10 +49,19 @@ class ProgressBar(Callback):
 
 
 class MetricsLog(Callback):
-    """One JSON line per epoch (train loss, validation metrics, lr, step) in ``path``."""
+    """One JSON line per epoch (train loss, validation metrics, lr, step) in ``path``.
+
+    At the start of training the file is rewritten from the trainer's history (atomically),
+    so that after a crash and ``--resume`` it holds exactly the epochs of the checkpoint the
+    run continues from: no epoch twice, no half-written line."""
 
     def __init__(self, path):
         self.path = Path(path)
+
+    def on_train_begin(self, trainer):
+        history = trainer.state.history
+        if history or self.path.exists():
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in history).encode("utf-8"))
 
     def on_epoch_end(self, trainer, record):
         self.path.parent.mkdir(parents=True, exist_ok=True)

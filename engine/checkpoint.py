@@ -4,8 +4,11 @@ Tensors: the model's parameters by name (``lstm.weight_ih_l0``, ``head.weight``.
 optimizer's slots as ``optimizer.<slot>.<parameter>``. Metadata (strings, as safetensors
 wants): ``format``, ``model`` (the model config), ``task`` (task name, vocabulary or feature
 spec, labels, data options), ``train`` (step, epoch, RNG state, optimizer settings, history)
-and ``sha256`` of the tensors, because safetensors checks the header but not the payload.
-safetensors holds only arrays and strings, so nothing is executed on load.
+and ``sha256`` of the tensors, because safetensors checks the header but not the payload;
+``metadata_sha256`` of the metadata strings, so that a flipped byte in a label or a setting is
+caught too (files written before it existed are checked on their tensors only).
+safetensors holds only arrays and strings, so nothing is executed on load; it refuses a header
+whose declared shapes or offsets do not fit the file before allocating anything.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, WriteError
 
 FORMAT = "lstm-engine-checkpoint/1"
 OPT_PREFIX = "optimizer."
@@ -43,6 +46,19 @@ def _digest(tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+#: The metadata entries ``metadata_sha256`` covers, in this order.
+_HASHED_METADATA = ("format", "model", "task", "train", "sha256")
+
+
+def _metadata_digest(metadata: dict) -> str:
+    h = hashlib.sha256()
+    for key in _HASHED_METADATA:
+        value = metadata.get(key, "")
+        h.update(f"{key}|{len(value)}|".encode())
+        h.update(value.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
 def save_checkpoint(path, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``path`` atomically (``atomic_write``)."""
     from safetensors.numpy import save
@@ -58,26 +74,48 @@ def save_checkpoint(path, ckpt: Checkpoint) -> Path:
         "train": json.dumps(ckpt.train),
         "sha256": _digest(tensors),
     }
+    metadata["metadata_sha256"] = _metadata_digest(metadata)
     return atomic_write(path, save(tensors, metadata=metadata))
 
 
 def atomic_write(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, then
-    rename over ``path``, so a crash leaves the previous file whole."""
+    rename over ``path`` (and fsync the folder, so the rename survives a power cut), so a
+    crash leaves the previous file whole. A write that fails (disk full, a file size limit,
+    no permission) is a WriteError naming the file; the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())              # mkstemp's 0600 is not what a user expects
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+        _fsync_folder(path.parent)
+    except OSError as e:
+        raise WriteError(f"could not write {path}: {e.strerror or e}"
+                         + ("; the previous file is unchanged" if path.exists() else "")) from e
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:                                   # not possible on every system
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -108,12 +146,16 @@ def load_checkpoint(path) -> Checkpoint:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an lstm-engine checkpoint (format "
                               f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    if "metadata_sha256" in metadata and _metadata_digest(metadata) != metadata["metadata_sha256"]:
+        raise CheckpointError(f"{path} is corrupted: its metadata does not match the stored metadata_sha256")
     if _digest(tensors) != metadata.get("sha256"):
         raise CheckpointError(f"{path} is corrupted: its tensors do not match the stored sha256")
     try:
         model, task, train = (json.loads(metadata[k]) for k in ("model", "task", "train"))
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} has unreadable metadata: {e}") from e
+    if not all(isinstance(v, dict) for v in (model, task, train)):
+        raise CheckpointError(f"{path} has unreadable metadata: model, task and train must be JSON objects")
     params, optimizer = {}, {}
     for name, value in tensors.items():
         if name.startswith(OPT_PREFIX):

@@ -9,13 +9,15 @@ checkpoint reads like the state_dict of the equivalent ``torch.nn.Module``.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 
 from . import layers
 from .errors import ArgumentError, CallOrderError
-from .lstm import LSTM
+from .checks import check_real, host_array, positive_int
+from .lstm import LSTM, parameter_shapes
 from .settings import ModelSettings
 
 #: The defaults of the model settings (engine/settings.py) are the classifier's defaults.
@@ -38,6 +40,9 @@ class SequenceClassifier:
                  seed: int | None = None):
         if (vocab_size is None) == (input_size is None):
             raise ArgumentError("give exactly one of vocab_size (token input) and input_size (feature input)")
+        if vocab_size is not None:
+            vocab_size = positive_int("vocab_size", vocab_size)
+            embedding_dim = positive_int("embedding_dim", embedding_dim)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ArgumentError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if pooling not in layers.POOLINGS:
@@ -59,6 +64,32 @@ class SequenceClassifier:
     @classmethod
     def from_config(cls, config: dict, backend="auto", seed: int | None = None) -> "SequenceClassifier":
         return cls(backend=backend, seed=seed, **config)
+
+    @classmethod
+    def parameter_shapes_of(cls, config: dict) -> dict[str, tuple]:
+        """The parameters' names and shapes that ``config`` (``self.config``) makes, computed
+        without building the model: a checkpoint's config is checked against its tensors
+        before anything is allocated, so an absurd declared size allocates nothing."""
+        allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "backend", "seed"}
+        if not isinstance(config, dict) or not set(config) <= allowed or "num_classes" not in config:
+            raise ArgumentError(f"a model config must be a dict with num_classes and some of "
+                                f"{sorted(allowed)}, got {config!r}")
+        c = {**{k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                if k in allowed}, **config}
+        if (c["vocab_size"] is None) == (c["input_size"] is None):
+            raise ArgumentError("give exactly one of vocab_size (token input) and input_size (feature input)")
+        sizes = {k: positive_int(k, c[k]) for k in ("num_classes", "hidden_size", "num_layers")}
+        lstm_in = positive_int("embedding_dim", c["embedding_dim"]) if c["vocab_size"] is not None \
+            else positive_int("input_size", c["input_size"])
+        shapes = {}
+        if c["vocab_size"] is not None:
+            shapes["embedding.weight"] = (positive_int("vocab_size", c["vocab_size"]), lstm_in)
+        shapes.update({f"lstm.{k}": v for k, v in parameter_shapes(
+            lstm_in, sizes["hidden_size"], sizes["num_layers"], bool(c["bidirectional"])).items()})
+        width = sizes["hidden_size"] * (2 if c["bidirectional"] else 1)
+        shapes["head.weight"] = (sizes["num_classes"], width)
+        shapes["head.bias"] = (sizes["num_classes"],)
+        return shapes
 
     # -- parameters --------------------------------------------------------------------
     @property
@@ -128,15 +159,24 @@ class SequenceClassifier:
         Returns logits (B, C), or (T, B, C) for a tagger (padded steps hold garbage).
         """
         xp, cfg = self.backend.xp, self.config
-        lengths = np.asarray(lengths, dtype=np.int64)
+        inputs = host_array("inputs", inputs, xp)
+        if len(inputs.shape) < 2 or 0 in inputs.shape[:2]:
+            raise ArgumentError(f"inputs must be (T, B) token ids or (T, B, F) features with T, B >= 1, "
+                                f"got shape {tuple(inputs.shape)}")
+        lengths = self.lstm._check_lengths(lengths, *inputs.shape[:2])
         if cfg["vocab_size"] is not None:
-            tokens = xp.asarray(inputs)
-            if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
+            if inputs.ndim != 2 or inputs.dtype.kind not in "iu":
                 raise ArgumentError(f"inputs must be (T, B) integer token ids, got shape "
-                                    f"{tuple(tokens.shape)} dtype {tokens.dtype}")
+                                    f"{tuple(inputs.shape)} dtype {inputs.dtype}")
+            tokens = self.backend.asarray(inputs)
+            # a negative id would silently index from the end of the table
+            if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg["vocab_size"]):
+                raise ArgumentError(f"token ids must lie in [0, vocab_size={cfg['vocab_size']}), got "
+                                    f"min {int(tokens.min())} and max {int(tokens.max())}")
             x = layers.embedding_forward(xp, self.extra["embedding.weight"], tokens)
         else:
             tokens = None
+            check_real("inputs", inputs)
             x = self.backend.asarray(inputs, dtype=self.dtype)
         out, (h_n, c_n) = self.lstm.forward(x, lengths, training=training, prepared=prepared, window=window)
         D = self.lstm.num_directions
@@ -149,7 +189,7 @@ class SequenceClassifier:
             mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype, window)
             features = features * mask
         logits = layers.dense_forward(xp, self.extra["head.weight"], self.extra["head.bias"], features)
-        self._saved = (tokens, lengths, out.shape, pool_saved, mask, features) if training else None
+        self._saved = (tokens, lengths, out.shape, pool_saved, mask, features, logits.shape) if training else None
         return logits
 
     __call__ = forward
@@ -158,11 +198,25 @@ class SequenceClassifier:
         """Cross-entropy of logits against int targets: (B,) for a classifier, (T, B) with
         ``lengths`` for a tagger. Returns (loss float, d_logits same shape as logits)."""
         xp = self.backend.xp
+        logits = self.lstm._check_array("logits", logits, (None,) * len(getattr(logits, "shape", ())),
+                                        "of this model's logits")
+        want = logits.shape[:-1]
+        if logits.ndim != (3 if self.config["per_step"] else 2) or logits.shape[-1] != self.config["num_classes"]:
+            raise ArgumentError(f"logits must be {'(T, B, C)' if self.config['per_step'] else '(B, C)'} "
+                                f"with C = {self.config['num_classes']}, got shape {tuple(logits.shape)}")
+        targets = host_array("targets", targets, xp)
+        if targets.dtype.kind not in "iu" or tuple(targets.shape) != tuple(want):
+            raise ArgumentError(f"targets must be integer class ids of shape {tuple(want)}, got "
+                                f"shape {tuple(targets.shape)} dtype {targets.dtype}")
+        if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= self.config["num_classes"]):
+            raise ArgumentError(f"targets must lie in [0, num_classes={self.config['num_classes']}), got "
+                                f"min {int(targets.min())} and max {int(targets.max())}")
         targets = xp.asarray(targets)
         if not self.config["per_step"]:
             loss, d = layers.cross_entropy(xp, logits, targets)
             return loss, d
         T, B, C = logits.shape
+        lengths = self.lstm._check_lengths(lengths, T, B)
         weights = layers.valid_mask(xp, lengths, T, logits.dtype).reshape(-1)
         loss, d = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
         return loss, d.reshape(T, B, C)
@@ -178,7 +232,8 @@ class SequenceClassifier:
         if self._saved is None:
             raise CallOrderError("backward() needs a forward(..., training=True) first")
         xp, cfg, D = self.backend.xp, self.config, self.lstm.num_directions
-        tokens, lengths, out_shape, pool_saved, mask, features = self._saved
+        tokens, lengths, out_shape, pool_saved, mask, features, logits_shape = self._saved
+        d_logits = self.lstm._check_array("d_logits", d_logits, logits_shape, str(tuple(logits_shape)))
         self._saved = None
         d_features, d_w, d_b = layers.dense_backward(xp, self.extra["head.weight"], features, d_logits)
         if mask is not None:

@@ -17,6 +17,7 @@ as one line and lets anything else show its traceback: an unexpected exception i
     ├── MissingDependencyError an optional package is not installed; names the extra (ImportError)
     ├── BackendError           an unknown or unavailable backend (RuntimeError)
     ├── CheckpointError        a checkpoint that cannot be used (ValueError)
+    ├── WriteError             a file that could not be written: disk full, no permission (OSError)
     ├── CallOrderError         e.g. backward() without a training forward() (RuntimeError)
     ├── TrainingDiverged       the loss became NaN or infinite (RuntimeError)
     └── DistributedError       ranks that cannot work together: a launcher and an MPI that do
@@ -63,6 +64,12 @@ class CheckpointError(LstmEngineError, ValueError):
     """A checkpoint that cannot be used: unreadable, truncated, corrupted or mismatched."""
 
 
+class WriteError(LstmEngineError, OSError):
+    """A file (checkpoint, cache, results) could not be written: disk full, a size limit, no
+    permission. Writes are atomic, so the previous file at that path is left as it was and
+    no partial file is left behind."""
+
+
 class CallOrderError(LstmEngineError, RuntimeError):
     """A method was called out of order (backward before a training forward, twice...)."""
 
@@ -100,5 +107,5 @@ def require(module: str, extra: str, purpose: str):
 
 __all__ = ["LstmEngineError", "ConfigError", "ArgumentError", "ArgumentTypeError", "DataError",
            "DataNotFoundError", "MissingDependencyError", "BackendError", "CheckpointError",
-           "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync", "one_line",
-           "require"]
+           "WriteError", "CallOrderError", "TrainingDiverged", "DistributedError", "ReplicasOutOfSync",
+           "one_line", "require"]

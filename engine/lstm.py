@@ -7,12 +7,14 @@ Shapes follow torch.nn.LSTM: x (T, B, I) or, with batch_first, (B, T, I); output
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .backends import Backend, get_backend
+from .checks import check_real, finite_number, host_array, positive_int, seed_value
 from .errors import ArgumentError, ArgumentTypeError, CallOrderError
 from .layers import RowWindow, dropout_mask
 
@@ -38,10 +40,18 @@ def _check_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> dict[str, tuple]:
+    """The parameters' names and shapes in PyTorch's order, without building anything."""
+    H, D, shapes = hidden_size, 2 if bidirectional else 1, {}
+    for layer in range(num_layers):
+        in_size = input_size if layer == 0 else H * D
+        for d in range(D):
+            s = f"l{layer}" + ("_reverse" if d else "")
+            shapes[f"weight_ih_{s}"] = (4 * H, in_size)
+            shapes[f"weight_hh_{s}"] = (4 * H, H)
+            shapes[f"bias_ih_{s}"] = (4 * H,)
+            shapes[f"bias_hh_{s}"] = (4 * H,)
+    return shapes
 
 
 @dataclass
@@ -71,19 +81,19 @@ class LSTM:
                  bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
                  forget_bias: float = 0.0, dtype=np.float32, backend: str | Backend | None = "auto",
                  seed: int | None = None, check_finite: bool = False):
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ArgumentError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.bidirectional = bool(bidirectional)
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
-        self.forget_bias = float(forget_bias)
+        self.forget_bias = finite_number("forget_bias", forget_bias)
         self.dtype = _check_dtype(dtype)
         self.check_finite = bool(check_finite)
         self.backend = get_backend(backend)
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(seed_value(seed))
         self._tape = None
         self.params: dict[str, Any] = {}
         self._init_parameters()
@@ -98,16 +108,7 @@ class LSTM:
 
     def parameter_shapes(self) -> dict[str, tuple]:
         """Names and shapes in PyTorch's order."""
-        H, shapes = self.hidden_size, {}
-        for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else H * self.num_directions
-            for d in range(self.num_directions):
-                s = self._suffix(layer, d)
-                shapes[f"weight_ih_{s}"] = (4 * H, in_size)
-                shapes[f"weight_hh_{s}"] = (4 * H, H)
-                shapes[f"bias_ih_{s}"] = (4 * H,)
-                shapes[f"bias_hh_{s}"] = (4 * H,)
-        return shapes
+        return parameter_shapes(self.input_size, self.hidden_size, self.num_layers, self.bidirectional)
 
     def _init_parameters(self) -> None:
         H = self.hidden_size
@@ -123,7 +124,12 @@ class LSTM:
         return {name: np.array(self.backend.to_numpy(v)) for name, v in self.params.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Load parameters by name; accepts NumPy arrays, array-likes and torch tensors."""
+        """Load parameters by name; accepts NumPy arrays, array-likes and torch tensors. Every
+        value must have its parameter's shape and hold finite real numbers; nothing is
+        changed unless all of them do."""
+        if not isinstance(state, Mapping):
+            raise ArgumentTypeError(f"state_dict must be a mapping of parameter names to arrays, "
+                                    f"got {type(state).__name__}")
         shapes = self.parameter_shapes()
         missing = [n for n in shapes if n not in state]
         unexpected = [n for n in state if n not in shapes]
@@ -134,11 +140,16 @@ class LSTM:
             value = state[name]
             if hasattr(value, "detach"):                       # a torch tensor
                 value = value.detach().cpu().numpy()
-            value = np.asarray(value)
+            if hasattr(value, "get") and not isinstance(value, Mapping):   # a CuPy array
+                value = value.get()
+            value = host_array(f"state_dict[{name!r}]", value)
             if value.shape != shape:
                 raise ArgumentError(f"state_dict[{name!r}] has shape {value.shape}, expected {shape}")
-            loaded[name] = self.backend.asarray(value, dtype=self.dtype)
-        self.params = loaded
+            check_real(f"state_dict[{name!r}]", value)
+            if not np.isfinite(value).all():
+                raise ArgumentError(f"state_dict[{name!r}] contains NaN or Inf values")
+            loaded[name] = value
+        self.params = {name: self.backend.asarray(value, dtype=self.dtype) for name, value in loaded.items()}
 
     def to_backend(self, backend: str | Backend) -> "LSTM":
         """Move the parameters to another backend (in place); returns self."""
@@ -150,8 +161,7 @@ class LSTM:
 
     # -- validation --------------------------------------------------------------------
     def _check_array(self, name: str, a, shape: tuple, what: str):
-        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            a = np.asarray(a)
+        a = host_array(name, a, self.backend.xp)
         if len(a.shape) != len(shape):
             raise ArgumentError(f"{name} must be {len(shape)}-D {what}, got shape {tuple(a.shape)}")
         for k, (got, want) in enumerate(zip(a.shape, shape)):
@@ -173,7 +183,7 @@ class LSTM:
             lengths = lengths.get()
         if hasattr(lengths, "detach"):
             lengths = lengths.detach().cpu().numpy()
-        lengths = np.asarray(lengths)
+        lengths = host_array("lengths", lengths)
         if lengths.shape != (B,):
             raise ArgumentError(f"lengths must have shape ({B},) (one per sequence), got {lengths.shape}")
         if lengths.dtype.kind not in "iu":
@@ -213,6 +223,8 @@ class LSTM:
         Returns (outputs, (h_n, c_n)): outputs (T, B, D*H) (batch-first if so built), zeros at
         padded steps; h_n and c_n from each sequence's last valid step.
         """
+        if not isinstance(training, (bool, np.bool_)):
+            raise ArgumentTypeError(f"training must be True or False, got {training!r}")
         xp, L, D, H = self.backend.xp, self.num_layers, self.num_directions, self.hidden_size
         if prepared is not None:
             if training:

@@ -15,7 +15,7 @@ from . import distributed
 from .batching import Encoded
 from .checkpoint import load_checkpoint
 from .classifier import SequenceClassifier
-from .errors import ArgumentError, CheckpointError
+from .errors import ArgumentError, ArgumentTypeError, CheckpointError, LstmEngineError
 from .evaluation import predict_proba, test_metrics
 from .tasks import get_task
 
@@ -55,19 +55,24 @@ class Predictor:
     def load(cls, path, backend="auto", comm=None) -> "Predictor":
         path = checkpoint_in(path)
         ckpt = load_checkpoint(path)
-        task = get_task(ckpt.task["name"])
-        model = SequenceClassifier.from_config(ckpt.model, backend=backend)
+        task, encoder, labels, data = check_task_meta(ckpt, path)
         try:
+            model = SequenceClassifier.from_config(ckpt.model, backend=backend)
             model.load_state_dict(ckpt.tensors)
-        except (ArgumentError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: tensors do not match the stored model config: {e}") from e
+        except (ArgumentError, ArgumentTypeError) as e:
+            raise CheckpointError(f"{path}: its model config or tensors are not usable: {e}") from e
         if comm is not None:
             comm = distributed.for_backend(comm, model.backend)      # NCCL for a cuda model
-        return cls(task, model, ckpt.task["encoder"], ckpt.task["labels"], ckpt.task["data"], comm)
+        return cls(task, model, encoder, labels, data, comm)
 
     def predict_proba(self, inputs: list) -> np.ndarray:
         """(N, C) probabilities, columns in ``labels`` order."""
+        if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
+            raise ArgumentTypeError(f"inputs must be a list of inputs (texts or feature arrays), "
+                                    f"got {type(inputs).__name__}")
         items = self.task.encode_inputs(list(inputs), self.encoder)
+        if not items:
+            return np.zeros((0, len(self.labels)))
         return predict_proba(self.model, Encoded(items, [0] * len(items)), prepared=self.prepared(),
                              comm=self.comm)
 
@@ -94,6 +99,34 @@ class Predictor:
         result = test_metrics(self.task, self.model, examples, encoded, self.labels, comm=self.comm)
         result["dropped_unknown_label"] = dropped
         return result
+
+
+def check_task_meta(ckpt, path) -> tuple:
+    """(task, encoder, labels, data options) of a checkpoint, after checking that they and the
+    model config agree with each other and with the tensors' shapes. Runs before the model is
+    built, so that a config declaring absurd sizes allocates nothing; any disagreement is a
+    CheckpointError naming the file."""
+    try:
+        expected = SequenceClassifier.parameter_shapes_of(ckpt.model)
+    except (ArgumentError, ArgumentTypeError) as e:
+        raise CheckpointError(f"{path}: its model config is not usable: {e}") from e
+    got = {name: tuple(v.shape) for name, v in ckpt.tensors.items()}
+    if got != expected:
+        diff = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
+        raise CheckpointError(f"{path}: tensors do not match the stored model config: "
+                              + ", ".join(f"{k} is {got.get(k)}, the config makes {expected.get(k)}"
+                                          for k in diff[:5]))
+    meta = ckpt.task
+    try:
+        task = get_task(meta["name"])
+        encoder, labels, data = meta["encoder"], meta["labels"], meta["data"]
+        if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+                and len(labels) == ckpt.model["num_classes"] and isinstance(data, dict)):
+            raise ArgumentError(f"labels must be {ckpt.model['num_classes']} strings and data a dict")
+        task.check_encoder(encoder, ckpt.model)
+    except (KeyError, LstmEngineError) as e:
+        raise CheckpointError(f"{path}: its task metadata is not usable: {e}") from e
+    return task, encoder, labels, data
 
 
 def load_predictor(path, backend="auto", comm=None) -> Predictor:

@@ -29,6 +29,7 @@ from .classifier import SequenceClassifier
 from .errors import CheckpointError, ConfigError, DataError, DataNotFoundError
 from .evaluation import test_metrics
 from .optim import optimizer_from
+from .predictor import check_task_meta
 from .tasks import get_task
 from .trainer import Trainer, TrainState
 
@@ -44,9 +45,14 @@ def _resumed_config(task, out: Path, given: dict):
     if not last.exists():
         raise DataNotFoundError(f"nothing to resume in {out}: {last.name} is missing")
     ckpt = load_checkpoint(last)
+    check_task_meta(ckpt, last)                 # before a model of its declared sizes is built
     if ckpt.task.get("name") != task.name:
         raise CheckpointError(f"{last} is a {ckpt.task.get('name')!r} run, not {task.name!r}")
-    stored = ckpt.train["run"]["config"]
+    try:
+        stored = ckpt.train["run"]["config"]
+        ckpt.train["rng"], ckpt.train["optimizer"]["steps"], TrainState(**ckpt.train["state"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{last} holds no resumable training state ({type(e).__name__}: {e})") from e
     wanted = settings.resolve(task, stored, given)
     changed = sorted(k for k, v in given.items()
                      if v is not None and k not in settings.RESUMABLE and wanted[k] != stored.get(k))

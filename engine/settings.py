@@ -95,6 +95,8 @@ class Setting:
                     value = int(value)
                 else:
                     raise bad()
+            if abs(value) >= 2 ** 63:                   # becomes a NumPy int64 somewhere
+                raise bad("too large")
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise bad()

@@ -129,3 +129,41 @@ def test_ctc_prototype_smoke(tmp_path):
     assert data["history"][1]["train_loss"] < data["history"][0]["train_loss"]
     for key in ("test_greedy", "test_beam"):
         assert data[key]["n"] == 12 and data[key]["label_error_rate"] >= 0
+
+
+def test_memory_benchmark_smoke(tmp_path, speech_npz):
+    module = load_benchmark("memory")
+    out = tmp_path / "m.json"
+    result = module.main(["--task", "speech-digits", "--set", f"data={speech_npz}", "--set", "epochs=2",
+                          "--set", "hidden_size=32", "--interval", "0.01", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    run = data["runs"]["speech-digits"]
+    assert run["settings"]["epochs"] == 2 and run["settings"]["data"] == str(speech_npz)
+    assert run["peak_rss_mib"] >= run["baseline_mib"] > 0 and [e["epoch"] for e in run["epochs"]] == [1, 2]
+    needs = run["model_needs"]
+    assert needs["parameters_mib"] > 0 and needs["optimizer_state_mib"] == pytest.approx(2 * needs["parameters_mib"], abs=1e-3)
+    assert needs["largest_batch_saved_activations"]["mib"] > 0 and needs["corpus"]["loaded_mib"] > 0
+
+
+def test_threads_benchmark_smoke(tmp_path):
+    from lstm_engine import backends
+    if not backends.probe("cpu").available:
+        pytest.skip("the cpu backend is not available here")
+    module = load_benchmark("threads")
+    out = tmp_path / "t.json"
+    result = module.main(["--repeat", "1", "--calls", "8", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["cases"]["batch"]["threads_4"]["ms_per_call"] > 0
+
+
+def test_fuzz_benchmark_smoke(tmp_path):
+    module = load_benchmark("fuzz")
+    out = tmp_path / "f.json"
+    result = module.main(["--examples", "3", "--no-boundscheck", "--select", "settings or regression_api",
+                          "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["open_failures"] == 0
+    assert result["cases_per_surface"]["settings (values)"] == 3
+    assert result["cases_per_surface"]["regressions"] == len(
+        [f for f in module.FOUND_AND_FIXED if f[2].startswith("test_regression_api[")])

@@ -140,6 +140,8 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     samples = samples.mean(axis=1)
     if samples.size == 0:
         raise DataError(f"audio file {path} holds no samples")
+    if not np.isfinite(samples).all():                 # float WAVs can hold NaN or Inf
+        raise DataError(f"audio file {path} holds NaN or infinite samples")
     if sample_rate is not None and sample_rate != rate:
         samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate)
         rate = sample_rate

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ def read_cache(path, *, format: int, key: str) -> dict | None:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             payload = json.load(f)
-    except (OSError, EOFError, ValueError) as e:   # gzip CRC/length, truncation, JSON, UTF-8
+    except (OSError, EOFError, ValueError, zlib.error) as e:   # gzip CRC/length, truncation, a
+        # damaged deflate stream (zlib.error: "invalid distance too far back"), JSON, UTF-8
         log.warning("rebuilding: cache file %s is damaged (%s)", path, e)
         return None
     if not isinstance(payload, dict) or payload.get("format") != format or payload.get("key") != key:

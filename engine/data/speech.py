@@ -115,12 +115,23 @@ def _sequences(X: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     return np.split(X, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
+def _text(value, source, key: str) -> str:
+    """A string array element as str: bytes (numpy 'S' arrays) must be UTF-8."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{source}: '{key}' holds bytes that are not UTF-8 ({e.reason} at byte "
+                            f"{e.start} of {value!r:.40})") from None
+    return str(value)
+
+
 def _label_strings(y: np.ndarray, names: np.ndarray | None, source) -> list[str]:
     """y as label names: strings as they are, integers through ``names`` when given."""
     if y.dtype.kind in "US":
         if names is not None:
             raise DataError(f"{source}: 'labels' only applies when 'y' holds integers, but y holds strings")
-        return [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in y.tolist()]
+        return [_text(value, source, "y") for value in y.tolist()]
     if y.dtype.kind not in "iu":
         raise DataError(f"{source}: 'y' must hold integers or strings, got dtype {y.dtype}")
     if names is None:
@@ -130,7 +141,7 @@ def _label_strings(y: np.ndarray, names: np.ndarray | None, source) -> list[str]
     if len(y) and (y.min() < 0 or y.max() >= len(names)):
         raise DataError(f"{source}: 'y' must index 'labels' (0..{len(names) - 1}), "
                         f"got values {y.min()}..{y.max()}")
-    return [str(names[value]) for value in y.tolist()]
+    return [_text(names[value].item(), source, "labels") for value in y.tolist()]
 
 
 def _split_names(split: np.ndarray, count: int, source) -> list[str]:
@@ -145,7 +156,7 @@ def _split_names(split: np.ndarray, count: int, source) -> list[str]:
     if split.dtype.kind not in "US":
         raise DataError(f"{source}: 'split' must hold strings {'/'.join(SPLITS)} or integers 0/1/2, "
                         f"got dtype {split.dtype}")
-    names = [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in split.tolist()]
+    names = [_text(value, source, "split") for value in split.tolist()]
     bad = sorted(set(names) - set(SPLITS))
     if bad:
         raise DataError(f"{source}: 'split' values must be one of {', '.join(SPLITS)}, got {bad}")
@@ -161,12 +172,23 @@ def _check_frames(X: np.ndarray, lengths: np.ndarray, y: np.ndarray, source) -> 
         raise DataError(f"{source}: 'lengths' must be a 1-D integer array, got {lengths.dtype} {lengths.shape}")
     if len(lengths) and lengths.min() < 1:
         raise DataError(f"{source}: every entry of 'lengths' must be >= 1 frame, got {lengths.min()}")
+    # each at most len(X) first: a sum of huge lengths could wrap around to len(X)
+    if len(lengths) and lengths.max() > len(X):
+        raise DataError(f"{source}: an entry of 'lengths' ({lengths.max()}) exceeds the {len(X)} frames of 'X'")
     if int(lengths.sum()) != len(X):
         raise DataError(f"{source}: 'lengths' sum to {int(lengths.sum())} but 'X' has {len(X)} frames")
     if y.shape != lengths.shape:
         raise DataError(f"{source}: 'y' must have one label per sequence ({len(lengths)}), got shape {y.shape}")
     if not np.all(np.isfinite(X)):
         raise DataError(f"{source}: 'X' contains NaN or infinite values")
+    # the model reads float32: a finite float64 beyond its range would become inf silently
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and len(X) and np.abs(X).max() > np.finfo(np.float32).max:
+        raise DataError(f"{source}: 'X' holds values beyond float32's range (max {np.abs(X).max():.3g})")
+
+
+#: What zipfile raises for a damaged archive: a flipped byte in a header can also name a
+#: compression method, an encryption flag or a zip version it does not support.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -178,12 +200,41 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # checked first: np.load would try other formats
         raise DataError(f"{path} is not an .npz file (not a zip archive)")
     try:
+        _check_npz_sizes(path)
+    except _ZIP_ERRORS as exc:
+        raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
+    try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise DataError(f"{path}: {exc} (store labels and split names as fixed-width strings)") from exc
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an .npz member whose .npy header declares more data than the member holds, before
+    np.load allocates the declared size (a 20-byte header can declare terabytes)."""
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                try:
+                    version = npy.read_magic(member)
+                    read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                except ValueError as exc:
+                    raise DataError(f"{path}: member {info.filename} is not a readable .npy array: {exc}") from None
+                header = member.tell()
+            if dtype.hasobject:
+                continue                                   # refused by allow_pickle=False
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared != info.file_size - header:
+                raise DataError(f"{path}: member {info.filename} declares shape {shape} ({declared} bytes) "
+                                f"but holds {info.file_size - header} bytes")
 
 
 # --------------------------------------------------------------------------- bundled digits

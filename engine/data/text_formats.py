@@ -90,6 +90,8 @@ def _require(path) -> Path:
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text without the line ending) of a UTF-8 file; a bad byte is a ValueError
     with the line number, so the user can find and fix it."""
+    if not path.is_file():
+        raise DataError(f"{path} is not a file; expected a label<TAB>text TSV or a Tatoeba sentences.csv")
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
@@ -138,6 +140,12 @@ def _read_pair(folder: Path, part: str) -> list[tuple[str, str]]:
     if len(texts) != len(labels):
         raise DataError(f"WiLI-2018 files do not line up: {x_path} has {len(texts)} lines, "
                         f"{y_path} has {len(labels)}")
+    for number, label in enumerate(labels, 1):
+        # a label is one code (deu, zh-yue): whitespace inside is a malformed line, and a tab
+        # would not survive an export to label<TAB>text
+        if len(label.split()) > 1:
+            raise DataError(f"{y_path}, line {number}: a label must be one code without spaces or "
+                            f"tabs, got {label.strip()!r}")
     return [(label.strip(), text.strip()) for text, label in zip(texts, labels)
             if text.strip() and label.strip()]
 

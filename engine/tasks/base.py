@@ -15,6 +15,7 @@ import numpy as np
 from .. import settings
 from ..batching import Encoded
 from ..data import Examples, Splits
+from ..errors import ArgumentError
 
 
 class Task:
@@ -44,6 +45,12 @@ class Task:
 
     def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def check_encoder(self, encoder, model_config: dict) -> None:
+        """Raise ArgumentError unless ``encoder`` (as read from a checkpoint) is one this task
+        makes and fits ``model_config`` (the model's input width)."""
+        if not isinstance(encoder, dict):
+            raise ArgumentError(f"the encoder must be a dict, got {type(encoder).__name__}")
 
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
         raise NotImplementedError

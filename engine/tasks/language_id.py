@@ -94,6 +94,17 @@ class LanguageId(Task):
             out.append(np.fromiter((index.get(ch, UNK) for ch in clean), dtype=np.int64, count=len(clean)))
         return out
 
+    def check_encoder(self, encoder, model_config: dict) -> None:
+        super().check_encoder(encoder, model_config)
+        chars, limit = encoder.get("chars"), encoder.get("max_length")
+        if not isinstance(chars, str) or len(set(chars)) != len(chars) \
+                or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ArgumentError("a language-id encoder needs 'chars' (distinct characters) and a "
+                                f"positive 'max_length', got {encoder!r:.200}")
+        if model_config.get("vocab_size") != len(chars) + FIRST_ID:
+            raise ArgumentError(f"the encoder has {len(chars)} characters (+{FIRST_ID} ids), but the "
+                                f"model's vocab_size is {model_config.get('vocab_size')}")
+
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
         return model_config_from(config, num_classes, vocab_size=len(encoder["chars"]) + FIRST_ID)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data import Examples, Splits
 from ..errors import ArgumentError, DataError, DataNotFoundError
+from ..checks import check_real, host_array
 from .base import Task, model_config_from
 
 
@@ -44,12 +45,31 @@ class SpeechDigits(Task):
     def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
         out = []
         for k, x in enumerate(inputs):
-            a = np.asarray(x, dtype=np.float32)
-            if a.ndim != 2 or a.shape[1] != encoder["input_size"]:
-                raise ArgumentError(f"speech input {k} must be (frames, {encoder['input_size']}) features, "
-                                    f"got shape {a.shape}")
+            a = host_array(f"speech input {k}", x)
+            check_real(f"speech input {k}", a)
+            if a.ndim != 2 or a.shape[1] != encoder["input_size"] or a.shape[0] < 1:
+                raise ArgumentError(f"speech input {k} must be (frames, {encoder['input_size']}) features "
+                                    f"with at least one frame, got shape {a.shape}")
+            a = a.astype(np.float32, copy=False)
+            # NaN features would give NaN probabilities, and argmax would pick class 0 silently
+            if not np.isfinite(a).all():
+                raise ArgumentError(f"speech input {k} contains NaN or Inf values (or values too large "
+                                    f"for float32)")
             out.append(a)
         return out
+
+    def check_encoder(self, encoder, model_config: dict) -> None:
+        super().check_encoder(encoder, model_config)
+        width, features = encoder.get("input_size"), encoder.get("features")
+        if isinstance(width, bool) or not isinstance(width, int) or width != model_config.get("input_size"):
+            raise ArgumentError(f"the encoder's input_size {width!r} is not the model's "
+                                f"{model_config.get('input_size')!r}")
+        if features is not None:
+            from ..data.speech import FeatureConfig
+            try:
+                FeatureConfig(**features)
+            except TypeError as e:
+                raise ArgumentError(f"the encoder's feature settings are not usable: {e}") from None
 
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
         return model_config_from(config, num_classes, input_size=int(encoder["input_size"]))
@@ -82,12 +102,14 @@ class SpeechDigits(Task):
 
 
 def _npz_sequences(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        if "X" not in f or "lengths" not in f:
-            raise DataError(f"{path}: an .npz of feature sequences needs arrays 'X' (frames, features) "
-                            f"and 'lengths' (N,), found {sorted(f.files)}")
-        X, lengths = np.asarray(f["X"], dtype=np.float32), np.asarray(f["lengths"], dtype=np.int64)
-    if X.ndim != 2 or lengths.ndim != 1 or lengths.sum() != len(X) or (lengths < 1).any():
-        raise DataError(f"{path}: 'lengths' must be positive and sum to len(X) = {len(X)} "
-                        f"(got sum {int(lengths.sum())}) with X 2-D (got {X.shape})")
-    return np.split(X, np.cumsum(lengths)[:-1])
+    from ..data.speech import _read_npz, _sequences
+    arrays = _read_npz(path)               # a zip of plain arrays, or a DataError
+    if "X" not in arrays or "lengths" not in arrays:
+        raise DataError(f"{path}: an .npz of feature sequences needs arrays 'X' (frames, features) "
+                        f"and 'lengths' (N,), found {sorted(arrays)}")
+    X, lengths = arrays["X"], arrays["lengths"]
+    if X.ndim != 2 or X.dtype.kind not in "fiu" or lengths.ndim != 1 or lengths.dtype.kind not in "iu" \
+            or (lengths < 1).any() or (lengths > len(X)).any() or int(lengths.sum()) != len(X):
+        raise DataError(f"{path}: 'lengths' must be positive integers that sum to len(X) with X a 2-D "
+                        f"array of numbers (got X {X.dtype} {X.shape}, lengths {lengths.dtype} {lengths.shape})")
+    return _sequences(X.astype(np.float32), lengths)
