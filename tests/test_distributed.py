@@ -120,6 +120,40 @@ def test_shares_with_windows_reproduce_the_whole_batch(pooling, per_step):
     assert part.rng.bit_generator.state == whole.rng.bit_generator.state
 
 
+def test_ctc_shares_weighted_by_their_sequences_reproduce_the_whole_batch():
+    """CTC's mean divides each sequence's loss by its target length and averages over the
+    sequences, so a share weighs by its number of sequences (not by its steps, as a tagger's
+    cross-entropy does): three shares, dropout included, give the whole batch's loss and
+    gradients."""
+    from lstm_engine.batching import collate
+    from lstm_engine.objectives import CTC
+    data, ctc = mpi_worker.make_ctc_data(10, seed=4), CTC()
+    config = dict(vocab_size=9, embedding_dim=5, hidden_size=4, num_layers=2, bidirectional=True, dropout=0.4,
+                  per_step=True, dtype=np.float64, backend="numpy")
+    tokens, lengths, targets = collate(data, np.arange(10))
+    assert len({len(t) for t in data.targets}) > 2 and len(set(lengths.tolist())) > 2     # ragged both ways
+    whole = SequenceClassifier(4, seed=1, **config)
+    loss, d = ctc.loss(whole, whole.forward(tokens, lengths, training=True), targets, lengths)
+    want = whole.backward(d)
+
+    part = SequenceClassifier(4, seed=1, **config)
+    start = part.rng.bit_generator.state
+    got_loss, got = 0.0, {k: 0.0 for k in want}
+    for lo, hi in [distributed.share_bounds(10, 3, r) for r in range(3)]:
+        part.rng.bit_generator.state = start
+        share_tokens, share_lengths, share_targets = collate(data, np.arange(lo, hi))
+        window = RowWindow(lo, 10, int(lengths.max()))
+        share_loss, share_d = ctc.loss(part, part.forward(share_tokens, share_lengths, training=True, window=window),
+                                       share_targets, share_lengths)
+        fraction = ctc.loss_weight(part, share_lengths) / ctc.loss_weight(part, lengths)
+        got_loss += fraction * share_loss
+        for k, g in part.backward(share_d).items():
+            got[k] = got[k] + fraction * g
+    assert got_loss == pytest.approx(loss, rel=1e-12)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
 def test_share_bounds_cover_the_batch_in_balanced_contiguous_shares():
     for n in range(12):
         for size in range(1, 5):
@@ -251,6 +285,35 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, atol):
     assert [f["cores"] for f in meta["facts"]] == [max(1, cores // 2)] * 2
     assert [f["numba_threads"] for f in meta["facts"]] == [str(max(1, cores // 2))] * 2
     assert [f["local_rank"] for f in meta["facts"]] == [0, 1]
+
+
+@needs_mpi
+def test_two_ranks_train_ctc_as_one_process(tmp_path):
+    """The CTC objective on a per-step head: ranks weight their shares by their sequences."""
+    proc = mpirun(sys.executable, WORKER, "train", str(tmp_path / "two"), "--ctc")
+    assert proc.returncode == 0, proc.stderr
+    two = np.load(tmp_path / "two.npz")
+    meta = json.loads((tmp_path / "two.json").read_text())
+    one = mpi_worker.train(comm=distributed.SingleProcess(), ctc=True)
+    for name, value in one["params"].items():
+        np.testing.assert_allclose(two[name], value, rtol=0, atol=1e-12, err_msg=name)
+    assert [h["val_label_error_rate"] for h in meta["history"]] == [h["val_label_error_rate"] for h in one["history"]]
+    assert meta["rng"] == one["rng"]
+
+
+@needs_mpi
+def test_two_rank_speech_recognition_run_matches_one_process(tmp_path, transcribed_npz):
+    from lstm_engine import runs
+    settings = {"epochs": 2, "hidden_size": 8, "batch_size": 16, "warmup_steps": 0, "dropout": 0.2}
+    proc = mpirun(sys.executable, WORKER, "cli", str(tmp_path), "train", "speech-recognition", "--data",
+                  str(transcribed_npz), "--out", str(tmp_path / "two"), "--backend", "numpy", "--no-progress",
+                  *[f"--set={k}={v}" for k, v in settings.items()])
+    assert proc.returncode == 0, proc.stderr
+    runs.run("speech-recognition", settings | {"data": str(transcribed_npz)}, tmp_path / "one", backend="numpy",
+             test=False, progress=False, comm=distributed.SingleProcess())
+    _assert_same_model(tmp_path / "two" / "last.safetensors", tmp_path / "one" / "last.safetensors")
+    lines = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(line["val_label_error_rate"] is not None for line in lines)
 
 
 @pytest.fixture(scope="module")
