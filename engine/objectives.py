@@ -86,11 +86,11 @@ class Classification(Objective):
 
     def predict_top(self, model, data, labels, k=1, batch_size=256, prepared=None, comm=None):
         probs = evaluation.predict_proba(model, data, batch_size, prepared=prepared, comm=comm)
-        return [[(labels[i], float(row[i])) for i in row.argsort()[::-1][:k]] for row in probs]
+        return [[(labels[i], float(row[i])) for i in row.argsort()[::-1][:k]] for row in probs] if len(data) else []
 
     def predict(self, model, data, labels, batch_size=256, prepared=None, comm=None) -> list[str]:
         probs = evaluation.predict_proba(model, data, batch_size, prepared=prepared, comm=comm)
-        return [labels[i] for i in probs.argmax(axis=1)]
+        return [labels[i] for i in probs.argmax(axis=1)] if len(data) else []
 
 
 CLASSIFICATION = Classification()

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 from lstm_engine import distributed
+from lstm_engine.batching import Encoded, collate
 from lstm_engine.classifier import SequenceClassifier
 from lstm_engine.errors import ConfigError, DistributedError, MissingDependencyError
 from lstm_engine.layers import RowWindow, window_uniforms
+from lstm_engine.objectives import CLASSIFICATION, CTC
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mpi_worker  # noqa: E402 (after the path it is imported from)
@@ -87,30 +89,45 @@ def _batch(B, T_max, per_step, seed=0):
     return tokens, lengths, targets
 
 
-@pytest.mark.parametrize("pooling,per_step", [("max", False), ("mean", False), ("last", False), ("last", True)])
-def test_shares_with_windows_reproduce_the_whole_batch(pooling, per_step):
+def _shared_batch(per_step: bool, ctc: bool) -> Encoded:
+    """10 ragged token sequences: with a class each, a class per step, or (ctc) a label
+    sequence each."""
+    if ctc:
+        return mpi_worker.make_ctc_data(10, seed=4)
+    tokens, lengths, targets = _batch(10, 7, per_step)
+    return Encoded([tokens[:n, b] for b, n in enumerate(lengths)],
+                   [targets[:n, b] if per_step else int(targets[b]) for b, n in enumerate(lengths)])
+
+
+@pytest.mark.parametrize("pooling,per_step,objective", [("max", False, CLASSIFICATION), ("mean", False, CLASSIFICATION),
+                                                        ("last", False, CLASSIFICATION), ("last", True, CLASSIFICATION),
+                                                        ("last", True, CTC())])
+def test_shares_with_windows_reproduce_the_whole_batch(pooling, per_step, objective):
     """Three shares of a batch (each padded only to its own longest sequence), with dropout
-    between layers and before the head, weighted by their loss terms, give the whole batch's
-    loss and gradients, and leave the generator where the whole batch leaves it."""
+    between layers and before the head, weighted by the objective's loss weight (rows for a
+    classifier and for CTC, whose mean divides each sequence's loss by its target length and
+    averages over the sequences; valid steps for a tagger's cross-entropy), give the whole
+    batch's loss and gradients, and leave the generator where the whole batch leaves it."""
+    ctc = objective.name == "ctc"
     config = dict(vocab_size=9, embedding_dim=5, hidden_size=4, num_layers=2, bidirectional=True, dropout=0.4,
                   pooling=pooling, per_step=per_step, dtype=np.float64, backend="numpy")
-    tokens, lengths, targets = _batch(10, 7, per_step)
-    whole = SequenceClassifier(3, seed=1, **config)
-    loss, d = whole.loss(whole.forward(tokens, lengths, training=True), targets, lengths)
+    data = _shared_batch(per_step, ctc)
+    tokens, lengths, targets = collate(data, np.arange(10))
+    whole = SequenceClassifier(4 if ctc else 3, seed=1, **config)
+    loss, d = objective.loss(whole, whole.forward(tokens, lengths, training=True), targets, lengths)
     want = whole.backward(d)
 
-    part = SequenceClassifier(3, seed=1, **config)         # one model plays the three ranks,
-    start = part.rng.bit_generator.state                   # each starting from the same generator
-    total = part.loss_weight(lengths)
+    part = SequenceClassifier(4 if ctc else 3, seed=1, **config)   # one model plays the three ranks,
+    start = part.rng.bit_generator.state                         # each starting from the same generator
+    total = objective.loss_weight(part, lengths)
     got_loss, got = 0.0, {k: 0.0 for k in want}
     for lo, hi in [distributed.share_bounds(10, 3, r) for r in range(3)]:
         part.rng.bit_generator.state = start
-        T = int(lengths[lo:hi].max())
-        rows_t = targets[:T, lo:hi] if per_step else targets[lo:hi]
+        rows_tokens, rows_lengths, rows_targets = collate(data, np.arange(lo, hi))
         window = RowWindow(lo, 10, int(lengths.max()))
-        share_loss, share_d = part.loss(part.forward(tokens[:T, lo:hi], lengths[lo:hi], training=True, window=window),
-                                        rows_t, lengths[lo:hi])
-        fraction = part.loss_weight(lengths[lo:hi]) / total
+        share_loss, share_d = objective.loss(part, part.forward(rows_tokens, rows_lengths, training=True, window=window),
+                                             rows_targets, rows_lengths)
+        fraction = objective.loss_weight(part, rows_lengths) / total
         got_loss += fraction * share_loss
         for k, g in part.backward(share_d).items():
             got[k] = got[k] + fraction * g
@@ -118,40 +135,6 @@ def test_shares_with_windows_reproduce_the_whole_batch(pooling, per_step):
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-13, err_msg=k)
     assert part.rng.bit_generator.state == whole.rng.bit_generator.state
-
-
-def test_ctc_shares_weighted_by_their_sequences_reproduce_the_whole_batch():
-    """CTC's mean divides each sequence's loss by its target length and averages over the
-    sequences, so a share weighs by its number of sequences (not by its steps, as a tagger's
-    cross-entropy does): three shares, dropout included, give the whole batch's loss and
-    gradients."""
-    from lstm_engine.batching import collate
-    from lstm_engine.objectives import CTC
-    data, ctc = mpi_worker.make_ctc_data(10, seed=4), CTC()
-    config = dict(vocab_size=9, embedding_dim=5, hidden_size=4, num_layers=2, bidirectional=True, dropout=0.4,
-                  per_step=True, dtype=np.float64, backend="numpy")
-    tokens, lengths, targets = collate(data, np.arange(10))
-    assert len({len(t) for t in data.targets}) > 2 and len(set(lengths.tolist())) > 2     # ragged both ways
-    whole = SequenceClassifier(4, seed=1, **config)
-    loss, d = ctc.loss(whole, whole.forward(tokens, lengths, training=True), targets, lengths)
-    want = whole.backward(d)
-
-    part = SequenceClassifier(4, seed=1, **config)
-    start = part.rng.bit_generator.state
-    got_loss, got = 0.0, {k: 0.0 for k in want}
-    for lo, hi in [distributed.share_bounds(10, 3, r) for r in range(3)]:
-        part.rng.bit_generator.state = start
-        share_tokens, share_lengths, share_targets = collate(data, np.arange(lo, hi))
-        window = RowWindow(lo, 10, int(lengths.max()))
-        share_loss, share_d = ctc.loss(part, part.forward(share_tokens, share_lengths, training=True, window=window),
-                                       share_targets, share_lengths)
-        fraction = ctc.loss_weight(part, share_lengths) / ctc.loss_weight(part, lengths)
-        got_loss += fraction * share_loss
-        for k, g in part.backward(share_d).items():
-            got[k] = got[k] + fraction * g
-    assert got_loss == pytest.approx(loss, rel=1e-12)
-    for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-13, err_msg=k)
 
 
 def test_share_bounds_cover_the_batch_in_balanced_contiguous_shares():

