@@ -89,6 +89,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", dest="set_pairs", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting (smoke tests: train_strings=48 epochs=1 ...)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", default=None, help="a line on how the machine was used meanwhile, kept in the file")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     backend = get_backend(args.backend)
@@ -110,6 +111,7 @@ def main(argv=None) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "lstm_engine": __version__,
                     "backend": backend.name, "backend_facts": backend.facts()},
+        "note": args.note,
         "settings": settings.resolve(task, overrides),
         "runs": rows,
         "label_error_rate": {"configured_decoder": spread([r["label_error_rate"] for r in rows]),
