@@ -67,8 +67,10 @@ def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None, co
             probs = model.predict_proba(inputs, lengths, prepared=prepared)
             return [probs[:n, b].astype(np.float64) for b, n in enumerate(lengths.tolist())]
         return in_order(batch_outputs(model, data, steps, batch_size, comm), len(data))
-    parts = batch_outputs(model, data, lambda inputs, lengths, _: model.predict_proba(inputs, lengths, prepared=prepared),
-                          batch_size, comm)
+
+    def pooled(inputs, lengths, _):
+        return model.predict_proba(inputs, lengths, prepared=prepared)
+    parts = batch_outputs(model, data, pooled, batch_size, comm)
     out = None
     for idx, probs in parts:
         if out is None:

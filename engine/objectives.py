@@ -178,9 +178,6 @@ class CTC(Objective):
             return tuple(ids)
         return tuple(self.vocabulary.tokens[k - 1] for k in ids)
 
-    def _text(self, ids) -> str:
-        return self.vocabulary.decode(ids) if self.vocabulary is not None else " ".join(map(str, ids))
-
     def test_metrics(self, task, model, examples, encoded, labels, batch_size=256, comm=None) -> dict:
         """Label error rate (edits over reference labels), sequence accuracy, substitutions,
         deletions and insertions, all by reference length, of the configured decoder (beam
@@ -211,7 +208,7 @@ class CTC(Objective):
                                                          "deletions", "insertions")}
         if self.vocabulary is not None:
             result["vocabulary"] = {"kind": self.vocabulary.kind, "tokens": len(self.vocabulary.tokens)}
-            result["errors"] = [{"reference": examples.labels[i], "hypothesis": self._text(h)}
+            result["errors"] = [{"reference": examples.labels[i], "hypothesis": self.vocabulary.decode(h)}
                                 for i, h in enumerate(chosen) if self._tokens(h) != tuple(references[i])][:ERRORS_KEPT]
         return result
 
@@ -243,7 +240,8 @@ class CTC(Objective):
             nll, _ = ctc_loss(logits[:, owner], flat, lengths[owner], blank=self.BLANK, reduction="none")
             probs = iter(np.exp(-nll).tolist())
             scored = [sorted(((h, next(probs)) for h in hyps), key=lambda pair: -pair[1]) for hyps in found]
-            return [[(self._text(h) if self.vocabulary is not None else h, p) for h, p in pairs] for pairs in scored]
+            return [[(self.vocabulary.decode(h) if self.vocabulary is not None else h, p) for h, p in pairs]
+                    for pairs in scored]
         return evaluation.in_order(evaluation.batch_outputs(model, data, fn, batch_size, comm), len(data))
 
 

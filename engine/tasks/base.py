@@ -11,6 +11,7 @@ example, the classes the training split's labels, softmax cross-entropy.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -65,7 +66,6 @@ class Task:
 
     def describe(self, splits: Splits) -> dict:
         """Statistics of the data for `lstm-engine data`: the examples of each label, per split."""
-        from collections import Counter
         return {"labels": {name: dict(sorted(Counter(ex.labels).items())) for name, ex in splits.items()}}
 
     def read_inputs(self, sources: list[str], encoder: dict) -> tuple[list, list[str]]:
