@@ -7,7 +7,6 @@ missing; ``--json`` gives the same data (and the whole manifest)."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import click
 
@@ -26,7 +25,8 @@ from .settings import parse_set
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def data(task, data, set_pairs, export_path, as_json):
     """Build and describe TASK's data (per split and label counts; for language-id's default
-    corpus, per source too); optionally export it."""
+    corpus, per source too; for speech-recognition, token counts and sequence sizes);
+    optionally export it."""
     from lstm_engine import settings
     from lstm_engine.data import lid_corpus
     from lstm_engine.tasks import get_task
@@ -54,7 +54,7 @@ def data(task, data, set_pairs, export_path, as_json):
     stats = {
         "task": t.name, "options": options,
         "splits": {name: len(ex) for name, ex in splits.items()},
-        "labels": {name: dict(sorted(Counter(ex.labels).items())) for name, ex in splits.items()},
+        **t.describe(splits),
     }
     if manifest is not None:
         stats["by_source"] = lid_corpus.source_table(manifest)
@@ -64,15 +64,21 @@ def data(task, data, set_pairs, export_path, as_json):
     if as_json:
         click.echo(json.dumps(stats, indent=2, ensure_ascii=False))
         return
-    labels = sorted(set().union(*(s.keys() for s in stats["labels"].values())))
-    click.echo(f"{t.name}: {len(labels)} labels; " +
+    counted = "labels" if "labels" in stats else "tokens"
+    labels = sorted(set().union(*(s.keys() for s in stats[counted].values())))
+    click.echo(f"{t.name}: {len(labels)} {'labels' if counted == 'labels' else 'characters'}; " +
                ", ".join(f"{name} {n}" for name, n in stats["splits"].items()))
     if manifest is not None:
         _echo_source_table(stats["by_source"])
     else:
-        click.echo("label\t" + "\t".join(stats["splits"]))
+        click.echo(("label" if counted == "labels" else "character") + "\t" + "\t".join(stats["splits"]))
         for lab in labels:
-            click.echo(lab + "\t" + "\t".join(str(stats["labels"][s].get(lab, 0)) for s in stats["splits"]))
+            shown = lab if counted == "labels" or not lab.isspace() else repr(lab)
+            click.echo(shown + "\t" + "\t".join(str(stats[counted][s].get(lab, 0)) for s in stats["splits"]))
+    for name, sizes in stats.get("sequences", {}).items():
+        click.echo(f"{name}: {sizes['n']} sequences, {sizes['distinct_transcripts']} distinct transcripts; " +
+                   "; ".join(f"{what} {r['min']}-{r['max']} (mean {r['mean']})"
+                             for what, r in sizes.items() if isinstance(r, dict) and r))
     if export_path:
         click.echo(f"exported to {export_path}")
 

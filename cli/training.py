@@ -79,6 +79,28 @@ def _echo_by_length(metrics: dict) -> None:
     for bucket, r in metrics.get("accuracy_by_length", {}).items():
         if r["n"]:
             click.echo(f"  length {bucket:>6}: accuracy {r['accuracy']:.4f} ({r['n']})")
+    for length, r in metrics.get("by_reference_length", {}).items():
+        rate = "n/a" if r["label_error_rate"] is None else f"{r['label_error_rate']:.2%}"
+        click.echo(f"  {length:>7} labels: label error rate {rate}, sequence accuracy "
+                   f"{r['sequence_accuracy']:.2%} ({r['n']})")
+
+
+def _echo_scores(split: str, metrics: dict, suffix: str = "") -> None:
+    """One line of a split's scores (classification, or label sequences), then by length."""
+    if "label_error_rate" in metrics:
+        decoder = metrics["decoder"]
+        how = "best path" if decoder["kind"] == "best_path" else f"beam search, width {decoder['beam_width']}"
+        rate = "n/a" if metrics["label_error_rate"] is None else f"{metrics['label_error_rate']:.2%}"
+        click.echo(f"{split}: label error rate {rate} ({how}; {metrics['substitutions']} substitutions, "
+                   f"{metrics['deletions']} deletions, {metrics['insertions']} insertions in "
+                   f"{metrics['reference_labels']} labels), sequence accuracy {metrics['sequence_accuracy']:.2%} "
+                   f"on {metrics['n']} examples{suffix}")
+        if "best_path" in metrics and metrics["best_path"]["label_error_rate"] is not None:
+            click.echo(f"  best path: label error rate {metrics['best_path']['label_error_rate']:.2%}")
+    else:
+        click.echo(f"{split}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+                   f"on {metrics['n']} examples{suffix}")
+    _echo_by_length(metrics)
 
 
 def _report(summary: dict, as_json: bool) -> None:
@@ -94,8 +116,7 @@ def _report(summary: dict, as_json: bool) -> None:
         return
     test = summary.get("test")
     if test and test.get("n"):
-        click.echo(f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on {test['n']} examples")
-        _echo_by_length(test)
+        _echo_scores("test", test)
     click.echo(f"run folder: {summary['out']}")
 
 
@@ -146,9 +167,8 @@ def evaluate(checkpoint, data, split, backend, as_json):
     if not result.get("n"):
         raise click.ClickException(f"no examples to evaluate in the {split} split "
                                    f"({result['dropped_unknown_label']} had labels the model does not know)")
-    click.echo(f"{split}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
-               f"on {result['n']} examples ({result['dropped_unknown_label']} left out: unknown labels)")
-    _echo_by_length(result)
+    left_out = "" if "label_error_rate" in result else f" ({result['dropped_unknown_label']} left out: unknown labels)"
+    _echo_scores(split, result, left_out)
 
 
 @click.command()
@@ -158,14 +178,15 @@ def evaluate(checkpoint, data, split, backend, as_json):
 @device_option
 @distributed_option
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Labels per input, most probable first.")
+              help="Labels (transcripts) per input, most probable first.")
 def predict(checkpoint, inputs, backend, top):
     """Predict with a checkpoint (file or run folder).
 
     language-id: INPUTS are texts; without them, one text per line of stdin (blank lines give
     blank output lines). speech tasks: INPUTS are WAV or .npz files. Prints
-    label<TAB>probability per input (then <TAB>source for files). Under mpiexec/srun the
-    inputs are sharded across the ranks; rank 0 reads stdin and prints.
+    label<TAB>probability per input (then <TAB>source for files); speech-recognition prints
+    the transcript and its probability. Under mpiexec/srun the inputs are sharded across the
+    ranks; rank 0 reads stdin and prints.
     """
     from lstm_engine.predictor import load_predictor
     comm = world(backend)
@@ -177,14 +198,13 @@ def predict(checkpoint, inputs, backend, top):
         if not inputs:
             raise click.UsageError("give one or more WAV or .npz files to predict on")
         values, names = pred.task.read_inputs(list(inputs), pred.encoder)
-        probs = pred.predict_proba(values)
-        for name, row in zip(names, probs) if comm.is_root else ():
-            click.echo("\t".join(_top(pred.labels, row, top)) + f"\t{name}")
+        ranked = pred.predict_top(values, top)
+        for name, row in zip(names, ranked) if comm.is_root else ():
+            click.echo(_top(row) + f"\t{name}")
 
 
-def _top(labels, row, k):
-    order = row.argsort()[::-1][:k]
-    return [f"{labels[i]}\t{row[i]:.4f}" for i in order]
+def _top(ranked: list[tuple[str, float]]) -> str:
+    return "\t".join(f"{label}\t{p:.4f}" for label, p in ranked)
 
 
 def _stdin_lines() -> list[str]:
@@ -200,9 +220,9 @@ def _stdin_lines() -> list[str]:
 
 def _print_text_predictions(pred, texts: list[str], top: int, show: bool = True) -> None:
     filled = [i for i, t in enumerate(texts) if t.strip()]
-    probs = pred.predict_proba([texts[i] for i in filled]) if filled else []
+    ranked = pred.predict_top([texts[i] for i in filled], top) if filled else []
     if not show:
         return
-    rows = dict(zip(filled, probs))
+    rows = dict(zip(filled, ranked))
     for i in range(len(texts)):
-        click.echo("\t".join(_top(pred.labels, rows[i], top)) if i in rows else "")
+        click.echo(_top(rows[i]) if i in rows else "")

@@ -10,7 +10,8 @@ global batch and ``lr`` means the same whatever N is. Every rank builds the same
 computes the same length-bucketed batches from the seed; rank r takes its contiguous share
 of every global batch (``share_bounds``: sizes differ by at most one row), computes its loss
 (the mean over its own rows) and its gradients, and scales them by its share of the batch's
-loss terms (``SequenceClassifier.loss_weight``: rows, or valid steps for a tagger). One
+loss terms (the objective's ``loss_weight``, engine/objectives.py: rows for a classifier and
+for CTC, whose loss is a mean over sequences, valid steps for a tagger's cross-entropy). One
 allreduce of one flat buffer then sums them into exactly the global batch's mean gradient;
 the same buffer carries the weighted loss and a "stop" vote (Ctrl-C, a callback), so every
 rank stops at the same step. Global-norm clipping and the optimizer step run on every rank on

@@ -1,17 +1,28 @@
-"""Evaluation: a model's probabilities over a whole split, and its scores on labelled data.
+"""Evaluation: a model run over a whole split, batch by batch, and its scores on labelled data.
 
 One home for what training (validation after each epoch), a run (the test split), the
 ``evaluate`` command and a Predictor all compute, so the numbers they report are the same
-numbers.
+numbers. ``batch_outputs`` is the one loop over a split's batches; what each batch yields
+and how the results are scored is an objective's (engine/objectives.py): a classifier's
+probabilities, accuracy and macro-F1 are computed here (``evaluate``, ``test_metrics``), a
+CTC head's decoded label sequences and label error rate by ``objectives.CTC`` through the
+same loop.
+
+Shapes: N sequences, C classes, T_i the valid steps of sequence i. ``predict_proba`` gives
+(N, C) for a pooled head and, for a per-step head (``per_step=True``), a list of N arrays
+(T_i, C): the probabilities at each valid step (for a CTC head, class 0 is the blank).
 
 With a communicator of several ranks (engine/distributed.py) the work is sharded: the batches
 (sorted by length) are dealt round-robin to the ranks, so each gets a like share of long and
-short ones, and the probabilities are gathered in the data's order on every rank (validation
+short ones, and the results are gathered in the data's order on every rank (validation
 needs them on every rank: they decide the best epoch and early stopping). Each batch is the
 one a single process would run, so the results are those of a single process, bit for bit.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,19 +30,47 @@ from .batching import Encoded, bucket_batches, collate
 from .metrics import scores
 
 
-def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None, comm=None) -> np.ndarray:
-    """(N, C) class probabilities for every sequence, in the data's order; ``prepared``:
-    ``model.lstm.prepare()``'s weights, for a caller that predicts again and again; ``comm``:
-    shard the batches across its ranks, every rank gets the whole result."""
+def batch_outputs(model, data: Encoded, fn: Callable, batch_size: int = 256, comm=None) -> list[tuple[np.ndarray, Any]]:
+    """``fn(inputs, lengths, targets)`` on every batch of ``data`` (sorted by length and
+    padded by ``collate``, run inside a backend session); returns ``(indices, result)`` for
+    each batch. ``comm``: shard the batches across its ranks; every rank gets every batch's
+    result."""
     batches = bucket_batches(data.lengths, batch_size, None)
     sharded = comm is not None and comm.size > 1
     parts = []
     for idx in (batches[comm.rank::comm.size] if sharded else batches):
-        inputs, lengths, _ = collate(data, idx, model.dtype)
+        inputs, lengths, targets = collate(data, idx, model.dtype)
         with model.backend.session():
-            parts.append((idx, model.predict_proba(inputs, lengths, prepared=prepared)))
+            parts.append((idx, fn(inputs, lengths, targets)))
     if sharded:
         parts = [part for rank_parts in comm.allgather_object(parts) for part in rank_parts]
+    return parts
+
+
+def in_order(parts: list[tuple[np.ndarray, Any]], n: int) -> list:
+    """The per-sequence rows of ``batch_outputs`` results (each a sequence of one row per
+    index of its batch) as one list in the data's order."""
+    out: list = [None] * n
+    for idx, rows in parts:
+        for i, row in zip(idx.tolist(), rows):
+            out[i] = row
+    return out
+
+
+def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None, comm=None):
+    """Class probabilities of every sequence, in the data's order: (N, C) float64, or for a
+    per-step head a list of N float64 arrays (T_i, C), the valid steps of each. ``prepared``:
+    ``model.lstm.prepare()``'s weights, for a caller that predicts again and again; ``comm``:
+    shard the batches across its ranks, every rank gets the whole result."""
+    if model.config["per_step"]:
+        def steps(inputs, lengths, _):
+            probs = model.predict_proba(inputs, lengths, prepared=prepared)
+            return [probs[:n, b].astype(np.float64) for b, n in enumerate(lengths.tolist())]
+        return in_order(batch_outputs(model, data, steps, batch_size, comm), len(data))
+
+    def pooled(inputs, lengths, _):
+        return model.predict_proba(inputs, lengths, prepared=prepared)
+    parts = batch_outputs(model, data, pooled, batch_size, comm)
     out = None
     for idx, probs in parts:
         if out is None:
@@ -41,7 +80,8 @@ def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None, co
 
 
 def evaluate(model, data: Encoded, batch_size: int = 256, comm=None) -> dict:
-    """Loss, accuracy, macro-F1, per-class F1 and the confusion matrix on a labelled set."""
+    """Loss, accuracy, macro-F1, per-class F1 and the confusion matrix of a classifier on a
+    labelled set (the classification objective's validation)."""
     probs = predict_proba(model, data, batch_size, comm=comm)
     targets = np.asarray(data.targets, dtype=np.int64)
     picked = probs[np.arange(len(targets)), targets]
@@ -52,9 +92,10 @@ def evaluate(model, data: Encoded, batch_size: int = 256, comm=None) -> dict:
 
 def test_metrics(task, model, examples, encoded: Encoded, labels: list[str],
                  batch_size: int = 256, comm=None) -> dict:
-    """Accuracy, macro-F1, per-class F1 and confusion matrix by label name, plus the task's own
-    breakdowns (``task.extra_metrics``, e.g. accuracy by text length). ``examples`` are the
-    split's raw examples, ``encoded`` the ones whose label the model knows, in the same order."""
+    """A classifier's accuracy, macro-F1, per-class F1 and confusion matrix by label name,
+    plus the task's own breakdowns (``task.extra_metrics``, e.g. accuracy by text length).
+    ``examples`` are the split's raw examples, ``encoded`` the ones whose label the model
+    knows, in the same order."""
     if len(encoded) == 0:
         return {"n": 0}
     probs = predict_proba(model, encoded, batch_size, comm=comm)

@@ -62,7 +62,8 @@ enough for a program in another language to use the file without this package:
     inputs        the input layout in words (as above)
     labels        JSON array of class names, column k of probabilities is labels[k]
                   (classifiers exported with labels; every predictor)
-    task          the task name ("language-id", "speech-digits"), predictors only
+    task          the task name ("language-id", "speech-digits", "speech-recognition"),
+                  predictors only
     encoder       JSON: how raw input becomes the graph's input (predictors only):
       text ("type": "chars"): {"chars": a string of the vocabulary, "max_length": N,
          "pad_id": 0, "unknown_id": 1, "first_char_id": 2, "normalization": ...}.
@@ -77,7 +78,13 @@ enough for a program in another language to use the file without this package:
          trained on precomputed feature frames: give the same kind) or the settings of
          lstm_engine.data.audio_features.FeatureConfig used to compute the frames from audio
          (sample rate, window and hop in ms, MFCCs, mel bands, deltas, per-utterance
-         mean/variance normalisation)}.
+         mean/variance normalisation)}. A speech-recognition model (a per-step head trained
+         with CTC) adds "ctc": {"blank": 0, "beam_width": N, "vocabulary": {"kind":
+         "characters" or "words", "tokens": [...], "unknown": null or the token standing for
+         unknown ones}}: class k > 0 of the probabilities is tokens[k - 1]. To read a
+         transcript: take the most probable class at each valid step, merge repeats, drop the
+         blank (or search prefixes with a beam of beam_width), and join the tokens with ""
+         (characters) or " " (words).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""PNG plots for a run folder: learning curves and the test confusion matrix (matplotlib,
-the ``plots`` extra; imported only when a run asks for plots)."""
+"""PNG plots for a run folder: learning curves (the loss and the objective's validation
+metrics) and the test confusion matrix of a classifier (matplotlib, the ``plots`` extra;
+imported only when a run asks for plots)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ def learning_curves(history: list[dict], path: Path) -> Path:
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
             ax_loss.plot(epochs, values, marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="training objective (cross-entropy, CTC)", title="loss")
     ax_loss.legend()
-    for key in ("val_accuracy", "val_macro_f1"):
+    # the objective's validation metrics (accuracy, macro_f1; label_error_rate, sequence_accuracy)
+    keys = list(dict.fromkeys(k for r in history for k in r if k.startswith("val_") and k != "val_loss"))
+    for key in keys:
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
             ax_acc.plot(epochs, values, marker="o", label=key[4:])

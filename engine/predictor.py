@@ -2,21 +2,21 @@
 from a checkpoint file or a run folder.
 
 ``load_predictor(path)`` is what `lstm-engine predict` and `evaluate` use, and what a
-program that embeds a trained model calls.
+program that embeds a trained model calls. What ``predict`` returns is the task's objective's
+(engine/objectives.py): a label per input for classification, a transcript for speech
+recognition (CTC); ``predict_proba`` is always the model's probabilities.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from . import distributed
 from .batching import Encoded
 from .checkpoint import load_checkpoint
 from .classifier import SequenceClassifier
 from .errors import ArgumentError, ArgumentTypeError, CheckpointError, LstmEngineError
-from .evaluation import predict_proba, test_metrics
+from .evaluation import predict_proba
 from .tasks import get_task
 
 
@@ -40,6 +40,7 @@ class Predictor:
                  comm=None):
         self.task, self.model, self.encoder = task, model, encoder
         self.labels, self.data_options = labels, data_options
+        self.objective = task.objective(encoder)
         self.comm = comm
         self._prepared = None
 
@@ -65,19 +66,32 @@ class Predictor:
             comm = distributed.for_backend(comm, model.backend)      # NCCL for a cuda model
         return cls(task, model, encoder, labels, data, comm)
 
-    def predict_proba(self, inputs: list) -> np.ndarray:
-        """(N, C) probabilities, columns in ``labels`` order."""
+    def _encoded(self, inputs: list) -> Encoded:
         if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
             raise ArgumentTypeError(f"inputs must be a list of inputs (texts or feature arrays), "
                                     f"got {type(inputs).__name__}")
         items = self.task.encode_inputs(list(inputs), self.encoder)
-        if not items:
+        return Encoded(items, [0] * len(items))
+
+    def predict_proba(self, inputs: list):
+        """(N, C) probabilities, columns in ``labels`` order; for a per-step head (speech
+        recognition) a list of N arrays (T_i, C), the probabilities at each of input i's
+        frames (column 0: the CTC blank)."""
+        data = self._encoded(inputs)
+        if not len(data) and not self.model.config["per_step"]:
             return np.zeros((0, len(self.labels)))
-        return predict_proba(self.model, Encoded(items, [0] * len(items)), prepared=self.prepared(),
-                             comm=self.comm)
+        return predict_proba(self.model, data, prepared=self.prepared(), comm=self.comm)
 
     def predict(self, inputs: list) -> list[str]:
-        return [self.labels[i] for i in self.predict_proba(inputs).argmax(axis=1)]
+        """A label per input; for speech recognition its transcript."""
+        return self.objective.predict(self.model, self._encoded(inputs), self.labels, prepared=self.prepared(),
+                                      comm=self.comm)
+
+    def predict_top(self, inputs: list, k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable labels (transcripts, for speech recognition) of each input,
+        best first, with their probabilities."""
+        return self.objective.predict_top(self.model, self._encoded(inputs), self.labels, k,
+                                          prepared=self.prepared(), comm=self.comm)
 
     def to_onnx(self, path) -> Path:
         """The model, its labels and its input encoder as one ONNX file (engine/onnx_export.py;
@@ -96,7 +110,8 @@ class Predictor:
         the model does not know are left out and counted."""
         examples = splits_or_examples[split] if isinstance(splits_or_examples, dict) else splits_or_examples
         encoded, dropped = self.task.encode(examples, self.encoder, self.labels)
-        result = test_metrics(self.task, self.model, examples, encoded, self.labels, comm=self.comm)
+        result = self.objective.test_metrics(self.task, self.model, examples, encoded, self.labels,
+                                             comm=self.comm)
         result["dropped_unknown_label"] = dropped
         return result
 

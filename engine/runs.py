@@ -4,7 +4,8 @@ the run folder; also resuming a run.
 Run folder: ``config.json`` (every setting), ``metrics.jsonl`` (one line per epoch),
 ``last.safetensors`` (resumable), ``best.safetensors`` (best validation epoch; the model
 that was tested), ``results.json`` (test metrics), and PNG plots when matplotlib is installed.
-Loading a trained model to predict is engine/predictor.py's; scoring it, engine/evaluation.py's.
+Loading a trained model to predict is engine/predictor.py's; scoring it, the task's objective's
+(engine/objectives.py, engine/evaluation.py).
 
 Under a launcher (``mpiexec -n N``) the same call trains data-parallel (engine/distributed.py):
 every rank reads the data and, on --resume, the checkpoint (a shared filesystem, as usual on
@@ -27,7 +28,6 @@ from .callbacks import Checkpointer, EarlyStopping, MetricsLog, ProgressBar
 from .checkpoint import atomic_write, load_checkpoint
 from .classifier import SequenceClassifier
 from .errors import CheckpointError, ConfigError, DataError, DataNotFoundError
-from .evaluation import test_metrics
 from .optim import optimizer_from
 from .predictor import check_task_meta
 from .tasks import get_task
@@ -91,13 +91,18 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
     if ckpt is not None:
         encoder, labels = ckpt.task["encoder"], ckpt.task["labels"]
     else:
-        encoder, labels = comm.bcast_object(
-            (task.fit_encoder(splits["train"], config), sorted(set(splits["train"].labels))) if root else None)
+        def fitted():
+            encoder = task.fit_encoder(splits["train"], config)
+            return encoder, task.labels(splits["train"], encoder)
+        encoder, labels = comm.bcast_object(fitted() if root else None)
     if len(labels) < 2:
         raise DataError(f"the training split has {len(labels)} label(s); a classifier needs at least 2")
     encoded, dropped = {}, {}
     for split, examples in splits.items():
-        encoded[split], dropped[split] = task.encode(examples, encoder, labels)
+        try:
+            encoded[split], dropped[split] = task.encode(examples, encoder, labels)
+        except DataError as e:
+            raise DataError(f"the {split} split: {e}") from None
     distributed.same_everywhere(comm, "training data", _digest(encoded["train"]))
     data_seconds = time.perf_counter() - t0
 
@@ -123,18 +128,20 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
                  MetricsLog(out / "metrics.jsonl"), Checkpointer(out, task_meta, run_meta)] if root else []
     if trainer_settings.patience > 0:
         callbacks.append(EarlyStopping(trainer_settings.patience))
+    objective = task.objective(encoder)
     trainer = Trainer(model, optimizer, trainer_settings, callbacks, state,
-                      sampler=task.epoch_sampler(config, encoder), comm=comm)
-    t0 = time.perf_counter()
+                      sampler=task.epoch_sampler(config, encoder), comm=comm, objective=objective)
+    t0, cpu0 = time.perf_counter(), time.process_time()
     state = trainer.fit(encoded["train"], encoded["validation"])
-    train_seconds = time.perf_counter() - t0
+    train_seconds, train_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
 
     summary: dict[str, Any] = {
         "task": task.name, "backend": model.backend.name, "out": str(out), "status": state.stopped or "completed",
         "epochs": state.epoch, "steps": state.step, "best_epoch": state.best_epoch,
         "num_classes": len(labels), "sizes": {k: len(v) for k, v in encoded.items()},
         "dropped_unknown_label": dropped, "data_seconds": round(data_seconds, 2),
-        "train_seconds": round(train_seconds, 2), "history": state.history,
+        "train_seconds": round(train_seconds, 2), "train_cpu_seconds": round(train_cpu_seconds, 2),
+        "history": state.history,
     }
     if trainer.parallel is not None:
         summary["distributed"] = {"ranks": comm.size, "communicator": comm.name,
@@ -148,8 +155,8 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
         tensors = comm.bcast_object(load_checkpoint(best).tensors if root and best.exists() else None)
         if tensors is not None:
             model.load_state_dict(tensors)
-        summary["test"] = test_metrics(task, model, splits["test"], encoded["test"], labels,
-                                       trainer_settings.eval_batch_size, comm)
+        summary["test"] = objective.test_metrics(task, model, splits["test"], encoded["test"], labels,
+                                                 trainer_settings.eval_batch_size, comm)
         summary["plots"] = _plots(out, state.history, summary["test"], labels) if root else []
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if test and root:

@@ -7,8 +7,9 @@ Settings come in groups, each a dataclass whose fields carry their metadata (``s
     OptimizerSettings  which optimizer and its hyperparameters
     TrainerSettings    epochs, batches, clipping, schedule, early stopping, seed
     <task>.Settings    the task's own: what data is loaded ("data"), how an input is
-                       encoded ("input") and how each epoch's training examples are drawn
-                       ("sampling"); a subclass of TaskSettings (which has ``data``)
+                       encoded ("input"), how each epoch's training examples are drawn
+                       ("sampling") and how outputs become predictions ("decoding"); a
+                       subclass of TaskSettings (which has ``data``)
 
 On the command line and in ``config.json`` they form one flat namespace (every name is unique
 across groups), in the order: a task's defaults (the schema's defaults overridden by the
@@ -35,8 +36,9 @@ from .errors import ConfigError
 from .layers import POOLINGS
 from .optim import OPTIMIZERS, SCHEDULES
 
-#: Groups in the order they are listed; "data", "input" and "sampling" belong to the task.
-GROUPS = ("model", "optimizer", "trainer", "data", "input", "sampling")
+#: Groups in the order they are listed; "data", "input", "sampling" and "decoding" belong to
+#: the task.
+GROUPS = ("model", "optimizer", "trainer", "data", "input", "sampling", "decoding")
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,11 @@ def _specs(cls, group: str) -> list[Setting]:
 
 # -- the groups ---------------------------------------------------------------------------------
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)
-MONITORS = ("accuracy", "macro_f1", "loss")
+#: The validation metrics a run can monitor, and whether a larger or a smaller value is better.
+#: Which of them a run reports is its objective's (engine/objectives.py): classification
+#: reports loss, accuracy and macro_f1; CTC loss, label_error_rate and sequence_accuracy.
+MONITORS = {"accuracy": "max", "macro_f1": "max", "loss": "min", "label_error_rate": "min",
+            "sequence_accuracy": "max"}
 
 
 @dataclass
@@ -181,8 +187,9 @@ class TrainerSettings:
     gamma: float = setting(float, 0.5, "Decay factor of the step schedule.", low=0.0, low_open=True)
     patience: int = setting(int, 0, "Early stopping: epochs without a better validation score; 0: off.",
                             low=0, resumable=True)
-    monitor: str = setting(str, "accuracy", "Validation metric that picks the best checkpoint.",
-                           choices=MONITORS)
+    monitor: str = setting(str, "accuracy", "Validation metric that picks the best checkpoint "
+                           "(loss and label_error_rate: lower is better); it must be one the task "
+                           "reports.", choices=tuple(MONITORS))
     eval_batch_size: int = setting(int, 256, "Sequences per batch when evaluating.", low=1)
     balance_temperature: float = setting(float, 1.0, "Each epoch draws classes in proportion to "
                                          "their training examples ** this: 1 keeps the data's own "

@@ -11,6 +11,10 @@ mean, so the batches, the schedule and ``TrainState`` (whose ``batch`` counts gl
 batches) mean what they mean in one process, and a run resumes at any world size. A stop
 (Ctrl-C, a callback) is voted on with a step's gradients or at an epoch's end, so that every
 rank stops after the same batch; validation is sharded across the ranks.
+
+What the loss is, what validation reports and how a share of a batch is weighted are the
+``objective``'s (engine/objectives.py; default: classification, the model's own
+cross-entropy); whether a smaller or a larger monitored metric is better, ``settings.MONITORS``'s.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import numpy as np
 from .batching import Encoded, bucket_batches, collate
 from .distributed import Communicator, DataParallel, SingleProcess
 from .errors import ConfigError, DataError, TrainingDiverged
-from .evaluation import evaluate
+from .objectives import CLASSIFICATION, Objective
 from .optim import Optimizer, clip_grad_norm, lr_multiplier
-from .settings import TrainerSettings
+from .settings import MONITORS, TrainerSettings
 
 
 @dataclass
@@ -60,12 +64,15 @@ class Trainer:
 
     def __init__(self, model, optimizer: Optimizer, settings: TrainerSettings | None = None,
                  callbacks=(), state: TrainState | None = None, sampler=None,
-                 comm: Communicator | None = None):
+                 comm: Communicator | None = None, objective: Objective | None = None):
         """``sampler(train, epoch) -> Encoded`` re-draws the training split for each epoch
-        (engine/sampling.py: class balance, random crops); None trains on it as it is."""
+        (engine/sampling.py: class balance, random crops); None trains on it as it is.
+        ``objective``: the loss and the validation metrics (engine/objectives.py; default
+        classification)."""
         self.model = model
         self.optimizer = optimizer
         self.settings = settings or TrainerSettings()
+        self.objective = objective or CLASSIFICATION
         self.sampler = sampler
         self.callbacks = list(callbacks)
         self.state = state or TrainState()
@@ -100,6 +107,9 @@ class Trainer:
         if self.comm.size > 1 and cfg.batch_size < self.comm.size:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch, shared by "
                               f"{self.comm.size} ranks: it must be at least the number of ranks")
+        if validation is not None and len(validation) and cfg.monitor not in self.objective.metrics:
+            raise ConfigError(f"monitor {cfg.monitor!r} is not a validation metric of the {self.objective.name} "
+                              f"objective; it reports {', '.join(self.objective.metrics)}")
         st.stopped = None
         self._stop_agreed = False
         total = self.total_steps(len(train))
@@ -135,7 +145,7 @@ class Trainer:
                               "train_loss": float(np.mean(losses)) if losses else None}
                     if validation is not None and len(validation):
                         record.update({f"val_{k}": v for k, v in self.evaluate(validation).items()
-                                       if k in ("loss", "accuracy", "macro_f1")})
+                                       if k in self.objective.metrics})
                     st.epoch += 1
                     st.batch = 0
                     self._update_best(record)
@@ -165,12 +175,13 @@ class Trainer:
             inputs, row_lengths, targets = collate(train, rows, model.dtype)
             logits = model.forward(inputs, row_lengths, training=True,
                                    **({} if window is None else {"window": window}))
-            loss, d_logits = model.loss(logits, targets, row_lengths)
+            loss, d_logits = self.objective.loss(model, logits, targets, row_lengths)
             if parallel is None:
                 self._check_finite(loss)
             grads = model.backward(d_logits)
         if parallel is not None:
-            fraction = model.loss_weight(lengths[rows]) / model.loss_weight(lengths[idx])
+            weight = self.objective.loss_weight
+            fraction = weight(model, lengths[rows]) / weight(model, lengths[idx])
             grads, loss, stop = parallel.reduce(grads, loss, fraction, self._stop_reason is not None)
             self._stop_agreed = self._stop_agreed or stop
             if parallel.empty_shares(len(idx)):
@@ -195,7 +206,8 @@ class Trainer:
         value = record.get(key)
         if value is None:
             return
-        better = st.best is None or (value < st.best if self.settings.monitor == "loss" else value > st.best)
+        smaller = MONITORS[self.settings.monitor] == "min"
+        better = st.best is None or (value < st.best if smaller else value > st.best)
         record["best"] = bool(better)
         if better:
             st.best, st.best_epoch, st.bad_epochs = value, record["epoch"], 0
@@ -203,7 +215,7 @@ class Trainer:
             st.bad_epochs += 1
 
     def evaluate(self, data: Encoded) -> dict:
-        return evaluate(self.model, data, self.settings.eval_batch_size, self.comm)
+        return self.objective.evaluate(self.model, data, self.settings.eval_batch_size, self.comm)
 
 
 def _install_sigint(trainer: Trainer):

@@ -48,3 +48,34 @@ def lid_run(tmp_path_factory, lid_tsv):
     runs.run("language-id", {"data": str(lid_tsv), "epochs": 2, "hidden_size": 12, "embedding_dim": 8,
                              "batch_size": 16, "warmup_steps": 0}, out, backend="numpy", progress=False)
     return out
+
+
+def write_transcribed_npz(path, n=160, seed=0, features=5, alphabet="abc", splits=(0.8, 0.1)):
+    """An .npz of transcribed feature sequences (X, lengths, y transcripts, split) a small CTC
+    model learns in a few epochs: each character of a 1-4 character transcript is 2-3 frames
+    of its own one-hot feature, with 1-2 noisy silent frames after each (so repeats are
+    separable)."""
+    rng = np.random.default_rng(seed)
+    X, lengths, y, split = [], [], [], []
+    for i in range(n):
+        text = "".join(rng.choice(list(alphabet), size=int(rng.integers(1, 5))))
+        frames = [np.zeros((int(rng.integers(0, 2)), features))]
+        for ch in text:
+            block = np.zeros((int(rng.integers(2, 4)), features))
+            block[:, alphabet.index(ch)] = 2.0
+            frames += [block, np.zeros((int(rng.integers(1, 3)), features))]
+        x = np.concatenate(frames)
+        X.append(x + 0.3 * rng.standard_normal(x.shape))
+        lengths.append(len(x))
+        y.append(text)
+        split.append("train" if i < splits[0] * n else "validation" if i < sum(splits) * n else "test")
+    np.savez(path, X=np.concatenate(X).astype(np.float32), lengths=np.array(lengths), y=np.array(y),
+             split=np.array(split))
+    return path
+
+
+@pytest.fixture(scope="session")
+def transcribed_npz(tmp_path_factory):
+    """160 transcribed feature sequences of the characters a, b, c (128 train, 16 validation,
+    16 test): speech-recognition's data in the generic .npz format."""
+    return write_transcribed_npz(tmp_path_factory.mktemp("transcribed") / "transcribed.npz")

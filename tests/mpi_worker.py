@@ -1,8 +1,9 @@
 """What the data-parallel tests run on each rank (``mpiexec -n N python tests/mpi_worker.py``)
 and, for the single-process reference, in the test process itself.
 
-    train OUT [options]   train a small classifier with Trainer on made-up data; rank 0 writes
-                          OUT.npz (parameters) and OUT.json (history, every rank's facts);
+    train OUT [options]   train a small classifier with Trainer on made-up data (--ctc: a
+                          per-step head with the CTC objective on label sequences); rank 0
+                          writes OUT.npz (parameters) and OUT.json (history, every rank's facts);
                           --inject fail|drift|stop RANK STEP: raise, perturb a parameter or
                           ask for a stop on RANK after STEP; --backend cuda: on GPUs
     collectives OUT       NCCL allreduce and broadcast on each rank's GPU, checked (GPU machines)
@@ -33,6 +34,19 @@ def make_data(n: int, seed: int, vocab: int = 9, classes: int = 3):
     return Encoded(items, targets)
 
 
+def make_ctc_data(n: int, seed: int, vocab: int = 9):
+    """``n`` token sequences of 1-12 tokens whose label sequence is their tokens above 5, as
+    labels 1-3, equal neighbours merged (so every sequence is long enough for its labels)."""
+    from lstm_engine.batching import Encoded
+    rng = np.random.default_rng(seed)
+    items = [rng.integers(1, vocab, size=int(rng.integers(1, 13))) for _ in range(n)]
+    targets = []
+    for x in items:
+        labels = [int(t) - 5 for t in x if t > 5]
+        targets.append(np.array([v for i, v in enumerate(labels) if i == 0 or v != labels[i - 1]], dtype=np.int64))
+    return Encoded(items, targets)
+
+
 class Inject(Callback):
     """A callback that, on rank ``rank`` after step ``step``, raises, perturbs a parameter or
     asks for a stop (what the tests of failures, drift and stop votes need)."""
@@ -52,11 +66,12 @@ class Inject(Callback):
 
 
 def train(out=None, dtype="float64", dropout=0.3, pooling="max", epochs=2, batch_size=7, n=29,
-          inject=None, comm=None, check_every=None, backend="numpy") -> dict:
+          inject=None, comm=None, check_every=None, backend="numpy", ctc=False) -> dict:
     """Train the test model; returns {"params", "history", "facts", "rng", "communicator"}
-    (on every rank)."""
+    (on every rank). ``ctc``: a per-step head trained with the CTC objective."""
     from lstm_engine import distributed
     from lstm_engine.classifier import SequenceClassifier
+    from lstm_engine.objectives import CTC
     from lstm_engine.optim import make_optimizer
     from lstm_engine.settings import TrainerSettings
     from lstm_engine.trainer import Trainer
@@ -65,14 +80,17 @@ def train(out=None, dtype="float64", dropout=0.3, pooling="max", epochs=2, batch
     distributed.prepare(comm, backend)
     if check_every is not None:
         distributed.DataParallel.check_every = check_every
-    model = SequenceClassifier(3, vocab_size=9, embedding_dim=5, hidden_size=6, num_layers=2,
-                               bidirectional=True, dropout=dropout, pooling=pooling, dtype=np.dtype(dtype),
-                               backend=backend, seed=0)
+    model = SequenceClassifier(4 if ctc else 3, vocab_size=9, embedding_dim=5, hidden_size=6, num_layers=2,
+                               bidirectional=True, dropout=dropout, pooling=pooling, per_step=ctc,
+                               dtype=np.dtype(dtype), backend=backend, seed=0)
     comm = distributed.for_backend(comm, model.backend)              # NCCL for cuda
-    settings = TrainerSettings(epochs=epochs, batch_size=batch_size, seed=3, clip_norm=0.5, eval_batch_size=5)
+    settings = TrainerSettings(epochs=epochs, batch_size=batch_size, seed=3, clip_norm=0.5, eval_batch_size=5,
+                               monitor="label_error_rate" if ctc else "accuracy")
     callbacks = [Inject(*inject)] if inject else []
-    trainer = Trainer(model, make_optimizer("adam", lr=0.02), settings, callbacks, comm=comm)
-    trainer.fit(make_data(n, seed=1), make_data(11, seed=2))
+    trainer = Trainer(model, make_optimizer("adam", lr=0.02), settings, callbacks, comm=comm,
+                      objective=CTC() if ctc else None)
+    data = make_ctc_data if ctc else make_data
+    trainer.fit(data(n, seed=1), data(11, seed=2))
     facts = comm.allgather_object({"rank": comm.rank, "size": comm.size, "local_rank": comm.local_rank,
                                    "local_size": comm.local_size, "cores": comm.cores,
                                    "numba_threads": os.environ.get("NUMBA_NUM_THREADS"),
@@ -162,10 +180,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--pooling", default="max")
     parser.add_argument("--inject", nargs=3, metavar=("ACTION", "RANK", "STEP"))
     parser.add_argument("--check-every", type=int)
+    parser.add_argument("--ctc", action="store_true")
     args = parser.parse_args(argv)
     inject = (args.inject[0], int(args.inject[1]), int(args.inject[2])) if args.inject else None
     train(args.out, args.dtype, args.dropout, args.pooling, inject=inject, check_every=args.check_every,
-          backend=args.backend)
+          backend=args.backend, ctc=args.ctc)
 
 
 if __name__ == "__main__":

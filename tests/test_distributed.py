@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 from lstm_engine import distributed
+from lstm_engine.batching import Encoded, collate
 from lstm_engine.classifier import SequenceClassifier
 from lstm_engine.errors import ConfigError, DistributedError, MissingDependencyError
 from lstm_engine.layers import RowWindow, window_uniforms
+from lstm_engine.objectives import CLASSIFICATION, CTC
 
 sys.path.insert(0, str(Path(__file__).parent))
 import mpi_worker  # noqa: E402 (after the path it is imported from)
@@ -87,30 +89,45 @@ def _batch(B, T_max, per_step, seed=0):
     return tokens, lengths, targets
 
 
-@pytest.mark.parametrize("pooling,per_step", [("max", False), ("mean", False), ("last", False), ("last", True)])
-def test_shares_with_windows_reproduce_the_whole_batch(pooling, per_step):
+def _shared_batch(per_step: bool, ctc: bool) -> Encoded:
+    """10 ragged token sequences: with a class each, a class per step, or (ctc) a label
+    sequence each."""
+    if ctc:
+        return mpi_worker.make_ctc_data(10, seed=4)
+    tokens, lengths, targets = _batch(10, 7, per_step)
+    return Encoded([tokens[:n, b] for b, n in enumerate(lengths)],
+                   [targets[:n, b] if per_step else int(targets[b]) for b, n in enumerate(lengths)])
+
+
+@pytest.mark.parametrize("pooling,per_step,objective", [("max", False, CLASSIFICATION), ("mean", False, CLASSIFICATION),
+                                                        ("last", False, CLASSIFICATION), ("last", True, CLASSIFICATION),
+                                                        ("last", True, CTC())])
+def test_shares_with_windows_reproduce_the_whole_batch(pooling, per_step, objective):
     """Three shares of a batch (each padded only to its own longest sequence), with dropout
-    between layers and before the head, weighted by their loss terms, give the whole batch's
-    loss and gradients, and leave the generator where the whole batch leaves it."""
+    between layers and before the head, weighted by the objective's loss weight (rows for a
+    classifier and for CTC, whose mean divides each sequence's loss by its target length and
+    averages over the sequences; valid steps for a tagger's cross-entropy), give the whole
+    batch's loss and gradients, and leave the generator where the whole batch leaves it."""
+    ctc = objective.name == "ctc"
     config = dict(vocab_size=9, embedding_dim=5, hidden_size=4, num_layers=2, bidirectional=True, dropout=0.4,
                   pooling=pooling, per_step=per_step, dtype=np.float64, backend="numpy")
-    tokens, lengths, targets = _batch(10, 7, per_step)
-    whole = SequenceClassifier(3, seed=1, **config)
-    loss, d = whole.loss(whole.forward(tokens, lengths, training=True), targets, lengths)
+    data = _shared_batch(per_step, ctc)
+    tokens, lengths, targets = collate(data, np.arange(10))
+    whole = SequenceClassifier(4 if ctc else 3, seed=1, **config)
+    loss, d = objective.loss(whole, whole.forward(tokens, lengths, training=True), targets, lengths)
     want = whole.backward(d)
 
-    part = SequenceClassifier(3, seed=1, **config)         # one model plays the three ranks,
-    start = part.rng.bit_generator.state                   # each starting from the same generator
-    total = part.loss_weight(lengths)
+    part = SequenceClassifier(4 if ctc else 3, seed=1, **config)   # one model plays the three ranks,
+    start = part.rng.bit_generator.state                         # each starting from the same generator
+    total = objective.loss_weight(part, lengths)
     got_loss, got = 0.0, {k: 0.0 for k in want}
     for lo, hi in [distributed.share_bounds(10, 3, r) for r in range(3)]:
         part.rng.bit_generator.state = start
-        T = int(lengths[lo:hi].max())
-        rows_t = targets[:T, lo:hi] if per_step else targets[lo:hi]
+        rows_tokens, rows_lengths, rows_targets = collate(data, np.arange(lo, hi))
         window = RowWindow(lo, 10, int(lengths.max()))
-        share_loss, share_d = part.loss(part.forward(tokens[:T, lo:hi], lengths[lo:hi], training=True, window=window),
-                                        rows_t, lengths[lo:hi])
-        fraction = part.loss_weight(lengths[lo:hi]) / total
+        share_loss, share_d = objective.loss(part, part.forward(rows_tokens, rows_lengths, training=True, window=window),
+                                             rows_targets, rows_lengths)
+        fraction = objective.loss_weight(part, rows_lengths) / total
         got_loss += fraction * share_loss
         for k, g in part.backward(share_d).items():
             got[k] = got[k] + fraction * g
@@ -251,6 +268,35 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, atol):
     assert [f["cores"] for f in meta["facts"]] == [max(1, cores // 2)] * 2
     assert [f["numba_threads"] for f in meta["facts"]] == [str(max(1, cores // 2))] * 2
     assert [f["local_rank"] for f in meta["facts"]] == [0, 1]
+
+
+@needs_mpi
+def test_two_ranks_train_ctc_as_one_process(tmp_path):
+    """The CTC objective on a per-step head: ranks weight their shares by their sequences."""
+    proc = mpirun(sys.executable, WORKER, "train", str(tmp_path / "two"), "--ctc")
+    assert proc.returncode == 0, proc.stderr
+    two = np.load(tmp_path / "two.npz")
+    meta = json.loads((tmp_path / "two.json").read_text())
+    one = mpi_worker.train(comm=distributed.SingleProcess(), ctc=True)
+    for name, value in one["params"].items():
+        np.testing.assert_allclose(two[name], value, rtol=0, atol=1e-12, err_msg=name)
+    assert [h["val_label_error_rate"] for h in meta["history"]] == [h["val_label_error_rate"] for h in one["history"]]
+    assert meta["rng"] == one["rng"]
+
+
+@needs_mpi
+def test_two_rank_speech_recognition_run_matches_one_process(tmp_path, transcribed_npz):
+    from lstm_engine import runs
+    settings = {"epochs": 2, "hidden_size": 8, "batch_size": 16, "warmup_steps": 0, "dropout": 0.2}
+    proc = mpirun(sys.executable, WORKER, "cli", str(tmp_path), "train", "speech-recognition", "--data",
+                  str(transcribed_npz), "--out", str(tmp_path / "two"), "--backend", "numpy", "--no-progress",
+                  *[f"--set={k}={v}" for k, v in settings.items()])
+    assert proc.returncode == 0, proc.stderr
+    runs.run("speech-recognition", settings | {"data": str(transcribed_npz)}, tmp_path / "one", backend="numpy",
+             test=False, progress=False, comm=distributed.SingleProcess())
+    _assert_same_model(tmp_path / "two" / "last.safetensors", tmp_path / "one" / "last.safetensors")
+    lines = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(line["val_label_error_rate"] is not None for line in lines)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The task registry: each task knows its data, features, model head, defaults and metrics."""
+"""The task registry: each task knows its data, features, model head, defaults and objective
+(its loss and metrics)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from ..errors import ConfigError
 from .base import Task
 from .language_id import LanguageId
 from .speech_digits import SpeechDigits
+from .speech_recognition import SpeechRecognition
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (LanguageId, SpeechDigits)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (LanguageId, SpeechDigits, SpeechRecognition)}
 
 
 def get_task(name: str) -> Task:

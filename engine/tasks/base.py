@@ -1,12 +1,17 @@
-"""What every task knows: its data, how inputs become sequences, its model and defaults.
+"""What every task knows: its data, how inputs become sequences, its model and defaults, and
+its objective (how outputs are trained, scored and read).
 
 A task turns ``Examples`` (text or feature frames, string labels) into ``Encoded`` sequences
-for the model. Its encoder (a character vocabulary, a feature width) is fitted on the
-training split and stored, as JSON, in every checkpoint, so a checkpoint predicts by itself.
+for the model. Its encoder (a character vocabulary, a feature width; for speech recognition
+also the transcripts' vocabulary and the decoder) is fitted on the training split and
+stored, as JSON, in every checkpoint with the names of the model's classes (``labels``), so
+a checkpoint predicts by itself. The base class is a classification task: one label per
+example, the classes the training split's labels, softmax cross-entropy.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -54,6 +59,21 @@ class Task:
 
     def model_config(self, config: dict, encoder: dict, num_classes: int) -> dict:
         raise NotImplementedError
+
+    def labels(self, train: Examples, encoder: dict) -> list[str]:
+        """The names of the model's classes (column k of its output is ``labels[k]``): the
+        distinct labels of the training split, sorted."""
+        return sorted(set(train.labels))
+
+    def objective(self, encoder: dict):
+        """How the model's outputs are trained, validated, tested and read
+        (engine/objectives.py): classification."""
+        from ..objectives import CLASSIFICATION
+        return CLASSIFICATION
+
+    def describe(self, splits: Splits) -> dict:
+        """Statistics of the data for `lstm-engine data`: the examples of each label, per split."""
+        return {"labels": {name: dict(sorted(Counter(ex.labels).items())) for name, ex in splits.items()}}
 
     def read_inputs(self, sources: list[str], encoder: dict) -> tuple[list, list[str]]:
         """Inputs for ``predict`` from command-line arguments; returns (inputs, names)."""
