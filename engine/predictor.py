@@ -37,9 +37,11 @@ class Predictor:
     shards its predictions and evaluations across ranks; every rank gets the whole result."""
 
     def __init__(self, task, model: SequenceClassifier, encoder: dict, labels: list[str], data_options: dict,
-                 comm=None):
+                 comm=None, manifest: dict | None = None):
         self.task, self.model, self.encoder = task, model, encoder
         self.labels, self.data_options = labels, data_options
+        #: How the training data was built (TaskData.manifest), when the task keeps one.
+        self.manifest = manifest
         self.comm = comm
         self._prepared = None
 
@@ -63,7 +65,8 @@ class Predictor:
             raise CheckpointError(f"{path}: tensors do not match the stored model config: {e}") from e
         if comm is not None:
             comm = distributed.for_backend(comm, model.backend)      # NCCL for a cuda model
-        return cls(task, model, ckpt.task["encoder"], ckpt.task["labels"], ckpt.task["data"], comm)
+        return cls(task, model, ckpt.task["encoder"], ckpt.task["labels"], ckpt.task["data"], comm,
+                   manifest=ckpt.task.get("corpus"))
 
     def predict_proba(self, inputs: list) -> np.ndarray:
         """(N, C) probabilities, columns in ``labels`` order."""
