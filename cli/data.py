@@ -31,24 +31,10 @@ def data(task, data, set_pairs, export_path, as_json):
     from lstm_engine.data import lid_corpus
     from lstm_engine.tasks import get_task
     t = get_task(task)
-    pairs = parse_set(set_pairs)
-    # Corpus options the task's settings do not (yet) have pass straight to the corpus.
-    schema = settings.task_schema(t)
-    corpus_pairs = {key: pairs.pop(key) for key in list(pairs) if key in lid_corpus.OPTION_HELP and key not in schema}
-    config = settings.resolve(t, ("--set", pairs), ("--data", {"data": data}))
+    config = settings.resolve(t, ("--set", parse_set(set_pairs)), ("--data", {"data": data}))
     options = t.data_options(config)
-    manifest = None
-    if t.name == "language-id" and not options.get("data"):
-        corpus_options = {key: config[key] for key in lid_corpus.OPTION_HELP if key in config}
-        corpus_options.update(corpus_pairs)
-        corpus = lid_corpus.load_lid_corpus(**corpus_options)
-        splits, manifest = corpus.splits, corpus.manifest
-        options = {**options, **corpus_options}
-    else:
-        if corpus_pairs:
-            raise click.BadParameter(f"{', '.join(corpus_pairs)} only apply to language-id's default corpus",
-                                     param_hint="--set")
-        splits = t.load_data(options)
+    loaded = t.load(options)
+    splits, manifest = loaded.splits, loaded.manifest
     if export_path:
         t.export(splits, export_path)
     stats = {

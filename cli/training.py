@@ -105,7 +105,9 @@ def _echo_scores(split: str, metrics: dict, suffix: str = "") -> None:
 
 def _report(summary: dict, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2, ensure_ascii=False))
+        # results.json keeps the history and the data's manifest; stdout gets the figures
+        click.echo(json.dumps({k: v for k, v in summary.items() if k not in ("history", "corpus")}, indent=2,
+                              ensure_ascii=False))
         return
     sizes = summary["sizes"]
     click.echo(f"{summary['task']} on {summary['backend']}: {summary['status']} after {summary['epochs']} "
@@ -117,7 +119,13 @@ def _report(summary: dict, as_json: bool) -> None:
     test = summary.get("test")
     if test and test.get("n"):
         _echo_scores("test", test)
+    for name, metrics in summary.get("held_out", {}).items():
+        if metrics.get("n"):
+            _echo_scores(f"held out ({name}, a domain kept out of training)", metrics)
     click.echo(f"run folder: {summary['out']}")
+    for message in summary.get("data_messages", []):
+        # said while the data was built, and again here where it is not lost among the progress bars
+        click.echo(f"note: {message}", err=True)
 
 
 @click.command()
@@ -137,28 +145,41 @@ def train(**kwargs):
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--data", default=None, metavar="PATH", help="Evaluate on this data instead of the run's own.")
-@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
-              show_default=True, help="Which split; 'all' joins the three (for data you bring).")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all", "held-out"]), default="test",
+              show_default=True, help="Which split; 'all' joins the three (for data you bring); 'held-out' "
+                                      "the evaluation sets of the sources the run held out of training.")
 @click.option("--backend", default=None, metavar="NAME")
 @device_option
 @distributed_option
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(checkpoint, data, split, backend, as_json):
     """Score a checkpoint (file or run folder) on labelled data (sharded across the ranks
-    under mpiexec/srun; rank 0 prints)."""
+    under mpiexec/srun; rank 0 prints). The run's own data is rebuilt from the settings stored
+    in the checkpoint; a warning says when it differs from the data the model was trained on."""
     from lstm_engine import distributed
     from lstm_engine.data import Examples
     from lstm_engine.predictor import load_predictor
     comm = world(backend)
     pred = load_predictor(checkpoint, backend=backend or "auto", comm=comm)
     options = dict(pred.data_options, **({"data": data} if data else {}))
-    splits = distributed.node_first(comm, lambda: pred.task.load_data(options))
+    loaded = distributed.node_first(comm, lambda: pred.task.load(options))
+    changes = pred.task.data_changes(pred.manifest, loaded.manifest) \
+        if not data and pred.manifest is not None and loaded.manifest is not None else []
+    if changes and comm.is_root:
+        click.echo("lstm-engine: warning: the data rebuilt for this evaluation differs from the data the model "
+                   "was trained on, so the figures may differ from the run's own: " + "; ".join(changes), err=True)
     if split == "all":
-        examples = Examples(sum((s.inputs for s in splits.values()), []),
-                            sum((s.labels for s in splits.values()), []))
+        parts = list(loaded.splits.values())
+    elif split == "held-out":
+        parts = list(loaded.held_out.values())
+        if not parts:
+            raise click.UsageError("this run held no source out of training (the held_out_sources setting)")
     else:
-        examples = splits[split]
+        parts = [loaded.splits[split]]
+    examples = Examples(sum((s.inputs for s in parts), []), sum((s.labels for s in parts), []))
     result = pred.evaluate(examples)
+    if changes:
+        result["data_changes"] = changes
     if not comm.is_root:
         return
     if as_json:

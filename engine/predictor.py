@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from . import distributed
 from .batching import Encoded
 from .checkpoint import load_checkpoint
@@ -37,10 +39,12 @@ class Predictor:
     shards its predictions and evaluations across ranks; every rank gets the whole result."""
 
     def __init__(self, task, model: SequenceClassifier, encoder: dict, labels: list[str], data_options: dict,
-                 comm=None):
+                 comm=None, manifest: dict | None = None):
         self.task, self.model, self.encoder = task, model, encoder
         self.labels, self.data_options = labels, data_options
         self.objective = task.objective(encoder)
+        #: How the training data was built (TaskData.manifest), when the task keeps one.
+        self.manifest = manifest
         self.comm = comm
         self._prepared = None
 
@@ -64,7 +68,7 @@ class Predictor:
             raise CheckpointError(f"{path}: its model config or tensors are not usable: {e}") from e
         if comm is not None:
             comm = distributed.for_backend(comm, model.backend)      # NCCL for a cuda model
-        return cls(task, model, encoder, labels, data, comm)
+        return cls(task, model, encoder, labels, data, comm, manifest=ckpt.task.get("corpus"))
 
     def _encoded(self, inputs: list) -> Encoded:
         if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):

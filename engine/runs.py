@@ -3,7 +3,10 @@ the run folder; also resuming a run.
 
 Run folder: ``config.json`` (every setting), ``metrics.jsonl`` (one line per epoch),
 ``last.safetensors`` (resumable), ``best.safetensors`` (best validation epoch; the model
-that was tested), ``results.json`` (test metrics), and PNG plots when matplotlib is installed.
+that was tested), ``results.json`` (test metrics, the metrics on each held-out evaluation set,
+the data's manifest), and PNG plots when matplotlib is installed. The data's manifest (for
+language-id's default corpus: sources, package versions, strings per language) is also in every
+checkpoint's task metadata, so that ``evaluate`` can tell when the data it rebuilds differs.
 Loading a trained model to predict is engine/predictor.py's; scoring it, the task's objective's
 (engine/objectives.py, engine/evaluation.py).
 
@@ -85,7 +88,8 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
 
     t0 = time.perf_counter()
     data_options = task.data_options(config)
-    splits = distributed.node_first(comm, lambda: task.load_data(data_options))
+    data = distributed.node_first(comm, lambda: task.load(data_options))
+    splits = data.splits
     if len(splits["train"]) == 0:
         raise DataError(f"the training split of {task.name} data is empty ({data_options})")
     if ckpt is not None:
@@ -119,6 +123,8 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
                            for slot, table in ckpt.optimizer.items()}
         state = TrainState(**ckpt.train["state"])
     task_meta = {"name": task.name, "encoder": encoder, "labels": labels, "data": data_options}
+    if data.manifest is not None:
+        task_meta["corpus"] = data.manifest
     run_meta = {"config": config}
     if root:
         _write_json(out / "config.json", {"task": task.name, "backend": model.backend.name, **config})
@@ -143,6 +149,8 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
         "train_seconds": round(train_seconds, 2), "train_cpu_seconds": round(train_cpu_seconds, 2),
         "history": state.history,
     }
+    if data.manifest is not None:
+        summary["data_messages"] = list(data.manifest.get("messages", []))
     if trainer.parallel is not None:
         summary["distributed"] = {"ranks": comm.size, "communicator": comm.name,
                                   "allreduce_seconds": round(trainer.parallel.allreduce_seconds, 3)}
@@ -157,11 +165,34 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
             model.load_state_dict(tensors)
         summary["test"] = objective.test_metrics(task, model, splits["test"], encoded["test"], labels,
                                                  trainer_settings.eval_batch_size, comm)
+        if data.held_out:
+            summary["held_out"] = held_out_metrics(task, objective, model, data.held_out, encoder, labels,
+                                                   trainer_settings.eval_batch_size, comm)
         summary["plots"] = _plots(out, state.history, summary["test"], labels) if root else []
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
+    if data.manifest is not None:
+        summary["corpus"] = data.manifest
     if test and root:
         _write_json(out / "results.json", summary)
     return summary
+
+
+def held_out_metrics(task, objective, model, held_out: dict, encoder: dict, labels: list[str],
+                     batch_size: int = 256, comm=None) -> dict:
+    """The test metrics (without the confusion matrix) on each held-out evaluation set: text of
+    a domain kept out of training; with several sets, also on all of them together (``all``)."""
+    from .data import Examples
+    sets = dict(held_out)
+    if len(sets) > 1:
+        sets["all"] = Examples([x for ex in held_out.values() for x in ex.inputs],
+                               [y for ex in held_out.values() for y in ex.labels])
+    out = {}
+    for name, examples in sets.items():
+        encoded, dropped = task.encode(examples, encoder, labels)
+        metrics = objective.test_metrics(task, model, examples, encoded, labels, batch_size, comm)
+        metrics.pop("confusion", None)
+        out[name] = {**metrics, "dropped_unknown_label": dropped}
+    return out
 
 
 def _digest(data: Encoded) -> str:

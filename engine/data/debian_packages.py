@@ -24,7 +24,7 @@ How it works, and why:
   process is root, after saying so on stderr; otherwise, and when a download fails, the
   packages that could not be had are returned with the reason and the command that gets them.
 - ``deb_files`` reads chosen members of a ``.deb`` (data.tar.xz, .gz, .bz2, uncompressed; .zst,
-  which Ubuntu uses, with Python >= 3.14 or the ``zstandard`` package). Debian 12 builds every
+  which Ubuntu uses, with Python >= 3.14 or the ``zstandard`` package, a dependency below 3.14). Debian 12 builds every
   package this project reads with xz. Tutorial files are never read (they are reserved for
   independent evaluation): any member whose path mentions a tutorial is skipped.
 """

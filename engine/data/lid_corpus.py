@@ -88,20 +88,6 @@ SOURCES: dict[str, str] = {
 DEFAULTS = {"sources": tuple(SOURCES), "held_out_sources": (), "min_strings": 1000, "max_per_source": 2000,
             "max_per_language": 3000, "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
 
-#: The settings of the corpus, for a settings schema: name -> (type, default, help).
-OPTION_HELP = {
-    "sources": ("str", ",".join(SOURCES),
-                "comma-separated sources of the language-id corpus: " + ", ".join(SOURCES)),
-    "held_out_sources": ("str", "",
-                         "comma-separated sources kept out of training, returned as held-out evaluation sets"),
-    "max_per_source": ("int|None", 2000, "at most this many strings per language from each source"),
-    "max_per_language": ("int|None", 3000, "at most this many strings per language in all (largest sources cut first)"),
-    "min_strings": ("int", 1000, "languages with fewer strings are dropped"),
-    "min_letters": ("int", 10, "a sentence or message needs this many letters to be kept"),
-    "download": ("bool", True, "fetch missing corpus packages with apt-get download (false: only what the cache holds)"),
-}
-
-
 @dataclass
 class LidCorpus:
     """The corpus: ``splits`` (train/validation/test, like every loader's), the evaluation sets
@@ -634,6 +620,41 @@ def _say(messages: list[str]) -> None:
         print(f"lstm-engine: {message}", file=sys.stderr)
 
 
+# --- comparing two builds ----------------------------------------------------------------
+
+def manifest_changes(stored: dict, rebuilt: dict) -> list[str]:
+    """How the corpus ``rebuilt`` (a manifest) differs from ``stored`` (the one a model was
+    trained on): sources that are missing now or back, package versions, the catalogs, the
+    wordfreq version and the split sizes; empty when they are the same build (same key)."""
+    if stored.get("key") == rebuilt.get("key"):
+        return []
+    changes = []
+    old_sources, new_sources = stored.get("sources", {}), rebuilt.get("sources", {})
+    for name in dict.fromkeys([*old_sources, *new_sources]):
+        old, new = old_sources.get(name), new_sources.get(name)
+        if old is None or new is None:
+            changes.append(f"{name}: {'not a source of the training corpus' if old is None else 'not a source now'}")
+            continue
+        if old["status"] != new["status"]:
+            changes.append(f"{name}: {old['status']} then, {new['status']} now")
+        if old.get("version") != new.get("version"):
+            changes.append(f"{name}: version {old.get('version') or '?'} then, {new.get('version') or '?'} now")
+        versions = [f"{package} {old['packages'].get(package, '-')} -> {new['packages'].get(package, '-')}"
+                    for package in sorted(set(old["packages"]) | set(new["packages"]))
+                    if old["packages"].get(package) != new["packages"].get(package)]
+        if versions:
+            changes.append(f"{name}: {len(versions)} package(s) changed ({', '.join(versions[:3])}"
+                           f"{'...' if len(versions) > 3 else ''})")
+    if stored.get("options") != rebuilt.get("options"):
+        changes.append(f"options: {stored.get('options')} then, {rebuilt.get('options')} now")
+    old_totals, new_totals = stored.get("totals", {}), rebuilt.get("totals", {})
+    sizes = [f"{split} {old_totals.get(split)} -> {new_totals.get(split)}" for split in (*SPLITS, "held_out")
+             if old_totals.get(split) != new_totals.get(split)]
+    if sizes:
+        changes.append("strings: " + ", ".join(sizes))
+    return changes or ["the corpus format changed (a newer lstm-engine builds it differently)"]
+
+
 # --- the table of languages by source ----------------------------------------------------
 
 def source_table(manifest: dict) -> dict:
@@ -648,7 +669,7 @@ def source_table(manifest: dict) -> dict:
             "messages": manifest["messages"]}
 
 
-__all__ = ["LidCorpus", "SOURCES", "DEFAULTS", "check_options", "load_lid_corpus", "source_table"]
+__all__ = ["LidCorpus", "SOURCES", "DEFAULTS", "check_options", "load_lid_corpus", "source_table", "manifest_changes"]
 
 
 if __name__ == "__main__":

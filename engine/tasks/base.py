@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import settings
 from ..batching import Encoded
-from ..data import Examples, Splits
+from ..data import Examples, Splits, TaskData
 from ..errors import ArgumentError
 
 
@@ -44,6 +44,16 @@ class Task:
 
     def load_data(self, options: dict) -> Splits:
         raise NotImplementedError
+
+    def load(self, options: dict) -> TaskData:
+        """The data of a run: ``load_data``'s splits, plus (for a task that has them) held-out
+        evaluation sets and a manifest of how the data was built."""
+        return TaskData(self.load_data(options))
+
+    def data_changes(self, stored: dict, rebuilt: dict) -> list[str]:
+        """How rebuilt data differs from the data a model was trained on, from their
+        manifests (``TaskData.manifest``); empty: the same."""
+        return []
 
     def fit_encoder(self, train: Examples, config: dict) -> dict:
         raise NotImplementedError

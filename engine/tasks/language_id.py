@@ -1,9 +1,12 @@
 """language-id: which language a piece of text is in, from its characters.
 
-Default data: the gettext catalogs of the machine (``lstm_engine.data.gettext_corpus``);
-``data`` may instead name a WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV.
-Text is NFC-normalised and cut to ``max_length`` characters; characters seen fewer than
-``min_char_count`` times in training share the unknown id 1 (0 is padding).
+Default data: the many-source corpus (``lstm_engine.data.lid_corpus``: the machine's gettext
+catalogs, Debian packages of help pages, Firefox language packs, fortunes and man pages, and
+wordfreq's word lists), with its held-out sources as evaluation sets of domains the model never
+trains on and its manifest stored in every checkpoint; ``sources=gettext`` is the catalogs
+alone. ``data`` may instead name a WiLI-2018 folder, a Tatoeba sentences.csv or a
+label<TAB>text TSV. Text is NFC-normalised and cut to ``max_length`` characters; characters
+seen fewer than ``min_char_count`` times in training share the unknown id 1 (0 is padding).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import Examples, Splits
+from ..data import Examples, Splits, TaskData
+from ..data import lid_corpus
 from ..errors import ArgumentError, ArgumentTypeError
 from ..settings import TaskSettings, setting
 from .base import Task, model_config_from
@@ -29,12 +33,31 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+_CORPUS = lid_corpus.DEFAULTS
+#: The settings that are options of the default corpus (``load_lid_corpus``'s keywords).
+CORPUS_SETTINGS = ("sources", "held_out_sources", "min_strings", "max_per_source", "max_per_language",
+                   "min_letters", "download")
+
+
 @dataclass
 class LanguageIdSettings(TaskSettings):
-    min_strings: int = setting(int, 1000, "Default corpus: languages with fewer usable strings are left out.",
-                               low=1)
-    max_per_language: int | None = setting(int, 3000, "Default corpus: at most this many strings per "
-                                           "language (a fixed subset); none: all.", low=1, optional=True)
+    sources: str = setting(str, ",".join(_CORPUS["sources"]), "Default corpus: comma-separated sources, from "
+                           + ", ".join(lid_corpus.SOURCES) + " (gettext alone: the catalogs).")
+    held_out_sources: str = setting(str, ",".join(_CORPUS["held_out_sources"]), "Default corpus: comma-separated "
+                                    "sources kept out of training and tested after it, each on its own "
+                                    "(text of a domain the model never saw).")
+    min_strings: int = setting(int, _CORPUS["min_strings"], "Default corpus: languages with fewer usable "
+                               "strings are left out.", low=1)
+    max_per_source: int | None = setting(int, _CORPUS["max_per_source"], "Default corpus: at most this many "
+                                         "strings per language from each source; none: no cap.", low=1,
+                                         optional=True)
+    max_per_language: int | None = setting(int, _CORPUS["max_per_language"], "Default corpus: at most this "
+                                           "many strings per language in all (a fixed subset, the largest "
+                                           "sources cut first); none: all.", low=1, optional=True)
+    min_letters: int = setting(int, _CORPUS["min_letters"], "Default corpus: a sentence or message needs "
+                               "this many letters to be kept.", low=1)
+    download: bool = setting(bool, True, "Default corpus: fetch missing packages with apt-get download "
+                             "(false: only what the cache holds).")
     max_length: int = setting(int, 128, "Texts are cut to this many characters.", low=1, group="input")
     min_char_count: int = setting(int, 3, "Characters seen fewer times in training share the unknown id.",
                                   low=1, group="input")
@@ -49,7 +72,8 @@ class LanguageIdSettings(TaskSettings):
 class LanguageId(Task):
     name = "language-id"
     kind = "text"
-    description = "character-level language identification (default data: this machine's gettext catalogs)"
+    description = ("character-level language identification (default data: the many-source corpus of "
+                   "this machine's catalogs and Debian packages)")
     Settings = LanguageIdSettings
     DEFAULTS = {
         "epochs": 5, "batch_size": 64, "embedding_dim": 48, "hidden_size": 128, "num_layers": 1,
@@ -57,13 +81,18 @@ class LanguageId(Task):
         "warmup_steps": 100,
     }
 
-    def load_data(self, options: dict) -> Splits:
+    def load(self, options: dict) -> TaskData:
         if options.get("data"):
             from ..data.text_formats import load_text_data
-            return load_text_data(options["data"])
-        from ..data.gettext_corpus import load_gettext_corpus
-        return load_gettext_corpus(min_strings=options["min_strings"],
-                                   max_per_language=options["max_per_language"])
+            return TaskData(load_text_data(options["data"]))
+        corpus = lid_corpus.load_lid_corpus(**{name: options[name] for name in CORPUS_SETTINGS if name in options})
+        return TaskData(corpus.splits, corpus.held_out, corpus.manifest)
+
+    def load_data(self, options: dict) -> Splits:
+        return self.load(options).splits
+
+    def data_changes(self, stored: dict, rebuilt: dict) -> list[str]:
+        return lid_corpus.manifest_changes(stored, rebuilt)
 
     def fit_encoder(self, train: Examples, config: dict) -> dict:
         counts = Counter()

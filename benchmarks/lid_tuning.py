@@ -1,0 +1,211 @@
+"""How the language-id defaults were chosen: training runs over a grid of settings, each scored
+in-domain (the test split) and on held-out domains (whole sources kept out of training), by
+text length, with its CPU and wall time and the machine's load.
+
+    python benchmarks/lid_tuning.py --list                      # the named experiments
+    python benchmarks/lid_tuning.py --run crop-0.5 crop-0       # run some, add them to the results
+    python benchmarks/lid_tuning.py --run all --backend cpu
+    python benchmarks/lid_tuning.py --table                     # the results as a markdown table
+
+Every experiment is one ``lstm-engine run`` (``runs.run``) in a child process, so its CPU time
+is the child's own (``resource.getrusage(RUSAGE_CHILDREN)``: user + system, every thread): on a
+shared machine wall time says more about the neighbours than about the run, CPU time much
+less. The load average before and after is recorded with it. Every run holds the sources of
+``HELD_OUT`` out of training (the benchmark's cross-domain setting), so each figure of
+held-out accuracy is on text of a domain the run never trained on; ``first20`` is the held-out
+strings cut to their first 20 characters (the issue's measure of short text).
+
+Experiments are named settings over the task's defaults (``EXPERIMENTS``); the proxies
+(``p-*``) train on a subset (``max_per_language=1000``, 2 epochs) to narrow the grid down
+cheaply, the full ones (``f-*``) on the whole corpus. Results are merged into
+``benchmarks/results/lid_tuning.json`` by name (a rerun replaces its entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "results" / "lid_tuning.json"
+
+#: Sources held out of training in every experiment (and in the baseline comparison).
+HELD_OUT = "fortunes,gnome-user-docs"
+
+#: Shorthands of the experiments below. A proxy keeps a third of the corpus, so it needs a
+#: third of the strings per language to keep the same languages.
+_PROXY = {"max_per_language": 1000, "max_per_source": 700, "min_strings": 350, "epochs": 2}
+
+#: The speed probe: `lstm-engine bench`'s "char" case (cpu backend, training step), and its
+#: time on the quiet 2-core machine of the README's speed table (compare_backends.json).
+PROBE_SHAPE, PROBE_QUIET_MS = "char", 135.2
+
+#: name -> settings over the task's defaults (held_out_sources is added to each).
+EXPERIMENTS: dict[str, dict] = {
+    # --- proxies: what crops, class balance, data and size do, on a third of the data ----------
+    "p-base": {**_PROXY},
+    "p-crop-0.5": {**_PROXY, "crop_fraction": 0.5},
+    "p-crop-0.8": {**_PROXY, "crop_fraction": 0.8},
+    "p-crop-0.3": {**_PROXY, "crop_fraction": 0.3},
+    "p-crop-0.5-min2": {**_PROXY, "crop_fraction": 0.5, "crop_min": 2},
+    "p-no-wordfreq": {**_PROXY, "sources": "gettext,libreoffice-help,gnome-user-docs,firefox-l10n,fortunes,manpages"},
+    "p-balance-0.5": {**_PROXY, "balance_temperature": 0.5},
+    "p-4epochs": {**_PROXY, "epochs": 4},
+    "p-2x-data": {**_PROXY, "max_per_language": 2000, "max_per_source": 1400, "min_strings": 700},
+    "p-h192": {**_PROXY, "hidden_size": 192, "embedding_dim": 64},
+    "p-batch128": {**_PROXY, "batch_size": 128},
+}
+
+
+def cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def speed_probe(backend: str) -> float:
+    """Milliseconds of one training step on the probe shape, in a fresh process (median of 5):
+    how fast this machine runs right now, next to its quiet figure."""
+    code = ("import json; from lstm_engine import bench; "
+            f"print(json.dumps(bench.bench_engine({backend!r}, bench.NAMED_SHAPES[{PROBE_SHAPE!r}], 1, 5)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])["fwd_bwd_ms"]
+
+
+def _accuracy_by_length(metrics: dict) -> dict:
+    return {"accuracy": metrics.get("accuracy"), "n": metrics.get("n"),
+            "by_length": {k: v["accuracy"] for k, v in metrics.get("accuracy_by_length", {}).items()}}
+
+
+def child(settings: dict, out: str, backend: str, result_file: str) -> None:
+    """One experiment, in this (child) process: the run, then the first-20-characters view of the
+    held-out sets and the example sentences, written to ``result_file``."""
+    from lstm_engine import runs
+    from lstm_engine.predictor import load_predictor
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lid_baselines import check_examples, first_chars
+
+    summary = runs.run("language-id", settings, out, backend=backend, progress=False)
+    predictor = load_predictor(out, backend=backend)
+    held = predictor.task.load(predictor.data_options).held_out
+    texts = [t for ex in held.values() for t in ex.inputs]
+    gold = [y for ex in held.values() for y in ex.labels]
+    known = set(predictor.labels)
+    keep = [i for i, y in enumerate(gold) if y in known]
+    short = predictor.predict([first_chars(texts[i]) for i in keep])
+    first20 = sum(p == gold[i] for p, i in zip(short, keep)) / len(keep) if keep else None
+    result = {
+        "status": summary["status"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+        "sizes": summary["sizes"], "num_classes": summary["num_classes"],
+        "data_seconds": summary["data_seconds"], "train_seconds": summary["train_seconds"],
+        "total_seconds": summary["total_seconds"],
+        "validation_by_epoch": [round(h.get("val_accuracy", float("nan")), 4) for h in summary["history"]],
+        "test": _accuracy_by_length(summary["test"]),
+        "held_out": {name: _accuracy_by_length(m) for name, m in summary.get("held_out", {}).items()},
+        "held_out_first20": first20,
+        "examples": check_examples(predictor),
+    }
+    Path(result_file).write_text(json.dumps(result), encoding="utf-8")
+
+
+def run_experiment(name: str, settings: dict, backend: str, keep_runs: Path | None) -> dict:
+    settings = {"held_out_sources": HELD_OUT, **settings}
+    with tempfile.TemporaryDirectory(prefix="lid-tuning-") as scratch:
+        out = (keep_runs / name) if keep_runs else Path(scratch) / "run"
+        result_file = Path(scratch) / "result.json"
+        probe_before = speed_probe(backend)
+        load_before = os.getloadavg()
+        wall, cpu = time.perf_counter(), cpu_seconds_of_children()
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(settings), str(out), backend,
+                               str(result_file)], check=False)
+        wall, cpu = time.perf_counter() - wall, cpu_seconds_of_children() - cpu
+        if proc.returncode != 0:
+            return {"settings": settings, "error": f"exit status {proc.returncode}"}
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        load_after = os.getloadavg()
+        probe_after = speed_probe(backend)
+    # The probe's time against its quiet figure says how much slower this machine is now; the
+    # run's wall time over that is an estimate of its time on the quiet machine.
+    slowdown = (probe_before + probe_after) / 2 / PROBE_QUIET_MS
+    return {"settings": settings, "backend": backend, **result, "wall_seconds": round(wall, 1),
+            "cpu_seconds": round(cpu, 1), "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in load_after],
+            "probe_ms": [round(probe_before, 1), round(probe_after, 1)], "slowdown": round(slowdown, 2),
+            "quiet_estimate": {k: round(result[k] / slowdown, 1) for k in ("train_seconds", "total_seconds")},
+            "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(results: dict) -> str:
+    header = ["experiment", "settings", "test", "<=20", "21-50", ">50", "held-out", "<=20", "21-50", ">50",
+              "first 20", "examples", "CPU s", "wall s", "load (1 min)", "slowdown", "quiet train s (est.)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in results["experiments"].items():
+        if "error" in r:
+            lines.append(f"| {name} | {r['error']} |" + " |" * (len(header) - 2))
+            continue
+        shown = {k: v for k, v in r["settings"].items() if k != "held_out_sources"}
+        held = r["held_out"].get("all") or next(iter(r["held_out"].values()))
+        test = r["test"]
+        cells = [name, ", ".join(f"{k}={v}" for k, v in shown.items()),
+                 _percent(test["accuracy"]), *(_percent(test["by_length"].get(b)) for b in ("<=20", "21-50", ">50")),
+                 _percent(held["accuracy"]), *(_percent(held["by_length"].get(b)) for b in ("<=20", "21-50", ">50")),
+                 _percent(r["held_out_first20"]), f"{r['examples']['right']}/{r['examples']['n']}",
+                 f"{r['cpu_seconds']:.0f}", f"{r['wall_seconds']:.0f}", f"{r['load_before'][0]:.1f}",
+                 f"{r['slowdown']:.2f}", f"{r['quiet_estimate']['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def main(argv=None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", nargs="*", default=[], help="experiment names, or 'all'")
+    parser.add_argument("--list", action="store_true", help="list the experiments")
+    parser.add_argument("--table", action="store_true", help="print the results as a markdown table")
+    parser.add_argument("--backend", default="cpu")
+    parser.add_argument("--keep-runs", type=Path, default=None, help="keep each run folder under this folder")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        settings, out, backend, result_file = args.child
+        child(json.loads(settings), out, backend, result_file)
+        return None
+    if args.list:
+        for name, settings in EXPERIMENTS.items():
+            print(f"{name}: {settings}")
+        return None
+    results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {"experiments": {}}
+    names = list(EXPERIMENTS) if args.run == ["all"] else args.run
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment(s) {unknown}; --list shows them")
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr)
+        results["experiments"][name] = run_experiment(name, EXPERIMENTS[name], args.backend, args.keep_runs)
+        results["machine"] = machine()
+        results["held_out_sources"] = HELD_OUT
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(markdown_table({"experiments": {name: results["experiments"][name]}}), file=sys.stderr)
+    if args.table or names:
+        print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
