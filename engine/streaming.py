@@ -306,8 +306,10 @@ class PredictorStream:
         if self.text:
             new, pending = self._text_steps(chunks)
         else:
-            frames = self.predictor.task.encode_inputs(chunks, self.predictor.encoder)
-            new, pending = {k: f for k, f in enumerate(frames) if len(f)}, {}
+            # an empty chunk (a stream with nothing new) is not an utterance: the task refuses those
+            given = [k for k, c in enumerate(chunks) if np.shape(c)[:1] != (0,)]
+            frames = self.predictor.task.encode_inputs([chunks[k] for k in given], self.predictor.encoder)
+            new, pending = dict(zip(given, frames)), {}
         per_step = self.predictor.model.config["per_step"]
         if per_step:
             C = self.predictor.model.config["num_classes"]
