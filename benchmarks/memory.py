@@ -134,8 +134,9 @@ def _corpus_bytes(splits, encoded) -> dict:
             "examples": {k: len(v) for k, v in splits.items()}}
 
 
-def child(task_name: str, overrides: dict, backend: str, interval: float) -> dict:
-    """One run in this (fresh) process; returns its memory record."""
+def child(task_name: str, overrides: dict, backend: str, interval: float, keep: Path | None = None) -> dict:
+    """One run in this (fresh) process; returns its memory record. ``keep``: a folder to leave
+    the run in (another benchmark can score it: lid_baselines.py --default-run)."""
     from lstm_engine import runs
     from lstm_engine.backends import get_backend
     from lstm_engine.checkpoint import load_checkpoint
@@ -145,7 +146,9 @@ def child(task_name: str, overrides: dict, backend: str, interval: float) -> dic
     be = get_backend(backend)
     baseline = _status_kib("VmRSS") / 1024
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
+        out = keep / task_name if keep is not None else Path(tmp) / "run"
+        if keep is not None and out.exists():
+            raise SystemExit(f"--keep: {out} exists; a whole run needs a fresh folder")
         sampler = RssSampler(out / "metrics.jsonl", interval)
         sampler.start()
         started = time.perf_counter()
@@ -210,11 +213,12 @@ def main(argv=None) -> dict:
                         help="a setting over the task's defaults (smoke tests); the default run has none")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between RSS samples")
     parser.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    parser.add_argument("--keep", type=Path, help="leave each run's folder in KEEP/<task> (default: a temporary one)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     overrides = _parse_set(args.set_pairs)
     if args.child:
-        print(json.dumps(child(args.child, overrides, args.backend, args.interval)))
+        print(json.dumps(child(args.child, overrides, args.backend, args.interval, args.keep)))
         return {}
 
     from lstm_engine.bench import machine_facts, write_results
@@ -227,6 +231,8 @@ def main(argv=None) -> dict:
     for task in TASKS if args.task == "all" else (args.task,):
         cmd = [sys.executable, __file__, "--child", task, "--backend", args.backend,
                "--interval", str(args.interval)] + [f"--set={p}" for p in args.set_pairs]
+        if args.keep is not None:
+            cmd += ["--keep", str(args.keep.resolve())]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             sys.stderr.write(done.stderr)
