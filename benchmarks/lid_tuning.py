@@ -66,6 +66,14 @@ EXPERIMENTS: dict[str, dict] = {
     "p-b128-crop-0.5": {**_PROXY, "batch_size": 128, "crop_fraction": 0.5},
     "p-b128-crop-0.5-bal-0.5": {**_PROXY, "batch_size": 128, "crop_fraction": 0.5, "balance_temperature": 0.5},
     "p-b128-crop-0.3-bal-0.5": {**_PROXY, "batch_size": 128, "crop_fraction": 0.3, "balance_temperature": 0.5},
+    # --- full runs: the whole corpus ---------------------------------------------------------------
+    # the defaults after the proxies (batch 128, crops 0.5, 3 epochs): big languages took for small
+    # neighbours, since every language had at most 3000 strings, ~430 per source for the big ones
+    "f-3000": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 3, "max_per_language": 3000, "max_length": 128},
+    # twice the text for the languages that have it, cut to 64 characters (the longest strings
+    # cost the most steps and say little more), 2 epochs to stay in the time budget
+    "f-6000-len64-2ep": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
+                         "max_length": 64},
 }
 
 

@@ -17,7 +17,7 @@ from .settings import parse_set
 @click.argument("task", required=False, default="language-id", metavar="[TASK]")
 @click.option("--data", default=None, metavar="PATH", help="Data you bring, instead of the task's default.")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
-              help="Data settings, e.g. min_strings=500 max_per_language=3000 (language-id); for its default "
+              help="Data settings, e.g. min_strings=500 max_per_language=6000 (language-id); for its default "
                    "corpus also sources=gettext,fortunes held_out_sources=fortunes max_per_source=1000 "
                    "download=false.")
 @click.option("--export", "export_path", default=None, metavar="FILE",

@@ -85,8 +85,11 @@ SOURCES: dict[str, str] = {
     word_lists.NAME: word_lists.DESCRIPTION,
 }
 
+#: max_per_language: 6000 lets a language with text in several sources have more of it than one
+#: with a single source (at 3000, German and Spanish had ~430 strings per source and were taken
+#: for their small neighbours: benchmarks/lid_tuning.py, f-3000 against f-6000-len64-2ep).
 DEFAULTS = {"sources": tuple(SOURCES), "held_out_sources": (), "min_strings": 1000, "max_per_source": 2000,
-            "max_per_language": 3000, "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
+            "max_per_language": 6000, "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
 
 @dataclass
 class LidCorpus:
@@ -125,8 +128,9 @@ def _count(value, argument: str, *, optional: bool) -> int | None:
     return number
 
 
-def check_options(*, sources=None, held_out_sources=(), min_strings=1000, max_per_source=2000,
-                  max_per_language=3000, min_letters=10, fractions=(0.8, 0.1, 0.1)) -> dict:
+def check_options(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["min_strings"],
+                  max_per_source=DEFAULTS["max_per_source"], max_per_language=DEFAULTS["max_per_language"],
+                  min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"]) -> dict:
     """The corpus options, checked and in canonical form (ArgumentError names a bad one).
     ``sources`` and ``held_out_sources`` may be lists or comma-separated strings."""
     chosen = _names(sources, "sources") or (DEFAULTS["sources"] if sources is None else ())
@@ -515,8 +519,9 @@ def _remedy(reasons: list[str]) -> str:
             "the corpus is rebuilt with them on the next run.")
 
 
-def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=1000, max_per_source=2000,
-                    max_per_language=3000, min_letters=10, fractions=(0.8, 0.1, 0.1), download=True,
+def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["min_strings"],
+                    max_per_source=DEFAULTS["max_per_source"], max_per_language=DEFAULTS["max_per_language"],
+                    min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"], download=True,
                     refresh_lists=True, cache_dir=None, use_cache=True, progress=None,
                     workers=None, locale_root=DEFAULT_ROOT, apt=None) -> LidCorpus:
     """The many-source language-identification corpus (see the module docstring).
