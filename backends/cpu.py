@@ -141,6 +141,10 @@ class ArrayPool:
     @classmethod
     def size_class(cls, nbytes: int) -> int:
         """The smallest class whose blocks hold ``nbytes``."""
+        if nbytes <= 4096:
+            # every class below a page's holds one page: without this the loop below walks
+            # down through all of them (~100 steps: a tenth of a B=1 streaming step)
+            return 0
         c = max(0, math.ceil(math.log2(max(nbytes, 1)) * cls.CLASSES_PER_DOUBLING))
         while c and cls.class_bytes(c - 1) >= nbytes:   # guard the rounding of log2
             c -= 1

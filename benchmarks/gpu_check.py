@@ -26,7 +26,8 @@ minutes and cannot be repeated at will.
     compare            benchmarks/compare_cuda.py: the graph and the persistent path against
                        torch.nn.LSTM on cuDNN, standard, DeepBench and small-batch shapes, float32
     run                lstm-engine run --backend cuda: language-id on a small generated TSV
-    nccl               benchmarks/gpu_nccl_check.py, where that file exists (a 2-rank NCCL check)
+    nccl               tests/test_distributed.py -m cuda -k gpus: NCCL collectives and 2 ranks training
+                       as one process through NCCL (through MPI on a 1-GPU machine), under mpiexec
 It writes benchmarks/results/gpu_check.json (--out): the GPU, driver, CUDA runtime and library
 versions, each step's command, status, seconds, test counts and output tail, compare_cuda's
 table, and prints a summary. Where there is no GPU it says so and runs nothing.
@@ -342,9 +343,8 @@ def plan(python: str, tmp: Path, out: Path) -> list[Step]:
     steps.append(Step("run", [python, "-m", "lstm_engine.cli.main", "run", "--backend", "cuda", "--data", tsv,
                               "--epochs", "2", "--hidden-size", "64", "--batch-size", "32", "--out", tmp / "run",
                               "--json"], 150, details=lambda record: run_summary(tmp / "run")))
-    nccl = ROOT / "benchmarks" / "gpu_nccl_check.py"
-    if nccl.exists():
-        steps.append(Step("nccl", [python, nccl], 150))
+    steps.append(Step("nccl", pytest + ["-m", "cuda", "-k", "gpus", "tests/test_distributed.py",
+                                        f"--junitxml={junit('nccl')}"], 150, details=counts("nccl")))
     return steps
 
 

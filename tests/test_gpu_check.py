@@ -30,9 +30,8 @@ def test_the_dry_run_finds_no_gpu_and_says_so(check, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["dry_run"] is True and data["machine"]["gpu_count"] == 0 and data["no_gpu"]
     names = [s["name"] for s in data["steps"]]
-    assert names[:10] == ["install", "backend", "pytest-cuda", "parity-graph", "parity-persistent", "memcheck",
-                          "racecheck", "synccheck", "compare", "run"]
-    assert names[10:] == (["nccl"] if (check.ROOT / "benchmarks" / "gpu_nccl_check.py").exists() else [])
+    assert names == ["install", "backend", "pytest-cuda", "parity-graph", "parity-persistent", "memcheck",
+                     "racecheck", "synccheck", "compare", "run", "nccl"]
     assert all(s["status"] == "skipped" and s["reason"] == "dry run" and s["command"] for s in data["steps"])
     assert "--no-deps --no-build-isolation --no-index -e" in data["steps"][0]["command"]
     assert data["machine"]["python"] and data["machine"]["numpy"]
