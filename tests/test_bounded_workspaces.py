@@ -15,6 +15,19 @@ from lstm_engine import LSTM, backends
 SHAPES = [(T, B) for T in (1, 2, 3, 5, 7, 9, 11, 13, 17, 23) for B in (1, 2, 3, 5, 8)]
 
 
+def _each_shape_against_the_reference(backend):
+    """Each of SHAPES (bidirectional, ragged) on `backend`, forward and gradients checked against
+    the reference; yields (T, B) after each, for the caller's checks on its workspace."""
+    for k, (T, B) in enumerate(SHAPES):
+        case = make_case(T=T, B=B, I=5, H=16, bidirectional=True, seed=k,
+                         lengths=np.random.default_rng(k).integers(1, T + 1, B))
+        state = LSTM(**case["config"], backend="numpy", seed=k).state_dict()
+        _, want = run_case(case, "numpy", state=state)
+        _, got = run_case(case, backend, state=state)
+        assert_results_close(got, want, np.float64)
+        yield T, B
+
+
 def _cpu():
     if not backends.probe("cpu").available:
         pytest.skip("the cpu backend is not available here")
@@ -35,13 +48,7 @@ def test_pool_stays_under_its_cap_over_50_shapes_and_matches_the_reference(small
     pool, cpu = small_cap, _cpu()
     hits = evicted = 0
     with cpu.session():
-        for k, (T, B) in enumerate(SHAPES):
-            case = make_case(T=T, B=B, I=5, H=16, bidirectional=True, seed=k,
-                             lengths=np.random.default_rng(k).integers(1, T + 1, B))
-            state = LSTM(**case["config"], backend="numpy", seed=k).state_dict()
-            _, want = run_case(case, "numpy", state=state)
-            _, got = run_case(case, cpu, state=state)
-            assert_results_close(got, want, np.float64)
+        for T, B in _each_shape_against_the_reference(cpu):
             assert pool.held <= pool.cap, (T, B, pool.held)
         hits, evicted = pool.hits, pool.evicted
     assert hits > 0 and evicted > 0            # it both reused and dropped arrays
@@ -105,13 +112,7 @@ def test_graph_buffers_stay_under_a_byte_bound_over_50_shapes(emulated):
     emulated.graphs.max_bytes = 1536 * 1024
     emulated.graphs.max_keys = 10 ** 6            # only the byte bound acts
     biggest = 0
-    for k, (T, B) in enumerate(SHAPES):
-        case = make_case(T=T, B=B, I=5, H=16, bidirectional=True, seed=k,
-                         lengths=np.random.default_rng(k).integers(1, T + 1, B))
-        state = LSTM(**case["config"], backend="numpy", seed=k).state_dict()
-        _, want = run_case(case, "numpy", state=state)
-        _, got = run_case(case, emulated, state=state)
-        assert_results_close(got, want, np.float64)
+    for T, B in _each_shape_against_the_reference(emulated):
         one = max(b.nbytes for b in emulated.graphs.buffers())
         biggest = max(biggest, one)
         # the bound, plus the most recent shape's sets (kept while their call uses them)
