@@ -182,7 +182,7 @@ def test_float32_follows_float64():
 
 
 def test_a_confident_correct_model_has_small_loss_and_gradient():
-    C, blank = 4, 0
+    C = 4                                                   # class 0 is the blank
     path = [1, 0, 2, 2, 0, 2]                               # collapses to (1, 2, 2)
     logits = np.full((len(path), 1, C), -20.0)
     logits[np.arange(len(path)), 0, path] = 20.0
