@@ -75,6 +75,22 @@ EXPERIMENTS: dict[str, dict] = {
     # cost the most steps and say little more), 2 epochs to stay in the time budget
     "f-6000-len64-2ep": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
                          "max_length": 64},
+    # the defaults after these: Serbian in both scripts in the corpus (every other Cyrillic string
+    # written in Latin), texts classified up to 256 characters, trained on their first 64
+    "f-6000-sr-latin-256": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
+                            "max_length": 256, "train_length": 64},
+    # around them: faster learning rates, for a model that sees its data twice
+    "f-6000-sr-latin-256-lr6e-3": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
+                                   "max_length": 256, "train_length": 64, "lr": 6e-3},
+    "f-6000-sr-latin-256-lr1e-2": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
+                                   "max_length": 256, "train_length": 64, "lr": 1e-2},
+    # more text for the languages that have it (4000 per source, 12000 per language: 1.8x the
+    # strings) seen once instead of twice, about the same number of training steps
+    "f-12000-1ep": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 1, "max_per_language": 12000,
+                    "max_per_source": 4000, "max_length": 64},
+    # the same with Serbian in both scripts and texts classified up to 256 characters
+    "f-12000-1ep-sr-latin-256": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 1, "max_per_language": 12000,
+                                 "max_per_source": 4000, "max_length": 256, "train_length": 64},
 }
 
 

