@@ -164,7 +164,9 @@ def child(task_name: str, overrides: dict, backend: str, interval: float, keep: 
     config = {k: v for k, v in config.items() if k not in ("task", "backend")}
     splits = task.load_data(task.data_options(config))
     encoder, labels = ckpt.task["encoder"], ckpt.task["labels"]
-    encoded = {name: task.encode(examples, encoder, labels)[0] for name, examples in splits.items()}
+    # as the run encodes them: the training split with the task's training encoder
+    encoded = {name: task.encode(examples, task.training_encoder(encoder, config) if name == "train" else encoder,
+                                 labels)[0] for name, examples in splits.items()}
     model = SequenceClassifier.from_config(ckpt.model, backend=be)
     model.load_state_dict(ckpt.tensors)
     epochs = sampler.epochs
