@@ -84,6 +84,10 @@ EXPERIMENTS: dict[str, dict] = {
                                    "max_length": 256, "train_length": 64, "lr": 6e-3},
     "f-6000-sr-latin-256-lr1e-2": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
                                    "max_length": 256, "train_length": 64, "lr": 1e-2},
+    # more of the training strings cut short, for the first-20-characters gap
+    "f-6000-sr-latin-256-lr1e-2-crop-0.7": {"batch_size": 128, "crop_fraction": 0.7, "epochs": 2,
+                                            "max_per_language": 6000, "max_length": 256, "train_length": 64,
+                                            "lr": 1e-2},
     # more text for the languages that have it (4000 per source, 12000 per language: 1.8x the
     # strings) seen once instead of twice, about the same number of training steps
     "f-12000-1ep": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 1, "max_per_language": 12000,
