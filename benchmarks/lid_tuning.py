@@ -48,6 +48,10 @@ _PROXY = {"max_per_language": 1000, "max_per_source": 700, "min_strings": 350, "
 #: one these results were measured on) the "slowdown" includes the hosts' difference.
 PROBE_SHAPE, PROBE_QUIET_MS = "char", 135.2
 
+#: The full runs' common settings, and those of the runs that classify up to 256 characters.
+_FULL = {"batch_size": 128, "crop_fraction": 0.5}
+_LONG = {**_FULL, "epochs": 2, "max_per_language": 6000, "max_length": 256, "train_length": 64}
+
 #: name -> settings over the task's defaults (held_out_sources is added to each).
 EXPERIMENTS: dict[str, dict] = {
     # --- proxies: what crops, class balance, data and size do, on a third of the data ----------
@@ -70,31 +74,23 @@ EXPERIMENTS: dict[str, dict] = {
     # --- full runs: the whole corpus ---------------------------------------------------------------
     # the defaults after the proxies (batch 128, crops 0.5, 3 epochs): big languages took for small
     # neighbours, since every language had at most 3000 strings, ~430 per source for the big ones
-    "f-3000": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 3, "max_per_language": 3000, "max_length": 128},
+    "f-3000": {**_FULL, "epochs": 3, "max_per_language": 3000, "max_length": 128},
     # twice the text for the languages that have it, cut to 64 characters (the longest strings
     # cost the most steps and say little more), 2 epochs to stay in the time budget
-    "f-6000-len64-2ep": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
-                         "max_length": 64},
+    "f-6000-len64-2ep": {**_FULL, "epochs": 2, "max_per_language": 6000, "max_length": 64},
     # the defaults after these: Serbian in both scripts in the corpus (every other Cyrillic string
     # written in Latin), texts classified up to 256 characters, trained on their first 64
-    "f-6000-sr-latin-256": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
-                            "max_length": 256, "train_length": 64},
+    "f-6000-sr-latin-256": {**_LONG},
     # around them: faster learning rates, for a model that sees its data twice
-    "f-6000-sr-latin-256-lr6e-3": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
-                                   "max_length": 256, "train_length": 64, "lr": 6e-3},
-    "f-6000-sr-latin-256-lr1e-2": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 2, "max_per_language": 6000,
-                                   "max_length": 256, "train_length": 64, "lr": 1e-2},
+    "f-6000-sr-latin-256-lr6e-3": {**_LONG, "lr": 6e-3},
+    "f-6000-sr-latin-256-lr1e-2": {**_LONG, "lr": 1e-2},
     # more of the training strings cut short, for the first-20-characters gap
-    "f-6000-sr-latin-256-lr1e-2-crop-0.7": {"batch_size": 128, "crop_fraction": 0.7, "epochs": 2,
-                                            "max_per_language": 6000, "max_length": 256, "train_length": 64,
-                                            "lr": 1e-2},
+    "f-6000-sr-latin-256-lr1e-2-crop-0.7": {**_LONG, "crop_fraction": 0.7, "lr": 1e-2},
     # more text for the languages that have it (4000 per source, 12000 per language: 1.8x the
     # strings) seen once instead of twice, about the same number of training steps
-    "f-12000-1ep": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 1, "max_per_language": 12000,
-                    "max_per_source": 4000, "max_length": 64},
+    "f-12000-1ep": {**_FULL, "epochs": 1, "max_per_language": 12000, "max_per_source": 4000, "max_length": 64},
     # the same with Serbian in both scripts and texts classified up to 256 characters
-    "f-12000-1ep-sr-latin-256": {"batch_size": 128, "crop_fraction": 0.5, "epochs": 1, "max_per_language": 12000,
-                                 "max_per_source": 4000, "max_length": 256, "train_length": 64},
+    "f-12000-1ep-sr-latin-256": {**_LONG, "epochs": 1, "max_per_language": 12000, "max_per_source": 4000},
 }
 
 

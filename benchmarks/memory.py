@@ -164,9 +164,8 @@ def child(task_name: str, overrides: dict, backend: str, interval: float, keep: 
     config = {k: v for k, v in config.items() if k not in ("task", "backend")}
     splits = task.load_data(task.data_options(config))
     encoder, labels = ckpt.task["encoder"], ckpt.task["labels"]
-    # as the run encodes them: the training split with the task's training encoder
-    encoded = {name: task.encode(examples, task.training_encoder(encoder, config) if name == "train" else encoder,
-                                 labels)[0] for name, examples in splits.items()}
+    encoded = {name: task.encode(examples, task.encoder_for(name, encoder, config), labels)[0]   # as the run does
+               for name, examples in splits.items()}
     model = SequenceClassifier.from_config(ckpt.model, backend=be)
     model.load_state_dict(ckpt.tensors)
     epochs = sampler.epochs

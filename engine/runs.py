@@ -104,8 +104,7 @@ def run(task_name: str, config: dict | None = None, out="runs/latest", *, backen
     encoded, dropped = {}, {}
     for split, examples in splits.items():
         try:
-            used = task.training_encoder(encoder, config) if split == "train" else encoder
-            encoded[split], dropped[split] = task.encode(examples, used, labels)
+            encoded[split], dropped[split] = task.encode(examples, task.encoder_for(split, encoder, config), labels)
         except DataError as e:
             raise DataError(f"the {split} split: {e}") from None
     distributed.same_everywhere(comm, "training data", _digest(encoded["train"]))

@@ -344,7 +344,6 @@ def _in_both_scripts(label: str, by_source: dict[str, list[str]], index: dict,
     string of any source (``index``: of any language, held-out ones included) stays as it is,
     so that rewriting neither labels a text twice nor copies a held-out one into training."""
     first, rewrite = SECOND_SCRIPT[label]
-    seen = set(index)
     out, turn = {}, 0
     for source, texts in by_source.items():
         out[source] = []
@@ -352,8 +351,7 @@ def _in_both_scripts(label: str, by_source: dict[str, list[str]], index: dict,
             if first(text):
                 turn += 1
                 other = rewrite(text)
-                if turn % 2 == 0 and other not in seen:
-                    seen.add(other)
+                if turn % 2 == 0 and other not in index and other not in origin:
                     origin[other] = text
                     text = other
             out[source].append(text)

@@ -93,9 +93,9 @@ class Task:
         """Write the data in the format ``--data`` reads back (``lstm-engine data --export``)."""
         raise NotImplementedError
 
-    def training_encoder(self, encoder: dict, config: dict) -> dict:
-        """The encoder of the training split: ``encoder``, unless the task trains on shorter
-        inputs than it classifies (language-id's ``train_length``)."""
+    def encoder_for(self, split: str, encoder: dict, config: dict) -> dict:
+        """The encoder of ``split``: ``encoder``, unless the task trains on shorter inputs than
+        it classifies (language-id's ``train_length``)."""
         return encoder
 
     def epoch_sampler(self, config: dict, encoder: dict):

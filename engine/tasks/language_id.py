@@ -40,6 +40,10 @@ CORPUS_SETTINGS = ("sources", "held_out_sources", "min_strings", "max_per_source
                    "min_letters", "download")
 
 
+def _training_length(config: dict) -> int:
+    return min(config["train_length"], config["max_length"])
+
+
 @dataclass
 class LanguageIdSettings(TaskSettings):
     sources: str = setting(str, ",".join(_CORPUS["sources"]), "Default corpus: comma-separated sources, from "
@@ -106,14 +110,14 @@ class LanguageId(Task):
 
     def fit_encoder(self, train: Examples, config: dict) -> dict:
         counts = Counter()
-        seen = min(config["train_length"], config["max_length"])       # what training sees
+        seen = _training_length(config)                # the characters training sees
         for text in train.inputs:
             counts.update(normalize_text(text)[:seen])
         frequent = [ch for ch, n in counts.most_common(config["max_vocab"]) if n >= config["min_char_count"]]
         return {"type": "chars", "chars": "".join(frequent), "max_length": config["max_length"]}
 
-    def training_encoder(self, encoder: dict, config: dict) -> dict:
-        return {**encoder, "max_length": min(config["train_length"], encoder["max_length"])}
+    def encoder_for(self, split: str, encoder: dict, config: dict) -> dict:
+        return {**encoder, "max_length": _training_length(config)} if split == "train" else encoder
 
     def epoch_sampler(self, config: dict, encoder: dict):
         from ..sampling import RandomCrops, chain
