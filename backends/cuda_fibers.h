@@ -9,8 +9,10 @@
 //     `static thread_local` (cuda_compat.h), so they are per block because an OS thread runs one
 //     block at a time; dynamic shared memory (DYNAMIC_SHARED) is a per-OS-thread buffer that
 //     ends at a guard page, filled with 0xFF bytes (NaN for floats) at each block's start,
-//     since a GPU does not clear it either. (Static __shared__ starts as zeros, and its bounds
-//     are not checked.)
+//     since a GPU does not clear it either. Static __shared__ is zeros in an OS thread's first
+//     block and then keeps what the last block run on that OS thread left (its bounds are not
+//     checked): a kernel whose blocks write the same values as an earlier launch's may read
+//     them there despite a missing barrier, depending on which OS thread takes which block.
 //   * Blocks run concurrently on a pool of OS threads (the calling thread is one of them):
 //     min(blocks, $LSTM_ENGINE_EMU_THREADS or max(2, cores)) for a normal launch, one per block
 //     for a cooperative one (grid.sync() needs every block resident, as on a GPU). Atomics are

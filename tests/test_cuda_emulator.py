@@ -76,7 +76,15 @@ def test_blocks_of_a_cooperative_launch_are_resident_together(kernels):
     run_python(code, timeout=60, check=True)
 
 
-def neighbour_sum(kernels, x, with_barrier, order, seed=0):
+NEIGHBOUR_VALUES = np.random.default_rng(2)
+
+
+def neighbour_sum(kernels, with_barrier, order, seed=0):
+    """Whether the launch summed right. Every launch gets new values: static __shared__ keeps
+    what the last block on its OS thread left (as on a GPU), so a launch on an earlier launch's
+    values would find its neighbour's value already there, barrier or not, depending on which
+    OS thread took which block."""
+    x = NEIGHBOUR_VALUES.standard_normal(256)
     y = np.full_like(x, np.nan)
     kernels.launch("neighbour_sum", "double", 2, 128, dict(x=x, y=y, with_barrier=with_barrier), order=order, seed=seed)
     tiles = x.reshape(2, 128)
@@ -88,22 +96,20 @@ def test_missing_barrier_shows_under_one_order_and_not_another(kernels):
     """The measured point of running under several schedules: without the barrier, threads
     resumed in reverse order find their neighbour's value already written, in forward order
     (and in random order) they read a stale one."""
-    x = np.random.default_rng(2).standard_normal(256)
     for order in ORDERS:
-        assert neighbour_sum(kernels, x, 1, order), order      # with the barrier: right everywhere
-    assert neighbour_sum(kernels, x, 0, "reverse")
-    assert not neighbour_sum(kernels, x, 0, "forward")
-    assert not any(neighbour_sum(kernels, x, 0, "random", seed) for seed in range(3))
+        assert neighbour_sum(kernels, 1, order), order      # with the barrier: right everywhere
+    assert neighbour_sum(kernels, 0, "reverse")
+    assert not neighbour_sum(kernels, 0, "forward")
+    assert not any(neighbour_sum(kernels, 0, "random", seed) for seed in range(3))
 
 
 def test_order_comes_from_the_environment(kernels, monkeypatch):
-    x = np.random.default_rng(3).standard_normal(256)
     monkeypatch.setenv("LSTM_ENGINE_EMU_ORDER", "reverse")
-    assert neighbour_sum(kernels, x, 0, None)
+    assert neighbour_sum(kernels, 0, None)
     monkeypatch.setenv("LSTM_ENGINE_EMU_ORDER", "forward")
-    assert not neighbour_sum(kernels, x, 0, None)
+    assert not neighbour_sum(kernels, 0, None)
     monkeypatch.setenv("LSTM_ENGINE_EMU_ORDER", "random:5")
-    assert not neighbour_sum(kernels, x, 0, None)
+    assert not neighbour_sum(kernels, 0, None)
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -227,7 +233,7 @@ def test_ucontext_fallback_runs_the_same_kernels():
     k.launch("normalise_two_phase", "double", 4, 128, dict(x=x, block_sums=block_sums, y=y, n=512), shared_bytes=256,
              cooperative=True)
     np.testing.assert_allclose(y, x / x.sum(), rtol=1e-10)
-    assert neighbour_sum(k, x[:256], 1, "forward") and not neighbour_sum(k, x[:256], 0, "forward")
+    assert neighbour_sum(k, 1, "forward") and not neighbour_sum(k, 0, "forward")
 
 
 def test_emulator_benchmark_smoke(tmp_path):
