@@ -194,10 +194,14 @@ class SequenceClassifier:
 
     __call__ = forward
 
-    def loss(self, logits, targets, lengths=None):
+    def loss(self, logits, targets, lengths=None, label_smoothing: float = 0.0):
         """Cross-entropy of logits against int targets: (B,) for a classifier, (T, B) with
-        ``lengths`` for a tagger. Returns (loss float, d_logits same shape as logits)."""
+        ``lengths`` for a tagger; ``label_smoothing`` in [0, 1) as in torch's
+        ``CrossEntropyLoss``. Returns (loss float, d_logits same shape as logits)."""
         xp = self.backend.xp
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
+                or not 0 <= label_smoothing < 1:
+            raise ArgumentError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
         logits = self.lstm._check_array("logits", logits, (None,) * len(getattr(logits, "shape", ())),
                                         "of this model's logits")
         want = logits.shape[:-1]
@@ -213,12 +217,11 @@ class SequenceClassifier:
                                 f"min {int(targets.min())} and max {int(targets.max())}")
         targets = xp.asarray(targets)
         if not self.config["per_step"]:
-            loss, d = layers.cross_entropy(xp, logits, targets)
-            return loss, d
+            return layers.cross_entropy(xp, logits, targets, smoothing=float(label_smoothing))
         T, B, C = logits.shape
         lengths = self.lstm._check_lengths(lengths, T, B)
         weights = layers.valid_mask(xp, lengths, T, logits.dtype).reshape(-1)
-        loss, d = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights)
+        loss, d = layers.cross_entropy(xp, logits.reshape(-1, C), targets.reshape(-1), weights, float(label_smoothing))
         return loss, d.reshape(T, B, C)
 
     def loss_weight(self, lengths) -> int:

@@ -99,10 +99,12 @@ def dense_backward(xp, weight, x, d_out):
     return (d_out @ weight), d2.T @ x2, d2.sum(axis=0)
 
 
-def cross_entropy(xp, logits, targets, weights=None):
+def cross_entropy(xp, logits, targets, weights=None, smoothing: float = 0.0):
     """Mean softmax cross-entropy of logits (N, C) against int targets (N,).
 
     ``weights`` (N,) (0/1 for padded steps of a per-step head) makes it a weighted mean.
+    ``smoothing`` in [0, 1): the target distribution is 1 - smoothing on the target class
+    plus smoothing / C on every class (torch's ``label_smoothing``).
     Returns (loss as a Python float, d_logits).
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -110,13 +112,19 @@ def cross_entropy(xp, logits, targets, weights=None):
     total = exp.sum(axis=1, keepdims=True)
     probs = exp / total
     rows = xp.arange(logits.shape[0])
-    log_p = shifted[rows, targets] - xp.log(total[:, 0])
+    log_total = xp.log(total[:, 0])
+    nll = log_total - shifted[rows, targets]
+    if smoothing:
+        # minus the mean log-probability over the classes: log(total) - mean(shifted)
+        nll = (1 - smoothing) * nll + smoothing * (log_total - shifted.mean(axis=1))
     if weights is None:
         weights = xp.ones(logits.shape[0], dtype=logits.dtype)
     denom = float(weights.sum())
-    loss = -float((log_p * weights).sum()) / denom
+    loss = float((nll * weights).sum()) / denom
     d_logits = probs                                    # the gradient is built in place
-    d_logits[rows, targets] -= 1
+    if smoothing:
+        d_logits -= smoothing / logits.shape[1]
+    d_logits[rows, targets] -= 1 - smoothing
     d_logits *= (weights / denom)[:, None]
     return loss, d_logits
 

@@ -38,8 +38,10 @@ class Objective:
 
     name = "?"
     metrics: tuple[str, ...] = ()
+    #: Whether ``loss`` takes a ``label_smoothing`` above 0.
+    smooths_labels = False
 
-    def loss(self, model, logits, targets, lengths):
+    def loss(self, model, logits, targets, lengths, label_smoothing: float = 0.0):
         """(loss float, d_logits) of one batch: the mean the loss weight counts."""
         raise NotImplementedError
 
@@ -72,8 +74,10 @@ class Classification(Objective):
     name = "classification"
     metrics = ("loss", "accuracy", "macro_f1")
 
-    def loss(self, model, logits, targets, lengths):
-        return model.loss(logits, targets, lengths)
+    smooths_labels = True
+
+    def loss(self, model, logits, targets, lengths, label_smoothing: float = 0.0):
+        return model.loss(logits, targets, lengths, label_smoothing=label_smoothing)
 
     def loss_weight(self, model, lengths) -> int:
         return model.loss_weight(lengths)
@@ -124,8 +128,11 @@ class CTC(Objective):
         self.beam_width = int(beam_width)
 
     # -- training ----------------------------------------------------------------------------
-    def loss(self, model, logits, targets, lengths):
+    def loss(self, model, logits, targets, lengths, label_smoothing: float = 0.0):
         from .ctc import ctc_loss
+        if label_smoothing:
+            raise ArgumentError(f"label_smoothing applies to classification; the CTC loss has none "
+                                f"(got {label_smoothing!r})")
         targets = np.asarray(targets)
         return ctc_loss(logits, targets.T, lengths, (targets != self.BLANK).sum(axis=0), blank=self.BLANK,
                         backend=model.backend)

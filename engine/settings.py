@@ -191,6 +191,10 @@ class TrainerSettings:
                            "(loss and label_error_rate: lower is better); it must be one the task "
                            "reports.", choices=tuple(MONITORS))
     eval_batch_size: int = setting(int, 256, "Sequences per batch when evaluating.", low=1)
+    label_smoothing: float = setting(float, 0.0, "Classification: training targets keep 1 - this on "
+                                     "their class and spread this evenly over all classes (torch's "
+                                     "label_smoothing); validation and test losses stay plain "
+                                     "cross-entropy.", low=0.0, high=1.0, high_open=True)
     balance_temperature: float = setting(float, 1.0, "Each epoch draws classes in proportion to "
                                          "their training examples ** this: 1 keeps the data's own "
                                          "proportions, 0 draws every class equally often.",

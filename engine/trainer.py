@@ -110,6 +110,9 @@ class Trainer:
         if validation is not None and len(validation) and cfg.monitor not in self.objective.metrics:
             raise ConfigError(f"monitor {cfg.monitor!r} is not a validation metric of the {self.objective.name} "
                               f"objective; it reports {', '.join(self.objective.metrics)}")
+        if cfg.label_smoothing and not self.objective.smooths_labels:
+            raise ConfigError(f"label_smoothing {cfg.label_smoothing} applies to classification; the "
+                              f"{self.objective.name} objective of this task has no label smoothing (set it to 0)")
         st.stopped = None
         self._stop_agreed = False
         total = self.total_steps(len(train))
@@ -175,7 +178,7 @@ class Trainer:
             inputs, row_lengths, targets = collate(train, rows, model.dtype)
             logits = model.forward(inputs, row_lengths, training=True,
                                    **({} if window is None else {"window": window}))
-            loss, d_logits = self.objective.loss(model, logits, targets, row_lengths)
+            loss, d_logits = self.objective.loss(model, logits, targets, row_lengths, cfg.label_smoothing)
             if parallel is None:
                 self._check_finite(loss)
             grads = model.backward(d_logits)

@@ -32,31 +32,32 @@ def _batch(kw, rng, T=6, B=4):
     return x, y
 
 
-def _loss_and_grads(model, x, y, seed_state=None):
+def _loss_and_grads(model, x, y, seed_state=None, smoothing=0.0):
     if seed_state is not None:
         model.rng.bit_generator.state = seed_state
     logits = model.forward(x, LENGTHS, training=True)
-    loss, d = model.loss(logits, y, LENGTHS)
+    loss, d = model.loss(logits, y, LENGTHS, label_smoothing=smoothing)
     return loss, model.backward(d)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_gradients_match_finite_differences(name):
+@pytest.mark.parametrize("name, smoothing", [(name, 0.0) for name in sorted(CASES)]
+                         + [("tokens-last-bi", 0.3), ("tagger-bi", 0.2)])
+def test_gradients_match_finite_differences(name, smoothing):
     kw = CASES[name]
     rng = np.random.default_rng(1)
     model = SequenceClassifier(3, hidden_size=5, dtype=np.float64, backend="numpy", seed=2, **kw)
     x, y = _batch(kw, rng)
     state = model.rng.bit_generator.state        # the same dropout masks for every evaluation
-    _, grads = _loss_and_grads(model, x, y, state)
+    _, grads = _loss_and_grads(model, x, y, state, smoothing)
     for pname, p in model.parameters().items():
         flat = p.reshape(-1)
         picks = rng.choice(flat.size, min(8, flat.size), replace=False)
         for k in picks:
             old = flat[k]
             flat[k] = old + 1e-6
-            up, _ = _loss_and_grads(model, x, y, state)
+            up, _ = _loss_and_grads(model, x, y, state, smoothing)
             flat[k] = old - 1e-6
-            down, _ = _loss_and_grads(model, x, y, state)
+            down, _ = _loss_and_grads(model, x, y, state, smoothing)
             flat[k] = old
             numeric = (up - down) / 2e-6
             assert abs(numeric - grads[pname].reshape(-1)[k]) < 1e-7 + 1e-5 * abs(numeric), (pname, k)
@@ -71,15 +72,59 @@ def test_fast_backend_matches_reference(backend, name, dtype):
     kw = CASES[name]
     x, y = _batch(kw, np.random.default_rng(3))
     results = []
+    smoothing = 0.1 if name == "tagger-bi" else 0.0     # the loss runs on the backend's array module
     for b in ("numpy", backend):
         model = SequenceClassifier(3, hidden_size=6, dtype=dtype, backend=b, seed=4, **kw)
-        loss, grads = _loss_and_grads(model, x, y)
+        loss, grads = _loss_and_grads(model, x, y, smoothing=smoothing)
         to_np = model.backend.to_numpy
         results.append((loss, {k: to_np(v) for k, v in grads.items()}))
     (loss_ref, g_ref), (loss_fast, g_fast) = results
     assert loss_fast == pytest.approx(loss_ref, rel=tolerance("backend", dtype)[0])
     for k in g_ref:
         assert_close(g_fast[k], g_ref[k], dtype, err_msg=k)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.7])
+def test_label_smoothing_is_cross_entropy_against_the_mixed_targets(smoothing):
+    """The loss is -sum_c q_c log p_c with q = (1 - s) one-hot + s / C, weighted over rows;
+    d_logits is its derivative (finite differences in float64)."""
+    from lstm_engine.layers import cross_entropy
+    from helpers import numeric_gradient
+    rng = np.random.default_rng(5)
+    N, C = 7, 5
+    logits = rng.standard_normal((N, C)) * 3
+    targets = rng.integers(0, C, N)
+    weights = np.array([1, 1, 0, 1, 0, 1, 1], dtype=np.float64)
+    q = np.full((N, C), smoothing / C)
+    q[np.arange(N), targets] += 1 - smoothing
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    want = -(q * log_p).sum(axis=1) @ weights / weights.sum()
+    loss, d = cross_entropy(np, logits.copy(), targets, weights, smoothing)
+    assert loss == pytest.approx(want, rel=1e-12)
+    numeric = numeric_gradient(lambda: cross_entropy(np, logits.copy(), targets, weights, smoothing)[0], logits)
+    np.testing.assert_allclose(d, numeric, rtol=1e-6, atol=1e-9)
+    assert not d[weights == 0].any()
+
+
+def test_label_smoothing_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    logits, targets = rng.standard_normal((9, 6)), rng.integers(0, 6, 9)
+    model = SequenceClassifier(6, input_size=2, hidden_size=3, backend="numpy", dtype=np.float64)
+    loss, d = model.loss(logits, targets, label_smoothing=0.15)
+    t_logits = torch.tensor(logits, requires_grad=True)
+    t_loss = torch.nn.functional.cross_entropy(t_logits, torch.tensor(targets), label_smoothing=0.15)
+    t_loss.backward()
+    assert loss == pytest.approx(t_loss.item(), rel=1e-12)
+    np.testing.assert_allclose(d, t_logits.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, True, "0.1", None])
+def test_label_smoothing_out_of_range_is_refused(value):
+    model = SequenceClassifier(3, input_size=2, hidden_size=3, backend="numpy")
+    with pytest.raises(ArgumentError, match=r"label_smoothing must be a number in \[0, 1\)"):
+        model.loss(np.zeros((2, 3), np.float32), np.array([0, 1]), label_smoothing=value)
 
 
 def test_max_pooling_ignores_padding_even_when_outputs_are_negative():

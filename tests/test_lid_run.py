@@ -181,3 +181,19 @@ def test_training_texts_are_cut_shorter_than_classified_ones(tmp_path, lid_tsv, 
     assert pred.encoder["max_length"] == 40
     assert [len(x) for x in pred.task.encode_inputs(["abcd " * 20, "abc"], pred.encoder)] == [40, 3]
     assert json.loads((tmp_path / "config.json").read_text())["train_length"] == 6
+
+
+def test_label_smoothing_trains_on_the_mixed_targets_and_validates_on_plain_cross_entropy(tmp_path, lid_tsv):
+    """The same seed and data: label smoothing changes the training loss (it has a floor above
+    0) but validation reports plain cross-entropy, so the two runs' val_loss compare."""
+    def run(smoothing, out):
+        runs.run("language-id", {"data": str(lid_tsv), **TINY, "label_smoothing": smoothing}, out,
+                 backend="numpy", test=False, progress=False)
+        return json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    plain, smoothed = run(0.0, tmp_path / "plain"), run(0.5, tmp_path / "smoothed")
+    assert smoothed["train_loss"] > plain["train_loss"]
+    assert json.loads((tmp_path / "smoothed" / "config.json").read_text())["label_smoothing"] == 0.5
+    from lstm_engine.data.text_formats import load_text_data
+    pred = load_predictor(tmp_path / "smoothed", backend="numpy")
+    encoded, _ = pred.task.encode(load_text_data(str(lid_tsv))["validation"], pred.encoder, pred.labels)
+    assert pred.objective.evaluate(pred.model, encoded)["loss"] == pytest.approx(smoothed["val_loss"], rel=1e-9)

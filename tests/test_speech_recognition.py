@@ -253,6 +253,7 @@ def test_an_utterance_too_short_for_its_transcript_is_named(tmp_path):
     ({"min_token_count": 2}, "needs unknown_tokens=map"),
     ({"balance_temperature": 0.5}, "balance_temperature re-weights the classes"),
     ({"monitor": "accuracy"}, "monitor 'accuracy' is not a validation metric of the ctc objective"),
+    ({"label_smoothing": 0.1}, "label_smoothing 0.1 applies to classification; the ctc objective"),
 ])
 def test_settings_that_do_not_apply_are_refused(tmp_path, transcribed_npz, settings, match):
     with pytest.raises(ConfigError, match=match):
