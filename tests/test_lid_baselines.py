@@ -29,6 +29,15 @@ def codes(bench):
     return bench.lid_codes
 
 
+def test_the_readme_shows_the_committed_comparison(bench):
+    """The README's two comparison tables are what --table makes of the committed results."""
+    root = SCRIPT.parents[1]
+    results = json.loads((root / "benchmarks" / "results" / "lid_baselines.json").read_text())
+    readme = (root / "README.md").read_text()
+    assert bench.cross_domain_table(results) in readme
+    assert bench.markdown_table(results, "in_domain") in readme
+
+
 # ---------------------------------------------------------------- code mapping
 
 @pytest.mark.parametrize("raw, ours", [
