@@ -66,10 +66,14 @@ enough for a program in another language to use the file without this package:
                   predictors only
     encoder       JSON: how raw input becomes the graph's input (predictors only):
       text ("type": "chars"): {"chars": a string of the vocabulary, "max_length": N,
-         "pad_id": 0, "unknown_id": 1, "first_char_id": 2, "normalization": ...}.
+         "lowercase": true/false (absent: false), "pad_id": 0, "unknown_id": 1,
+         "first_char_id": 2, "normalization": ...}.
          To encode a text: (1) Unicode NFC; (2) split on whitespace (the characters for which
          Python's str.isspace() is true) and join the pieces with one U+0020 space, which also
-         drops leading and trailing whitespace; (3) keep the first max_length code points;
+         drops leading and trailing whitespace; (2b) when lowercase is true, each code point
+         becomes its Unicode lower-case mapping (Python's str.lower() of that one code point)
+         where the mapping is one code point, and stays as it is otherwise ('İ');
+         (3) keep the first max_length code points;
          (4) a code point at index k of ``chars`` (counted in code points) has id
          first_char_id + k, any other code point unknown_id. A text that is empty after (2)
          cannot be classified. Batch: tokens (B, T) right-padded with pad_id, lengths the
@@ -105,7 +109,8 @@ ONNX_GATE_ORDER = (0, 3, 1, 2)
 BATCH, TIME = "batch", "time"
 
 _TEXT_NORMALIZATION = ("NFC; whitespace runs (str.isspace) -> one U+0020, leading/trailing "
-                       "whitespace removed; first max_length code points")
+                       "whitespace removed; if lowercase, each code point -> its lower case where "
+                       "that is one code point; first max_length code points")
 _LSTM_INPUTS = ("input float32 (time, batch, input_size) [(batch, time, input_size) if batch_first]; "
                 "lengths int64 (batch,) valid steps, right padding; h0, c0 float32 "
                 "(num_layers*num_directions, batch, hidden_size) when exported with state")

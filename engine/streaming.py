@@ -18,11 +18,11 @@ valid steps in the chunk (right padding, >= 1 each).
 - ``PredictorStream`` (for a predictor: ``model``, ``encoder``, ``labels``, ``task``): raw
   input per stream, text pieces (language-id) or feature frames (F columns), any length, empty
   included; the running prediction again equals ``predictor.predict_proba`` on the input seen
-  so far. Text is normalised as the encoder does (NFC, whitespace collapsed, cut at
-  max_length); NFC may still change the last character when a combining mark arrives, so each
-  text's steps from its last starter character (Unicode combining class 0) on are held back:
-  they enter the running prediction through a look-ahead from the committed state (``peek``)
-  and are committed once a later starter arrives. Feature frames must be computed as in
+  so far. Text is normalised as the encoder does (NFC, whitespace collapsed, lower-cased when
+  the encoder says so, cut at max_length); NFC may still change the last character when a
+  combining mark arrives, so each text's steps from its last starter character (Unicode
+  combining class 0) on are held back: they enter the running prediction through a look-ahead
+  from the committed state (``peek``) and are committed once a later starter arrives. Feature frames must be computed as in
   training; a model trained with per-utterance normalisation sees different frames when a live
   stream cannot know the whole utterance.
 
@@ -340,7 +340,7 @@ class PredictorStream:
             if state.full or not chunk:
                 continue
             state.raw += chunk
-            norm = normalize_text(state.raw)
+            norm = normalize_text(state.raw, encoder.get("lowercase", False))
             if not norm:
                 continue
             ids = [int(i) for i in task.encode_inputs([state.raw], encoder)[0]]   # the predictor's ids

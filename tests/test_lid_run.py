@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +19,7 @@ from lstm_engine.data import debian_packages, lid_corpus
 from lstm_engine.errors import ArgumentError
 from lstm_engine.predictor import load_predictor
 from lstm_engine.tasks import get_task
+from lstm_engine.tasks.language_id import lower_chars
 from test_lid_corpus import make_deb, repository
 from test_lid_sources import FakeApt
 from test_text_data import locale_root  # noqa: F401 -- a fixture
@@ -181,6 +183,46 @@ def test_training_texts_are_cut_shorter_than_classified_ones(tmp_path, lid_tsv, 
     assert pred.encoder["max_length"] == 40
     assert [len(x) for x in pred.task.encode_inputs(["abcd " * 20, "abc"], pred.encoder)] == [40, 3]
     assert json.loads((tmp_path / "config.json").read_text())["train_length"] == 6
+
+
+def test_lower_chars_is_the_per_character_rule():
+    """The fast path (str.lower) agrees with the rule character by character, capital sigma
+    (which str.lower writes as a final sigma at a word's end) and 'İ' included."""
+    def rule(text):
+        return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    every = "".join(chr(c) for c in range(0x20, 0x30000) if not 0xD800 <= c < 0xE000)
+    assert lower_chars(every) == rule(every)
+    for text in ("ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ", "İSTANBUL", "Straße ẞ", "Ǆemal", "ΑΣ", "plain"):
+        assert lower_chars(text) == rule(text) and len(lower_chars(text)) == len(text)
+    assert lower_chars("ΟΔΟΣ") == "οδοσ" != "ΟΔΟΣ".lower()
+
+
+def test_texts_are_lower_cased_unless_the_setting_is_off(tmp_path):
+    """One id per letter whatever its case (the default), in training (the vocabulary) and in
+    prediction; a character whose lower case is longer ('İ') keeps its length; lowercase=false
+    and an encoder from before the setting (no 'lowercase') keep the case."""
+    tsv = tmp_path / "cased.tsv"
+    lines = [f"aa\t{w}" for w in ("Abba Cab", "ABBA CAB", "abba cab", "Dab ad")] * 12 \
+        + [f"xx\t{w}" for w in ("Wxyz Yz", "WXYZ YZ", "wxyz yz", "Zyx wy")] * 12
+    tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings_ = {"data": str(tsv), **TINY, "min_char_count": 1, "crop_fraction": 0.0}
+    runs.run("language-id", settings_, tmp_path / "lower", backend="numpy", progress=False)
+    pred = load_predictor(tmp_path / "lower", backend="numpy")
+    assert pred.encoder["lowercase"] is True and pred.encoder["chars"] == pred.encoder["chars"].lower()
+    encode = pred.task.encode_inputs
+    assert [list(x) for x in encode(["ABBA Wxy", "abba wxy"], pred.encoder)] == \
+        [list(x) for x in encode(["abba wxy"] * 2, pred.encoder)]
+    assert len(encode(["\u0130a"], pred.encoder)[0]) == 2            # 'İ'.lower() is two code points
+    np.testing.assert_array_equal(pred.predict_proba(["CAB"]), pred.predict_proba(["cab"]))
+
+    runs.run("language-id", {**settings_, "lowercase": False}, tmp_path / "cased", backend="numpy", progress=False)
+    cased = load_predictor(tmp_path / "cased", backend="numpy")
+    assert cased.encoder["lowercase"] is False and {"A", "a", "W", "w"} <= set(cased.encoder["chars"])
+    assert list(encode(["A"], cased.encoder)[0]) != list(encode(["a"], cased.encoder)[0])
+    older = {k: v for k, v in cased.encoder.items() if k != "lowercase"}
+    assert list(encode(["Aa"], older)[0]) == list(encode(["Aa"], cased.encoder)[0])
+    with pytest.raises(ArgumentError, match="lowercase"):
+        cased.task.check_encoder({**cased.encoder, "lowercase": "yes"}, cased.model.config)
 
 
 def test_label_smoothing_trains_on_the_mixed_targets_and_validates_on_plain_cross_entropy(tmp_path, lid_tsv):

@@ -116,7 +116,10 @@ def test_classifier_probabilities_match_the_engine(tmp_path, source, head, bidir
 def encode_from_metadata(text: str, encoder: dict) -> list[int]:
     """The text recipe of the module docstring, written from the metadata alone (as a program in
     another language would), not with the package's encoder."""
-    text = " ".join(unicodedata.normalize("NFC", text).split())[:encoder["max_length"]]
+    text = " ".join(unicodedata.normalize("NFC", text).split())
+    if encoder.get("lowercase", False):
+        text = "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in text)
+    text = text[:encoder["max_length"]]
     index = {ch: k for k, ch in enumerate(encoder["chars"])}
     return [encoder["first_char_id"] + index[ch] if ch in index else encoder["unknown_id"] for ch in text]
 
@@ -142,7 +145,8 @@ def test_trained_language_id_model_through_the_cli(tmp_path, lid_run):
     assert meta["labels"] == pred.labels and meta["task"] == "language-id"
     encoder = meta["encoder"]
     assert (encoder["pad_id"], encoder["unknown_id"], encoder["first_char_id"]) == (0, 1, 2)
-    texts = ["abba cd", "w", "  zyx\twxyz   wz ", "klmn kl? mn", "dcba " * 40, "Q\u0065\u0301 ab"]
+    assert encoder["lowercase"] is True
+    texts = ["abba cd", "w", "  zyx\twxyz   wz ", "klmn kl? mn", "dcba " * 40, "Q\u0065\u0301 ab", "ABBA \u0130 CD"]
     ids = [encode_from_metadata(t, encoder) for t in texts]
     assert ids == [list(a) for a in pred.task.encode_inputs(texts, pred.encoder)]
     tokens, lengths = _pad(ids, encoder["pad_id"])

@@ -145,9 +145,10 @@ def uni_lid(tmp_path_factory, lid_tsv):
 def test_text_stream_equals_the_predictor_on_the_text_so_far(uni_lid):
     # whitespace runs across chunks, a combining mark arriving after its letter (NFC changes the
     # letter: a + U+0300 is one character, unknown to this vocabulary), leading whitespace, an
-    # empty chunk, and text past max_length (24)
-    pieces = [["  ab", "a", "", " \t", "\u0300", "cd  ", "  dab", "\u0301x", "cab" * 9, "dd"],
-              ["", " ", "wxy", "z zw", "", "\u0300\u0301", " w", "k", "", "xyzw"]]
+    # empty chunk, upper case (lower-cased by the encoder; 'İ' stays), and text past max_length (24)
+    assert uni_lid.encoder["lowercase"]
+    pieces = [["  ab", "A", "", " \t", "\u0300", "cD  ", "  dab", "\u0301x", "cab" * 9, "dd"],
+              ["", " ", "WxY", "z zw", "", "\u0300\u0301", " w", "\u0130", "", "xyzw"]]
     stream = uni_lid.stream(batch_size=2)
     assert np.isnan(stream.push(["", "  "])).all()           # nothing to classify yet
     seen = ["", "  "]
