@@ -240,6 +240,10 @@ class MpiCommunicator(Communicator):
     def abort(self, code: int = 1):
         sys.stdout.flush()
         sys.stderr.flush()
+        # Abort makes the launcher kill every rank and exit at once, and what its output
+        # forwarding still holds is lost: a failing rank's traceback once came through cut
+        # short. A moment lets the forwarding pass it on first.
+        time.sleep(ABORT_DRAIN_SECONDS)
         self._comm.Abort(code)
 
     @staticmethod
@@ -376,6 +380,10 @@ def _make_world() -> Communicator:
     if comm.size > 1:
         _install_excepthook(comm)
     return comm
+
+
+#: How long an MPI rank waits, after flushing its output, before it aborts the world.
+ABORT_DRAIN_SECONDS = 0.5
 
 
 def _install_excepthook(comm: Communicator) -> None:
