@@ -22,9 +22,9 @@ valid steps in the chunk (right padding, >= 1 each).
   the encoder says so, cut at max_length); NFC may still change the last character when a
   combining mark arrives, so each text's steps from its last starter character (Unicode
   combining class 0) on are held back: they enter the running prediction through a look-ahead
-  from the committed state (``peek``) and are committed once a later starter arrives. Feature frames must be computed as in
-  training; a model trained with per-utterance normalisation sees different frames when a live
-  stream cannot know the whole utterance.
+  from the committed state (``peek``) and are committed once a later starter arrives. Feature
+  frames must be computed as in training; a model trained with per-utterance normalisation
+  sees different frames when a live stream cannot know the whole utterance.
 
 A stream runs the LSTM on weights prepared once (``LSTM.prepare``: the cpu backend's packed
 panels), not packed again for every chunk; it prepares them again when the parameters are
@@ -340,7 +340,7 @@ class PredictorStream:
             if state.full or not chunk:
                 continue
             state.raw += chunk
-            norm = normalize_text(state.raw, encoder.get("lowercase", False))
+            norm = normalize_text(state.raw)   # for positions only: lower-casing keeps them
             if not norm:
                 continue
             ids = [int(i) for i in task.encode_inputs([state.raw], encoder)[0]]   # the predictor's ids
