@@ -29,10 +29,13 @@ Saved activations (what a training forward keeps for its backward, per step t):
                         (the cpu backend keeps it packed with x as xh, see cpu_kernels)
 
 The model above this layer (stacking, directions, dropout, batch_first) is backend-agnostic
-and talks to a backend only through this class. The registry (backends/__init__.py) learns
-whether a backend can run here from the class alone (`needs`, `extra`,
-`unavailable_reason()`), so a backend's module must import without its heavy dependencies:
-Numba and CuPy are imported inside methods or by sibling kernel modules loaded lazily.
+and talks to a backend only through this class. Two steps of the layers around the stack
+(the max over steps of max pooling, the embedding table's gradient) are methods here too,
+with engine/layers.py's array code as their default, so that a backend can compile them.
+The registry (backends/__init__.py) learns whether a backend can run here from the class
+alone (`needs`, `extra`, `unavailable_reason()`), so a backend's module must import without
+its heavy dependencies: Numba and CuPy are imported inside methods or by sibling kernel
+modules loaded lazily.
 """
 
 from __future__ import annotations
@@ -130,6 +133,20 @@ class Backend(ABC):
         loads its kernels here), so that the registry finds out when the backend is chosen
         (`auto` then falls back to the next one) rather than at the first forward. The default
         has nothing to check."""
+
+    # -- the layers around the stack (engine/layers.py) ----------------------------------
+    def max_over_steps(self, outputs, lengths):
+        """outputs (T, B, F), lengths (B,) -> (best (B, F), arg (B, F) int64): the maximum
+        over each sequence's valid steps and the first step that holds it. The default is
+        engine/layers.py's array code; the cpu backend compiles it."""
+        from ..layers import max_over_steps
+        return max_over_steps(self.xp, outputs, lengths)
+
+    def embedding_grad(self, weight, tokens, d_out):
+        """weight (V, E), tokens (N,) ids, d_out (N, E) -> (V, E): d_out's rows summed per
+        id, in token order. The default is engine/layers.py's ``add.at``."""
+        from ..layers import embedding_grad
+        return embedding_grad(self.xp, weight, tokens, d_out)
 
     # -- the cell through time -------------------------------------------------------
     def prepare(self, w_ih, w_hh, bias):

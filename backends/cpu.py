@@ -282,7 +282,7 @@ class CpuBackend(Backend):
     pool_cap = 256 * 2 ** 20
 
     def __init__(self):
-        from . import cpu_gemm, cpu_kernels  # noqa: F401  (Numba and the kernels load now)
+        from . import cpu_gemm, cpu_kernels, cpu_layers  # noqa: F401  (Numba and the kernels load now)
         #: Whether the products use the 64-byte vectors and 8-row register blocks of AVX-512.
         self.wide = cpu_gemm.has_wide_vectors()
         self._pool = ArrayPool(self.pool_cap)
@@ -453,6 +453,35 @@ class CpuBackend(Backend):
         cache["spent"] = True
         self._pool.give(gates, cache["c_prev"], cache["xh"], d_pre)
         return dx, np.ascontiguousarray(dw[:, :I]), np.ascontiguousarray(dw[:, I:]), dbias, dh0, dc0
+
+    # -- the layers around the stack: compiled (cpu_layers), equal to engine/layers.py's ----
+    def max_over_steps(self, outputs, lengths):
+        from ..errors import ArgumentError
+        from . import cpu_layers
+        outputs = np.ascontiguousarray(outputs)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        if outputs.ndim != 3 or outputs.shape[0] < 1 or lengths.shape != outputs.shape[1:2] \
+                or (lengths.size and lengths.min() < 1):
+            raise ArgumentError(f"max_over_steps needs outputs (T, B, F) with T >= 1 and lengths (B,) "
+                                f">= 1, got shapes {outputs.shape} and {lengths.shape}")
+        B, F = outputs.shape[1:]
+        best, arg = np.empty((B, F), outputs.dtype), np.empty((B, F), np.int64)
+        cpu_layers.max_over_steps(outputs, lengths, best, arg)
+        return best, arg
+
+    def embedding_grad(self, weight, tokens, d_out):
+        from ..errors import ArgumentError
+        from . import cpu_layers
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        d_out = np.ascontiguousarray(d_out, dtype=weight.dtype)
+        V, E = weight.shape
+        if tokens.ndim != 1 or d_out.shape != (tokens.size, E) \
+                or (tokens.size and (tokens.min() < 0 or tokens.max() >= V)):
+            raise ArgumentError(f"embedding_grad needs tokens (N,) in [0, {V}) and d_out (N, {E}), got "
+                                f"shapes {tokens.shape} and {d_out.shape}")
+        grad = np.empty_like(weight)
+        cpu_layers.embedding_grad(tokens, d_out, grad)
+        return grad
 
 
 def _threading_layer() -> str:

@@ -32,7 +32,8 @@ each thread keeps the packed w_hh hot in its own L2. The products are cpu_gemm's
 picks its AVX-512 register blocking).
 
 The compiled kernels are cached on disk under a stamp of every kernel file (cpu_gemm.py,
-cpu_sync.py, this one: kernel_cache.CPU_KERNELS), so an edit to any of them recompiles.
+cpu_layers.py, cpu_sync.py, this one: kernel_cache.CPU_KERNELS), so an edit to any of them
+recompiles.
 
 float32 uses a clamped rational tanh (Eigen's form; max abs error ~3e-7) that vectorizes;
 math.tanh would stay a scalar libm call since Numba has no SVML here. float64 keeps math.tanh

@@ -85,4 +85,4 @@ class KernelFiles:
 
 
 #: The cpu backend's kernel modules: Numba compiles each into the others' callers.
-CPU_KERNELS = KernelFiles(__package__, ("cpu_gemm.py", "cpu_kernels.py", "cpu_sync.py"))
+CPU_KERNELS = KernelFiles(__package__, ("cpu_gemm.py", "cpu_kernels.py", "cpu_layers.py", "cpu_sync.py"))

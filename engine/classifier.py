@@ -183,7 +183,8 @@ class SequenceClassifier:
         if cfg["per_step"]:
             features, pool_saved = out, None
         else:
-            features, pool_saved = layers.pool_forward(xp, cfg["pooling"], out, h_n, lengths, D)
+            features, pool_saved = layers.pool_forward(xp, cfg["pooling"], out, h_n, lengths, D,
+                                                       max_kernel=self.backend.max_over_steps)
         mask = None
         if training and cfg["dropout"] > 0:
             mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype, window)
@@ -253,7 +254,8 @@ class SequenceClassifier:
         g = self.lstm.backward(d_out, d_h_n=d_h_n)
         grads = {}
         if tokens is not None:
-            grads["embedding.weight"] = layers.embedding_backward(xp, self.extra["embedding.weight"], tokens, g.input)
+            grads["embedding.weight"] = layers.embedding_backward(xp, self.extra["embedding.weight"], tokens, g.input,
+                                                                  accumulate=self.backend.embedding_grad)
         grads.update({f"lstm.{k}": v for k, v in g.params.items()})
         grads["head.weight"] = d_w
         grads["head.bias"] = d_b

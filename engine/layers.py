@@ -33,22 +33,50 @@ def embedding_forward(xp, weight, tokens):
     return weight[tokens]
 
 
-def embedding_backward(xp, weight, tokens, d_out, padding_idx: int | None = 0):
-    """Gradient of the embedding table; repeated tokens accumulate (``add.at``), and the
-    padding row gets none, as with ``torch.nn.Embedding(padding_idx=0)``."""
+def embedding_grad(xp, weight, tokens, d_out):
+    """(V, E) sum of d_out's rows (N, E) per token id (N,), in token order (``add.at``)."""
     grad = xp.zeros_like(weight)
-    xp.add.at(grad, tokens.reshape(-1), d_out.reshape(-1, weight.shape[1]))
+    xp.add.at(grad, tokens, d_out)
+    return grad
+
+
+def embedding_backward(xp, weight, tokens, d_out, padding_idx: int | None = 0, accumulate=None):
+    """Gradient of the embedding table; repeated tokens accumulate (``embedding_grad``, or
+    the backend's ``accumulate`` of the same signature less ``xp``), and the padding row gets
+    none, as with ``torch.nn.Embedding(padding_idx=0)``."""
+    flat, rows = tokens.reshape(-1), d_out.reshape(-1, weight.shape[1])
+    grad = accumulate(weight, flat, rows) if accumulate is not None else embedding_grad(xp, weight, flat, rows)
     if padding_idx is not None:
         grad[padding_idx] = 0
     return grad
 
 
-def pool_forward(xp, kind: str, outputs, h_n, lengths, num_directions: int):
+def max_over_steps(xp, outputs, lengths):
+    """(T, B, F) -> the maximum over each sequence's valid steps (B, F) and the first step
+    that holds it (B, F) int64, for the backward.
+
+    A running maximum over the steps (each sequence has step 0; padded steps never
+    compete); strictly greater keeps the first maximum, as argmax does, and a NaN never
+    wins. argmax over axis 0 itself copies the array into the other order first: 2.3x
+    slower at T60 B64.
+    """
+    best = outputs[0].copy()
+    arg = xp.zeros(best.shape, dtype=xp.int64)
+    lengths = xp.asarray(lengths).reshape(-1, 1)
+    for t in range(1, outputs.shape[0]):
+        better = (outputs[t] > best) & (lengths > t)
+        xp.copyto(best, outputs[t], where=better)
+        arg[better] = t
+    return best, arg
+
+
+def pool_forward(xp, kind: str, outputs, h_n, lengths, num_directions: int, max_kernel=None):
     """Reduce (T, B, D*H) outputs over each sequence's valid steps to (B, D*H).
 
     ``last`` takes the top layer's final states: for a bidirectional stack, the forward
     direction at the last valid step and the reverse direction at step 0 (both ends).
-    Returns the pooled array and what ``pool_backward`` needs.
+    ``max`` is ``max_over_steps``, or the backend's ``max_kernel`` of the same signature
+    less ``xp``. Returns the pooled array and what ``pool_backward`` needs.
     """
     T = outputs.shape[0]
     if kind == "last":
@@ -59,17 +87,7 @@ def pool_forward(xp, kind: str, outputs, h_n, lengths, num_directions: int):
         counts = xp.asarray(lengths).reshape(-1, 1).astype(outputs.dtype)
         return (outputs * mask).sum(axis=0) / counts, mask
     if kind == "max":
-        # A running maximum over the steps (each sequence has step 0; padded steps never
-        # compete); strictly greater keeps the first maximum, as argmax does. argmax over
-        # axis 0 itself copies the array into the other order first: 2.3x slower at T60 B64.
-        best = outputs[0].copy()                                     # (B, D*H)
-        arg = xp.zeros(best.shape, dtype=xp.int64)
-        lengths = xp.asarray(lengths).reshape(-1, 1)
-        for t in range(1, T):
-            better = (outputs[t] > best) & (lengths > t)
-            xp.copyto(best, outputs[t], where=better)
-            arg[better] = t
-        return best, arg
+        return max_kernel(outputs, lengths) if max_kernel is not None else max_over_steps(xp, outputs, lengths)
     raise ArgumentError(f"pooling must be one of {POOLINGS}, got {kind!r}")
 
 

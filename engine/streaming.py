@@ -191,7 +191,7 @@ class ClassifierStream:
                 pooled = pooled + (out * mask).sum(axis=0)
                 features = pooled / total
             else:
-                chunk_max, _ = layers.pool_forward(xp, "max", out, h, lengths, 1)
+                chunk_max, _ = self.model.backend.max_over_steps(out, lengths)
                 fresh = xp.asarray((seen == 0).reshape(-1, 1))
                 pooled = xp.where(fresh, chunk_max, xp.maximum(pooled, chunk_max))
                 features = pooled

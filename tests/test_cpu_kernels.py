@@ -27,6 +27,7 @@ if not backends.probe("cpu").available:
 import numba  # noqa: E402  (after the skip: the cpu backend is what brings it)
 
 from lstm_engine.backends import cpu_gemm, cpu_kernels, cpu_sync  # noqa: E402
+from lstm_engine.errors import ArgumentError  # noqa: E402
 from lstm_engine.backends.kernel_cache import CPU_KERNELS  # noqa: E402
 
 BACKENDS_DIR = Path(cpu_gemm.__file__).parent
@@ -239,6 +240,51 @@ def test_fast_tanh_is_within_1e6_of_float64():
     out_nan = np.empty(1, np.float32)
     cpu_kernels.tanh_kernel(np.array([np.nan], np.float32), out_nan)
     assert np.isnan(out_nan[0])
+
+
+# -- the layers around the stack (cpu_layers) ------------------------------------------------
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_kernels_equal_the_array_code(dtype, threads):
+    """Max over steps and the embedding gradient, compiled, against engine/layers.py's NumPy
+    code (the reference backend's), bit for bit: T=1, B=1, odd sizes, ragged lengths, ties
+    (many, from integer values: the first step must win) and NaN (never wins)."""
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("not enough threads in Numba's pool")
+    cpu, ref = backends.get_backend("cpu"), backends.get_backend("numpy")
+    rng = np.random.default_rng(threads)
+    before = numba.get_num_threads()
+    set_num_threads(threads)
+    try:
+        for T, B, F in [(1, 1, 1), (1, 3, 5), (7, 1, 3), (6, 5, 9), (33, 4, 17)]:
+            for ties in (False, True):
+                out = rng.standard_normal((T, B, F))
+                out = (np.round(out) if ties else out).astype(dtype)
+                out[rng.random(out.shape) < 0.05] = np.nan
+                lengths = rng.integers(1, T + 1, B)
+                got, want = cpu.max_over_steps(out, lengths), ref.max_over_steps(out, lengths)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+            V = int(rng.integers(1, 9))
+            tokens = rng.integers(0, V, T * B)                      # repeats: rows accumulate
+            d_out = rng.standard_normal((T * B, F)).astype(dtype)
+            weight = rng.standard_normal((V, F)).astype(dtype)      # only its shape and dtype count
+            np.testing.assert_array_equal(cpu.embedding_grad(weight, tokens, d_out),
+                                          ref.embedding_grad(weight, tokens, d_out))
+    finally:
+        set_num_threads(before)
+
+
+def test_layer_kernels_refuse_what_would_index_out_of_bounds():
+    cpu = backends.get_backend("cpu")
+    weight, d_out = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
+    for tokens in ([0, 4], [-1, 0]):
+        with pytest.raises(ArgumentError, match="tokens"):
+            cpu.embedding_grad(weight, np.array(tokens), d_out)
+    with pytest.raises(ArgumentError, match="lengths"):
+        cpu.max_over_steps(np.zeros((2, 2, 3), np.float32), np.array([1, 0]))
+    with pytest.raises(ArgumentError, match="lengths"):
+        cpu.max_over_steps(np.zeros((2, 2, 3), np.float32), np.array([1]))
 
 
 # -- Numba's on-disk cache -------------------------------------------------------------------

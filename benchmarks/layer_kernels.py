@@ -1,0 +1,120 @@
+"""The `cpu` backend's compiled layers around the LSTM stack (backends/cpu_layers.py) against
+engine/layers.py's NumPy code, in one run.
+
+    python benchmarks/layer_kernels.py           # writes results/layer_kernels.json
+    python benchmarks/layer_kernels.py --quick --out /tmp/l.json      # a smoke test
+
+- step: a whole training step of the default language-id classifier (forward, loss, backward,
+  gradient clipping, Adam) at the T of its longest training batches and of a middle one,
+  with the compiled max over steps and embedding gradient, and with the NumPy code; the two
+  are timed in alternation (ABAB...), so a change of the machine's load hits both;
+- kernels: each of the two alone, compiled and NumPy, at the same shapes.
+Timings are medians after warm-up (lstm_engine.bench.time_call); the compiled kernels were
+loaded (compiled or read from Numba's cache) before any timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import types
+from pathlib import Path
+
+import numpy as np
+
+from lstm_engine.bench import machine_facts, time_call, write_results
+
+RESULTS = Path(__file__).parent / "results"
+
+#: The default language-id model (engine/tasks/language_id.py DEFAULTS) with the vocabulary
+#: and classes of its default corpus, and a batch of 128 at train_length 64 and at 24.
+MODEL = {"num_classes": 106, "vocab_size": 900, "embedding_dim": 48, "hidden_size": 128,
+         "bidirectional": True, "pooling": "max", "dropout": 0.1}
+BATCH = 128
+STEPS = (64, 24)
+
+
+def _patched(backend, compiled: bool):
+    """The backend with its layer kernels, or with the base class's NumPy code instead."""
+    from lstm_engine.backends.base import Backend
+    for name in ("max_over_steps", "embedding_grad"):
+        if compiled:
+            backend.__dict__.pop(name, None)
+        else:
+            setattr(backend, name, types.MethodType(getattr(Backend, name), backend))
+    return backend
+
+
+def step_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
+    from lstm_engine.classifier import SequenceClassifier
+    from lstm_engine.optim import Adam, clip_grad_norm
+    model = SequenceClassifier(**model_config, backend="cpu", seed=0)
+    backend, optimizer = model.backend, Adam(1e-2)
+    rng = np.random.default_rng(T)
+    tokens = rng.integers(1, model_config["vocab_size"], (T, B))
+    lengths = np.sort(rng.integers(max(1, T // 2), T + 1, B))[::-1].copy()
+    lengths[0] = T
+    targets = rng.integers(0, model_config["num_classes"], B)
+
+    def step():
+        logits = model.forward(tokens, lengths, training=True)
+        _, d_logits = model.loss(logits, targets)
+        grads = model.backward(d_logits)
+        clip_grad_norm(grads, 1.0, np)
+        optimizer.step(model.parameters(), grads)
+
+    times = {True: [], False: []}
+    # one session around every step, as the trainer has (the cpu backend reuses a step's
+    # arrays for the next one there)
+    try:
+        with backend.session():
+            for _ in range(repeat):
+                for compiled in (True, False):
+                    _patched(backend, compiled)
+                    times[compiled].append(time_call(step, 2, 5)["median_ms"])
+    finally:
+        _patched(backend, True)
+    compiled_ms, numpy_ms = statistics.median(times[True]), statistics.median(times[False])
+    return {"T": T, "B": B, "compiled_ms": compiled_ms, "numpy_ms": numpy_ms,
+            "numpy_over_compiled": numpy_ms / compiled_ms}
+
+
+def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
+    from lstm_engine.backends import get_backend
+    cpu, ref = get_backend("cpu"), get_backend("numpy")
+    rng = np.random.default_rng(T)
+    F = 2 * model_config["hidden_size"] if model_config["bidirectional"] else model_config["hidden_size"]
+    outputs = rng.standard_normal((T, B, F)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    E, V = model_config["embedding_dim"], model_config["vocab_size"]
+    weight = np.zeros((V, E), np.float32)
+    tokens, d_out = rng.integers(1, V, T * B), rng.standard_normal((T * B, E)).astype(np.float32)
+    row = {"T": T, "B": B}
+    for name, call in (("max_over_steps", lambda b: b.max_over_steps(outputs, lengths)),
+                       ("embedding_grad", lambda b: b.embedding_grad(weight, tokens, d_out))):
+        row[name] = {"compiled_ms": time_call(lambda call=call: call(cpu), 3, repeat)["median_ms"],
+                     "numpy_ms": time_call(lambda call=call: call(ref), 3, repeat)["median_ms"]}
+    return row
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="a tiny model and one repeat")
+    parser.add_argument("--out", type=Path, default=RESULTS / "layer_kernels.json")
+    args = parser.parse_args(argv)
+    model_config, batch, steps = MODEL, BATCH, STEPS
+    if args.quick:
+        model_config = {**MODEL, "num_classes": 3, "vocab_size": 11, "embedding_dim": 4, "hidden_size": 8}
+        batch, steps, args.repeat = 5, (3,), 1
+    result = {"machine": machine_facts(), "model": model_config,
+              "step": [step_times(T, batch, model_config, args.repeat) for T in steps],
+              "kernels": [kernel_times(T, batch, model_config, args.repeat) for T in steps]}
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+    write_results(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
