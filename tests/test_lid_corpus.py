@@ -162,6 +162,19 @@ def test_held_out_sources(locale_root, tmp_path):
     assert set(corpus.held_out["gnome-user-docs"].labels) <= set(corpus.splits["train"].labels)
 
 
+def test_held_out_sets_do_not_depend_on_the_training_caps(locale_root, tmp_path, monkeypatch):
+    """Held-out sources are read for, and cut to, HELD_OUT_PER_LANGUAGE strings per language,
+    so runs with other max_per_source are scored on the same strings."""
+    monkeypatch.setattr(lid_corpus, "HELD_OUT_PER_LANGUAGE", 6)
+    held = {}
+    for cap in (2, 3, 6):
+        corpus = load(locale_root, tmp_path, held_out_sources="fortunes", max_per_source=cap, max_per_language=None)
+        assert all(n <= cap for entry in corpus.manifest["languages"].values() for n in entry["sources"].values())
+        held[cap] = sorted(zip(corpus.held_out["fortunes"].labels, corpus.held_out["fortunes"].inputs))
+    assert held[2] == held[3] == held[6]
+    assert [label for label, _ in held[2]].count("de") == 6     # 9 German fortunes, cut to 6
+
+
 def test_caps(locale_root, tmp_path):
     full = load(locale_root, tmp_path, max_per_source=None, max_per_language=None)
     counts = full.manifest["languages"]["de"]["sources"]
