@@ -3,8 +3,8 @@
 These are the array work of a training step outside the recurrence that NumPy does slowly:
 a running maximum over steps is a Python loop of T vectorized calls, and ``np.add.at`` is a
 scatter with per-element dispatch. At the default language-id model's shapes (B 128, T 64,
-2x128 units, 48-wide embedding) they take 0.28 and 0.15 ms against NumPy's 6.9 and 7.0, and
-a whole training step 142 ms against 159 (T 24: 54 against 66), on the 2-core AVX2 host
+2x128 units, 48-wide embedding) they take 0.30 and 0.13 ms against NumPy's 5.5 and 4.7, and
+a whole training step 152 ms against 173 (T 24: 63 against 69), on the 2-core AVX2 host
 (benchmarks/layer_kernels.py, results/layer_kernels.json).
 
 Shapes (C-contiguous, time-major; names of engine/layers.py):

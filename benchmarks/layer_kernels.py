@@ -9,7 +9,8 @@ engine/layers.py's NumPy code, in one run.
   with the compiled max over steps and embedding gradient, and with the NumPy code; the two
   are timed in alternation (ABAB...), so a change of the machine's load hits both;
 - kernels: each of the two alone, compiled and NumPy, at the same shapes.
-Timings are medians after warm-up (lstm_engine.bench.time_call); the compiled kernels were
+Timings are medians after warm-up, with their spread (a step's range over the repeats, a
+kernel's fastest call) (lstm_engine.bench.time_call); the compiled kernels were
 loaded (compiled or read from Numba's cache) before any timing.
 """
 
@@ -76,7 +77,10 @@ def step_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
     finally:
         _patched(backend, True)
     compiled_ms, numpy_ms = statistics.median(times[True]), statistics.median(times[False])
+    # the spread: the lowest and highest of the `repeat` medians of each
     return {"T": T, "B": B, "compiled_ms": compiled_ms, "numpy_ms": numpy_ms,
+            "compiled_range_ms": [min(times[True]), max(times[True])],
+            "numpy_range_ms": [min(times[False]), max(times[False])],
             "numpy_over_compiled": numpy_ms / compiled_ms}
 
 
@@ -93,8 +97,10 @@ def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
     row = {"T": T, "B": B}
     for name, call in (("max_over_steps", lambda b: b.max_over_steps(outputs, lengths)),
                        ("embedding_grad", lambda b: b.embedding_grad(weight, tokens, d_out))):
-        row[name] = {"compiled_ms": time_call(lambda call=call: call(cpu), 3, repeat)["median_ms"],
-                     "numpy_ms": time_call(lambda call=call: call(ref), 3, repeat)["median_ms"]}
+        compiled = time_call(lambda call=call: call(cpu), 3, repeat)
+        numpy_ = time_call(lambda call=call: call(ref), 3, repeat)
+        row[name] = {"compiled_ms": compiled["median_ms"], "numpy_ms": numpy_["median_ms"],
+                     "compiled_min_ms": compiled["min_ms"], "numpy_min_ms": numpy_["min_ms"]}
     return row
 
 
