@@ -148,6 +148,14 @@ class Backend(ABC):
         from ..layers import embedding_grad
         return embedding_grad(self.xp, weight, tokens, d_out)
 
+    def adam_update(self, p, g, m, v, *, lr, betas, eps, step, weight_decay, decoupled):
+        """One Adam (or AdamW) step of parameter ``p`` in place, with its moments ``m`` and
+        ``v``, from gradient ``g`` (all of p's shape). The default is engine/optim.py's
+        array code; the cpu backend compiles it into one pass."""
+        from ..optim import adam_update
+        adam_update(p, g, m, v, lr=lr, betas=betas, eps=eps, step=step, weight_decay=weight_decay,
+                    decoupled=decoupled)
+
     # -- the cell through time -------------------------------------------------------
     def prepare(self, w_ih, w_hh, bias):
         """One layer-direction's weights made ready for repeated inference calls, passed back

@@ -1,14 +1,15 @@
-"""The `cpu` backend's compiled layers around the LSTM stack (backends/cpu_layers.py) against
-engine/layers.py's NumPy code, in one run.
+"""The `cpu` backend's compiled layers around the LSTM stack and Adam update
+(backends/cpu_layers.py) against engine/layers.py's and engine/optim.py's NumPy code, in one run.
 
     python benchmarks/layer_kernels.py           # writes results/layer_kernels.json
     python benchmarks/layer_kernels.py --quick --out /tmp/l.json      # a smoke test
 
 - step: a whole training step of the default language-id classifier (forward, loss, backward,
   gradient clipping, Adam) at the T of its longest training batches and of a middle one,
-  with the compiled max over steps and embedding gradient, and with the NumPy code; the two
-  are timed in alternation (ABAB...), so a change of the machine's load hits both;
-- kernels: each of the two alone, compiled and NumPy, at the same shapes.
+  with the compiled max over steps, embedding gradient and Adam update, and with the NumPy
+  code; the two are timed in alternation (ABAB...), so a change of the machine's load hits both;
+- kernels: each alone, compiled and NumPy, at the same shapes (Adam: one step of every
+  parameter of the model, its n-gram table included).
 Timings are medians after warm-up, with their spread (a step's range over the repeats, a
 kernel's fastest call) (lstm_engine.bench.time_call); the compiled kernels were
 loaded (compiled or read from Numba's cache) before any timing.
@@ -31,15 +32,16 @@ RESULTS = Path(__file__).parent / "results"
 #: The default language-id model (engine/tasks/language_id.py DEFAULTS) with the vocabulary
 #: and classes of its default corpus, and a batch of 128 at train_length 64 and at 24.
 MODEL = {"num_classes": 106, "vocab_size": 900, "embedding_dim": 48, "hidden_size": 128,
-         "bidirectional": True, "pooling": "max", "dropout": 0.1}
+         "bidirectional": True, "pooling": "max", "dropout": 0.1, "ngram_buckets": 65536}
+KERNELS = ("max_over_steps", "embedding_grad", "adam_update")
 BATCH = 128
 STEPS = (64, 24)
 
 
 def _patched(backend, compiled: bool):
-    """The backend with its layer kernels, or with the base class's NumPy code instead."""
+    """The backend with its compiled kernels, or with the base class's NumPy code instead."""
     from lstm_engine.backends.base import Backend
-    for name in ("max_over_steps", "embedding_grad"):
+    for name in KERNELS:
         if compiled:
             backend.__dict__.pop(name, None)
         else:
@@ -63,7 +65,7 @@ def step_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
         _, d_logits = model.loss(logits, targets)
         grads = model.backward(d_logits)
         clip_grad_norm(grads, 1.0, np)
-        optimizer.step(model.parameters(), grads)
+        optimizer.step(model.parameters(), grads, backend=backend)
 
     times = {True: [], False: []}
     # one session around every step, as the trainer has (the cpu backend reuses a step's
@@ -86,7 +88,12 @@ def step_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
 
 def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
     from lstm_engine.backends import get_backend
+    from lstm_engine.classifier import SequenceClassifier
+    from lstm_engine.optim import Adam
     cpu, ref = get_backend("cpu"), get_backend("numpy")
+    params = SequenceClassifier(**model_config, backend="numpy", seed=0).parameters()
+    grads = {k: np.full_like(v, 1e-3) for k, v in params.items()}
+    adam = Adam(1e-2)
     rng = np.random.default_rng(T)
     F = 2 * model_config["hidden_size"] if model_config["bidirectional"] else model_config["hidden_size"]
     outputs = rng.standard_normal((T, B, F)).astype(np.float32)
@@ -96,7 +103,8 @@ def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
     tokens, d_out = rng.integers(1, V, T * B), rng.standard_normal((T * B, E)).astype(np.float32)
     row = {"T": T, "B": B}
     for name, call in (("max_over_steps", lambda b: b.max_over_steps(outputs, lengths)),
-                       ("embedding_grad", lambda b: b.embedding_grad(weight, tokens, d_out))):
+                       ("embedding_grad", lambda b: b.embedding_grad(weight, tokens, d_out)),
+                       ("adam_update", lambda b: adam.step(params, grads, backend=b))):
         compiled = time_call(lambda call=call: call(cpu), 3, repeat)
         numpy_ = time_call(lambda call=call: call(ref), 3, repeat)
         row[name] = {"compiled_ms": compiled["median_ms"], "numpy_ms": numpy_["median_ms"],
@@ -112,7 +120,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     model_config, batch, steps = MODEL, BATCH, STEPS
     if args.quick:
-        model_config = {**MODEL, "num_classes": 3, "vocab_size": 11, "embedding_dim": 4, "hidden_size": 8}
+        model_config = {**MODEL, "num_classes": 3, "vocab_size": 11, "embedding_dim": 4, "hidden_size": 8,
+                        "ngram_buckets": 13}
         batch, steps, args.repeat = 5, (3,), 1
     result = {"machine": machine_facts(), "model": model_config,
               "step": [step_times(T, batch, model_config, args.repeat) for T in steps],

@@ -2,7 +2,10 @@
 tagger (one label per valid step).
 
 Input is either token ids (T, B) into an embedding table (``vocab_size`` given) or feature
-frames (T, B, F) (``input_size`` given). Parameters carry torch-style names
+frames (T, B, F) (``input_size`` given). Token input may add hashed n-gram embeddings
+(``ngram_buckets``): each step's input is then its token's row plus the rows of the bigram and
+trigram that end there (``layers.ngram_ids``), as fastText's input vectors are its n-grams'
+sum. Parameters carry torch-style names
 (``embedding.weight``, ``lstm.weight_ih_l0``, ``head.weight``, ``head.bias``), so a
 checkpoint reads like the state_dict of the equivalent ``torch.nn.Module``.
 """
@@ -24,6 +27,14 @@ from .settings import ModelSettings
 _MODEL = ModelSettings()
 
 
+def _ngram_buckets(buckets, vocab_size) -> int:
+    if isinstance(buckets, bool) or not isinstance(buckets, (int, np.integer)) or buckets < 0:
+        raise ArgumentError(f"ngram_buckets must be an integer >= 0 (0: no n-gram embeddings), got {buckets!r}")
+    if buckets and vocab_size is None:
+        raise ArgumentError(f"ngram_buckets={buckets} needs token input (vocab_size); feature input has no n-grams")
+    return int(buckets)
+
+
 class SequenceClassifier:
     """Embedding or features -> LSTM stack -> pooling over valid steps -> dropout -> dense.
 
@@ -36,6 +47,7 @@ class SequenceClassifier:
                  hidden_size: int = _MODEL.hidden_size, num_layers: int = _MODEL.num_layers,
                  bidirectional: bool = _MODEL.bidirectional, dropout: float = _MODEL.dropout,
                  pooling: str = _MODEL.pooling, per_step: bool = False,
+                 ngram_buckets: int = _MODEL.ngram_buckets,
                  forget_bias: float = _MODEL.forget_bias, dtype=np.float32, backend="auto",
                  seed: int | None = None):
         if (vocab_size is None) == (input_size is None):
@@ -43,6 +55,7 @@ class SequenceClassifier:
         if vocab_size is not None:
             vocab_size = positive_int("vocab_size", vocab_size)
             embedding_dim = positive_int("embedding_dim", embedding_dim)
+        ngram_buckets = _ngram_buckets(ngram_buckets, vocab_size)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ArgumentError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if pooling not in layers.POOLINGS:
@@ -52,7 +65,7 @@ class SequenceClassifier:
         self.config = dict(num_classes=int(num_classes), vocab_size=vocab_size, embedding_dim=int(embedding_dim),
                            input_size=input_size, hidden_size=int(hidden_size), num_layers=int(num_layers),
                            bidirectional=bool(bidirectional), dropout=float(dropout), pooling=pooling,
-                           per_step=bool(per_step), forget_bias=float(forget_bias),
+                           per_step=bool(per_step), ngram_buckets=ngram_buckets, forget_bias=float(forget_bias),
                            dtype=np.dtype(dtype).name)
         lstm_in = int(embedding_dim) if vocab_size is not None else int(input_size)
         self.lstm = LSTM(lstm_in, hidden_size, num_layers, bidirectional=bidirectional, dropout=dropout,
@@ -84,6 +97,8 @@ class SequenceClassifier:
         shapes = {}
         if c["vocab_size"] is not None:
             shapes["embedding.weight"] = (positive_int("vocab_size", c["vocab_size"]), lstm_in)
+        if _ngram_buckets(c["ngram_buckets"], c["vocab_size"]):
+            shapes["ngram.weight"] = (c["ngram_buckets"], lstm_in)
         shapes.update({f"lstm.{k}": v for k, v in parameter_shapes(
             lstm_in, sizes["hidden_size"], sizes["num_layers"], bool(c["bidirectional"])).items()})
         width = sizes["hidden_size"] * (2 if c["bidirectional"] else 1)
@@ -107,6 +122,11 @@ class SequenceClassifier:
             table = self.rng.standard_normal((cfg["vocab_size"], cfg["embedding_dim"]))  # as nn.Embedding
             table[0] = 0.0                                                              # padding row
             self.extra["embedding.weight"] = self.backend.asarray(table, dtype=self.dtype)
+        if cfg["ngram_buckets"]:
+            # small, as fastText's input vectors: a rare n-gram's row barely moves from its start
+            bound = 1.0 / cfg["embedding_dim"]
+            self.extra["ngram.weight"] = self.backend.asarray(
+                self.rng.uniform(-bound, bound, (cfg["ngram_buckets"], cfg["embedding_dim"])), dtype=self.dtype)
         width = cfg["hidden_size"] * self.lstm.num_directions
         bound = 1.0 / np.sqrt(width)                                                    # as nn.Linear
         self.extra["head.weight"] = self.backend.asarray(
@@ -117,8 +137,9 @@ class SequenceClassifier:
     def parameters(self) -> dict[str, Any]:
         """Name -> backend array, the live arrays (optimizers update them in place)."""
         named = {}
-        if "embedding.weight" in self.extra:
-            named["embedding.weight"] = self.extra["embedding.weight"]
+        for name in ("embedding.weight", "ngram.weight"):
+            if name in self.extra:
+                named[name] = self.extra[name]
         named.update({f"lstm.{k}": v for k, v in self.lstm.params.items()})
         named["head.weight"] = self.extra["head.weight"]
         named["head.bias"] = self.extra["head.bias"]
@@ -174,6 +195,8 @@ class SequenceClassifier:
                 raise ArgumentError(f"token ids must lie in [0, vocab_size={cfg['vocab_size']}), got "
                                     f"min {int(tokens.min())} and max {int(tokens.max())}")
             x = layers.embedding_forward(xp, self.extra["embedding.weight"], tokens)
+            if cfg["ngram_buckets"]:
+                x = x + self._ngram_input(tokens)
         else:
             tokens = None
             check_real("inputs", inputs)
@@ -194,6 +217,12 @@ class SequenceClassifier:
         return logits
 
     __call__ = forward
+
+    def _ngram_input(self, tokens):
+        """(T, B, E): the sum of the rows of the n-grams that end at each step."""
+        xp = self.backend.xp
+        ids = layers.ngram_ids(xp, tokens, self.config["ngram_buckets"])
+        return layers.embedding_forward(xp, self.extra["ngram.weight"], ids).sum(axis=0)
 
     def loss(self, logits, targets, lengths=None, label_smoothing: float = 0.0):
         """Cross-entropy of logits against int targets: (B,) for a classifier, (T, B) with
@@ -256,6 +285,12 @@ class SequenceClassifier:
         if tokens is not None:
             grads["embedding.weight"] = layers.embedding_backward(xp, self.extra["embedding.weight"], tokens, g.input,
                                                                   accumulate=self.backend.embedding_grad)
+            if cfg["ngram_buckets"]:
+                ids = layers.ngram_ids(xp, tokens, cfg["ngram_buckets"])
+                every = xp.broadcast_to(g.input, ids.shape + g.input.shape[-1:])
+                grads["ngram.weight"] = layers.embedding_backward(
+                    xp, self.extra["ngram.weight"], ids, every, padding_idx=None,
+                    accumulate=self.backend.embedding_grad)
         grads.update({f"lstm.{k}": v for k, v in g.params.items()})
         grads["head.weight"] = d_w
         grads["head.bias"] = d_b

@@ -51,6 +51,39 @@ def embedding_backward(xp, weight, tokens, d_out, padding_idx: int | None = 0, a
     return grad
 
 
+#: Multipliers of the character n-gram hash, one per position back from the current step
+#: (the current token, the one before, the one before that), and a salt per order, so that a
+#: bigram and a trigram of the same last characters fall into unrelated buckets. Odd and far
+#: apart; every product stays far inside int64 (ids < 2**20). ONNX export computes the same.
+NGRAM_MULTIPLIERS = (1_000_003, 999_983, 998_561)
+NGRAM_SALTS = {2: 104_729, 3: 7_919}
+NGRAM_ORDERS = (2, 3)
+
+
+def ngram_ids(xp, tokens, buckets: int):
+    """tokens (T, B) int -> (len(NGRAM_ORDERS), T, B) int64 hashed n-gram ids in [0, buckets).
+
+    The n-gram ending at step t is the tokens of steps t-n+1..t; steps before a sequence's
+    start read as the padding id 0, a start-of-text mark (a crop that starts mid-word sees
+    the same mark). Padded steps get ids too; the LSTM ignores their inputs.
+    """
+    T = tokens.shape[0]
+    tokens = tokens.astype(xp.int64)
+    back = [tokens]
+    for k in range(1, max(NGRAM_ORDERS)):
+        earlier = xp.zeros_like(tokens)
+        if k < T:
+            earlier[k:] = tokens[:T - k]
+        back.append(earlier)
+    out = xp.empty((len(NGRAM_ORDERS),) + tokens.shape, dtype=xp.int64)
+    for i, n in enumerate(NGRAM_ORDERS):
+        h = NGRAM_SALTS[n] + back[0] * NGRAM_MULTIPLIERS[0]
+        for k in range(1, n):
+            h = h + back[k] * NGRAM_MULTIPLIERS[k]
+        out[i] = h % buckets
+    return out
+
+
 def max_over_steps(xp, outputs, lengths):
     """(T, B, F) -> the maximum over each sequence's valid steps (B, F) and the first step
     that holds it (B, F) int64, for the backward.

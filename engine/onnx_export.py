@@ -33,9 +33,11 @@ Inside, per layer: one ONNX ``LSTM`` node (``direction`` forward or bidirectiona
 ``sequence_lens`` from ``lengths``, so a ragged batch runs as PyTorch's packed sequences do:
 padded steps emit zeros, final states come from each sequence's last valid step, the reverse
 direction starts there); stacked layers are consecutive nodes, Y (T, D, B, H) reshaped to
-(T, B, D*H) in between; dropout is left out (inference). Then an embedding ``Gather`` in front,
-and behind: pooling over the valid steps (``last``: the top layer's final states, both ends of
-a bidirectional layer as in ``layers.pool_forward``; ``mean`` and ``max`` with a (T, B, 1)
+(T, B, D*H) in between; dropout is left out (inference). Then an embedding ``Gather`` in front
+(with ``ngram_buckets``, plus the hashed n-grams' rows: the hash of ``layers.ngram_ids`` in
+int64 ``Mul``/``Add``/``Mod`` on the tokens shifted by ``Pad`` and ``Slice``, a ``Gather`` per
+order), and behind: pooling over the valid steps (``last``: the top layer's final states, both
+ends of a bidirectional layer as in ``layers.pool_forward``; ``mean`` and ``max`` with a (T, B, 1)
 mask built from ``lengths``), the dense head and the softmax.
 
 Weights: ONNX stacks the gates i, o, f, c (PyTorch and this engine: i, f, g, o), so the
@@ -98,6 +100,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layers
 from .errors import ArgumentError, ArgumentTypeError, require
 
 FORMAT = "lstm-engine-onnx/1"
@@ -275,6 +278,26 @@ def _pool(g: _Graph, kind: str, y: str, h_top: str, x_tm: str, lengths: str, D: 
     raise ArgumentError(f"cannot export pooling {kind!r}: expected one of last, mean, max")
 
 
+def _ngram_input(g: _Graph, tokens_tm: str, table) -> str:
+    """(T, B, E): the n-gram rows of ``layers.ngram_ids``, summed, from int64 tokens (T, B):
+    each earlier step's tokens are the tokens padded with k zeros in front, the last k cut."""
+    back = [tokens_tm]
+    for k in range(1, max(layers.NGRAM_ORDERS)):
+        padded = g.op("Pad", tokens_tm, g.ints(k, 0, 0, 0), g.const("zero", np.array(0, dtype=np.int64)))
+        back.append(g.op("Slice", padded, g.ints(0), g.ints(-k), g.ints(0)))
+    rows, total = g.const("ngram", _float32(table)), None
+    for n in layers.NGRAM_ORDERS:
+        h = g.op("Add", g.const("salt", np.array(layers.NGRAM_SALTS[n], dtype=np.int64)),
+                 g.op("Mul", back[0], g.const("mult", np.array(layers.NGRAM_MULTIPLIERS[0], dtype=np.int64))))
+        for k in range(1, n):
+            h = g.op("Add", h, g.op("Mul", back[k], g.const("mult", np.array(layers.NGRAM_MULTIPLIERS[k],
+                                                                              dtype=np.int64))))
+        ids = g.op("Mod", h, g.const("buckets", np.array(table.shape[0], dtype=np.int64)))
+        part = g.op("Gather", rows, ids, axis=0)
+        total = part if total is None else g.op("Add", total, part)
+    return total
+
+
 def _encoder_metadata(encoder: dict) -> dict:
     """The predictor's encoder, with what the module docstring promises for its type."""
     kind = encoder.get("type") if isinstance(encoder, dict) else None
@@ -315,7 +338,10 @@ def export_classifier(model, path, *, labels=None, encoder: dict | None = None,
     if cfg["vocab_size"] is not None:
         source = _value_info(g, "tokens", I64, (BATCH, TIME))
         table = g.const("embedding", _float32(params["embedding.weight"]))
-        x_tm = g.op("Gather", table, g.op("Transpose", "tokens", perm=[1, 0]), axis=0)   # (T, B, E)
+        tokens_tm = g.op("Transpose", "tokens", perm=[1, 0])                             # (T, B)
+        x_tm = g.op("Gather", table, tokens_tm, axis=0)                                  # (T, B, E)
+        if cfg["ngram_buckets"]:
+            x_tm = g.op("Add", x_tm, _ngram_input(g, tokens_tm, params["ngram.weight"]))
         metadata["inputs"] = _CLASSIFIER_INPUTS.format(source="tokens int64", width="")
     else:
         source = _value_info(g, "features", F32, (BATCH, TIME, cfg["input_size"]))

@@ -29,12 +29,14 @@ class Optimizer:
         self.steps = 0
         self.state: dict[str, dict[str, Any]] = {}     # slot name -> param name -> array
 
-    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
-        """Update every parameter in ``params`` in place from ``grads`` (same names)."""
+    def step(self, params: dict, grads: dict, lr: float | None = None, backend=None) -> None:
+        """Update every parameter in ``params`` in place from ``grads`` (same names). With
+        the arrays' ``backend``, an update it compiles runs instead of the array code
+        (``Backend.adam_update``)."""
         self.steps += 1
         lr = self.lr if lr is None else lr
         for name, p in params.items():
-            self._update(name, p, grads[name], lr)
+            self._update(name, p, grads[name], lr, backend)
 
     def _slot(self, slot: str, name: str, like):
         table = self.state.setdefault(slot, {})
@@ -56,7 +58,7 @@ class SGD(Optimizer):
             raise ArgumentError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
-    def _update(self, name, p, g, lr):
+    def _update(self, name, p, g, lr, backend):
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.momentum:
@@ -81,32 +83,42 @@ class Adam(Optimizer):
             raise ArgumentError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
 
-    def _update(self, name, p, g, lr):
-        b1, b2 = self.betas
-        if self.weight_decay:
-            if self.decoupled:
-                p *= 1.0 - lr * self.weight_decay
-            else:
-                g = g + self.weight_decay * p
+    def _update(self, name, p, g, lr, backend):
         m = self._slot("exp_avg", name, p)
         v = self._slot("exp_avg_sq", name, p)
-        # one scratch array instead of a temporary per operation (same operations, same order)
-        tmp = g * (1.0 - b1)
-        m *= b1
-        m += tmp
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
-        np.divide(v, 1.0 - b2 ** self.steps, out=tmp)
-        tmp **= 0.5
-        tmp += self.eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr / (1.0 - b1 ** self.steps)
-        p -= tmp
+        rule = adam_update if backend is None else backend.adam_update
+        rule(p, g, m, v, lr=lr, betas=self.betas, eps=self.eps, step=self.steps,
+             weight_decay=self.weight_decay, decoupled=self.decoupled)
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "betas": list(self.betas), "eps": self.eps}
+
+
+def adam_update(p, g, m, v, *, lr: float, betas: tuple, eps: float, step: int, weight_decay: float,
+                decoupled: bool) -> None:
+    """One Adam step of parameter ``p`` in place, with its moments ``m`` and ``v`` (arrays of
+    p's shape) from gradient ``g``, at 1-based ``step``: torch.optim.Adam's rule, or AdamW's
+    when ``decoupled``. The reference; a backend may compile it (``Backend.adam_update``)."""
+    b1, b2 = betas
+    if weight_decay:
+        if decoupled:
+            p *= 1.0 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    # one scratch array instead of a temporary per operation (same operations, same order)
+    tmp = g * (1.0 - b1)
+    m *= b1
+    m += tmp
+    np.multiply(g, g, out=tmp)
+    tmp *= 1.0 - b2
+    v *= b2
+    v += tmp
+    np.divide(v, 1.0 - b2 ** step, out=tmp)
+    tmp **= 0.5
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= lr / (1.0 - b1 ** step)
+    p -= tmp
 
 
 class AdamW(Adam):

@@ -14,7 +14,9 @@ valid steps in the chunk (right padding, >= 1 each).
   steps' probabilities (T, b, C). A pooled head returns a running prediction (b, C): what the
   classifier would say about everything seen so far, i.e. ``predict_proba`` on the whole
   prefix: ``last`` uses the state after the latest step, ``mean`` the mean of every output
-  seen so far (a running sum and count), ``max`` their running elementwise maximum.
+  seen so far (a running sum and count), ``max`` their running elementwise maximum. A model
+  with n-gram embeddings (``ngram_buckets``) keeps each sequence's last tokens, so the n-grams
+  that span two chunks are those of the whole sequence.
 - ``PredictorStream`` (for a predictor: ``model``, ``encoder``, ``labels``, ``task``): raw
   input per stream, text pieces (language-id) or feature frames (F columns), any length, empty
   included; the running prediction again equals ``predictor.predict_proba`` on the input seen
@@ -157,8 +159,16 @@ class ClassifierStream:
         xp, width = self.model.backend.xp, self.model.lstm.hidden_size
         # the running mean's sum or the running maximum, (B, H); unused for last / per-step
         self._pooled = xp.zeros((self.batch_size, width), dtype=self.model.dtype)
+        # (K, B): each sequence's last K tokens, oldest first, 0 (the start mark) before its
+        # first; the n-grams of a chunk's first steps reach back into them
+        self._history = np.zeros((max(layers.NGRAM_ORDERS) - 1, self.batch_size), dtype=np.int64)
 
-    def _lstm_input(self, inputs):
+    def _token_history(self, tokens, rows):
+        """(K + T, b): the rows' last tokens followed by the chunk's."""
+        earlier = self._history if rows is None else self._history[:, rows]
+        return np.concatenate([earlier, np.asarray(self.model.backend.to_numpy(tokens), dtype=np.int64)])
+
+    def _lstm_input(self, inputs, rows):
         model, xp = self.model, self.model.backend.xp
         if model.config["vocab_size"] is None:
             return model.backend.asarray(inputs, dtype=model.dtype)
@@ -166,7 +176,24 @@ class ClassifierStream:
         if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
             raise ArgumentError(f"inputs must be (T, b) integer token ids, got shape "
                                 f"{tuple(tokens.shape)} dtype {tokens.dtype}")
-        return layers.embedding_forward(xp, model.extra["embedding.weight"], tokens)
+        x = layers.embedding_forward(xp, model.extra["embedding.weight"], tokens)
+        if model.config["ngram_buckets"]:
+            K, b = self._history.shape[0], self.batch_size if rows is None else len(rows)
+            if tokens.shape[1] != b:
+                raise ArgumentError(f"inputs must be (T, b) with b = {b} sequences, got shape {tuple(tokens.shape)}")
+            ids = layers.ngram_ids(xp, xp.asarray(self._token_history(tokens, rows)), model.config["ngram_buckets"])
+            x = x + layers.embedding_forward(xp, model.extra["ngram.weight"], ids[:, K:]).sum(axis=0)
+        return x
+
+    def _keep_history(self, inputs, lengths, rows) -> None:
+        """After a push: each row's last K tokens, its valid steps of the chunk included."""
+        K = self._history.shape[0]
+        joined = self._token_history(inputs, rows)
+        last = joined[lengths.reshape(1, -1) + np.arange(K).reshape(-1, 1), np.arange(joined.shape[1])]
+        if rows is None:
+            self._history = last
+        else:
+            self._history[:, rows] = last
 
     def _probabilities(self, features):
         model, xp = self.model, self.model.backend.xp
@@ -176,7 +203,7 @@ class ClassifierStream:
     def _advance(self, inputs, lengths, rows, keep: bool):
         stream, xp, cfg = self.lstm_stream, self.model.backend.xp, self.model.config
         rows = stream.rows(rows)
-        out, (h, c), lengths = stream.run(self._lstm_input(inputs), lengths, rows)
+        out, (h, c), lengths = stream.run(self._lstm_input(inputs, rows), lengths, rows)
         if cfg["per_step"]:
             probs = self._probabilities(out)
         else:
@@ -203,6 +230,8 @@ class ClassifierStream:
                     self._pooled[rows] = pooled
         if keep:
             stream.commit(h, c, lengths, rows)
+            if cfg["vocab_size"] is not None and cfg["ngram_buckets"]:
+                self._keep_history(inputs, lengths, rows)
         return probs
 
     def push(self, inputs, lengths=None, rows=None):

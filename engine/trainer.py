@@ -194,7 +194,7 @@ class Trainer:
             clip_grad_norm(grads, cfg.clip_norm, model.backend.xp)
         lr = self.optimizer.lr * lr_multiplier(self.state.step, total_steps, cfg.schedule, cfg.warmup_steps,
                                                cfg.step_size, cfg.gamma)
-        self.optimizer.step(model.parameters(), grads, lr)
+        self.optimizer.step(model.parameters(), grads, lr, backend=model.backend)
         return loss, lr
 
     def _check_finite(self, loss: float) -> None:

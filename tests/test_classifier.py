@@ -18,6 +18,9 @@ CASES = {
     "features-max-bi": dict(input_size=4, pooling="max", bidirectional=True),
     "tagger-bi": dict(input_size=3, per_step=True, bidirectional=True),
     "tokens-dropout": dict(vocab_size=7, embedding_dim=4, pooling="mean", dropout=0.3, num_layers=2),
+    # 7 buckets for up to 24 distinct n-grams: rows shared by several, as a hashed table's are
+    "tokens-ngrams-max-bi": dict(vocab_size=11, embedding_dim=4, ngram_buckets=7, pooling="max",
+                                 bidirectional=True),
 }
 LENGTHS = np.array([6, 3, 1, 5])
 
@@ -185,6 +188,9 @@ def test_state_dict_round_trip_and_errors():
     (dict(vocab_size=5, input_size=3), "exactly one of vocab_size"),
     (dict(vocab_size=5, pooling="sum"), "pooling must be one of"),
     (dict(vocab_size=5, dropout=1.5), "dropout must be"),
+    (dict(vocab_size=5, ngram_buckets=-1), "ngram_buckets must be an integer >= 0"),
+    (dict(vocab_size=5, ngram_buckets=2.5), "ngram_buckets must be an integer >= 0"),
+    (dict(input_size=3, ngram_buckets=4), "needs token input"),
 ])
 def test_bad_configuration_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -195,3 +201,32 @@ def test_token_input_must_be_integer_ids():
     model = SequenceClassifier(3, vocab_size=5, embedding_dim=2, hidden_size=3, backend="numpy")
     with pytest.raises(ValueError, match="integer token ids"):
         model.forward(np.zeros((2, 2, 1)), [2, 2])
+
+
+@pytest.mark.parametrize("T", [1, 2, 5])
+def test_ngram_ids_hash_the_tokens_that_end_at_each_step(T):
+    from lstm_engine import layers
+    rng = np.random.default_rng(T)
+    tokens = rng.integers(0, 4000, (T, 3))
+    ids = layers.ngram_ids(np, tokens, 1009)
+    assert ids.shape == (len(layers.NGRAM_ORDERS), T, 3) and ids.dtype == np.int64
+    for i, n in enumerate(layers.NGRAM_ORDERS):
+        for t in range(T):
+            for b in range(3):
+                gram = [int(tokens[t - k, b]) if t - k >= 0 else 0 for k in range(n)]   # 0: before the start
+                want = (layers.NGRAM_SALTS[n] + sum(g * m for g, m in zip(gram, layers.NGRAM_MULTIPLIERS))) % 1009
+                assert ids[i, t, b] == want
+
+
+def test_ngram_embeddings_add_the_rows_of_the_ngrams_ending_at_each_step():
+    """The model's input is its token's row plus one row per n-gram order: a model whose
+    n-gram table is zero is the model without one."""
+    kw = dict(vocab_size=9, embedding_dim=3, hidden_size=4, pooling="mean", dtype=np.float64, backend="numpy", seed=5)
+    plain, hashed = SequenceClassifier(3, **kw), SequenceClassifier(3, ngram_buckets=5, **kw)
+    assert set(hashed.parameters()) == set(plain.parameters()) | {"ngram.weight"}
+    assert SequenceClassifier.parameter_shapes_of(hashed.config)["ngram.weight"] == (5, 3)
+    x, _ = _batch(dict(vocab_size=9), np.random.default_rng(6))
+    hashed.load_state_dict({**plain.state_dict(), "ngram.weight": np.zeros((5, 3))})
+    np.testing.assert_array_equal(hashed.predict_proba(x, LENGTHS), plain.predict_proba(x, LENGTHS))
+    hashed.extra["ngram.weight"][:] = 1.0
+    assert not np.allclose(hashed.predict_proba(x, LENGTHS), plain.predict_proba(x, LENGTHS))

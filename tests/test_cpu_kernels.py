@@ -275,6 +275,44 @@ def test_layer_kernels_equal_the_array_code(dtype, threads):
         set_num_threads(before)
 
 
+@pytest.mark.parametrize("rule", ["adam", "adam-l2", "adamw"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_adam_equals_the_array_code(dtype, rule):
+    """cpu_layers.adam_update against engine/optim.py's array code, bit for bit, over several
+    steps (the bias corrections change), for Adam, Adam with L2 decay and AdamW; the switch
+    off runs the array code itself, and what the kernel cannot take (a strided gradient)
+    falls back to it."""
+    from lstm_engine.optim import make_optimizer
+    rng = np.random.default_rng(5)
+    shapes = {"w": (7, 5), "b": (1,), "big": (1000, 3)}
+    start = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    name, decay = {"adam": ("adam", 0.0), "adam-l2": ("adam", 0.1), "adamw": ("adamw", 0.05)}[rule]
+    results = []
+    for backend, compiled in (("numpy", None), ("cpu", True), ("cpu", False)):
+        cpu = backends.get_backend(backend)
+        params = {k: v.copy() for k, v in start.items()}
+        opt = make_optimizer(name, lr=3e-2, weight_decay=decay)
+        grads_rng = np.random.default_rng(6)
+        before = getattr(cpu, "compiled_adam", None)
+        if compiled is not None:
+            cpu.compiled_adam = compiled
+        try:
+            for step in range(4):
+                grads = {k: grads_rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+                if step == 3:
+                    grads["w"] = np.asfortranarray(grads["w"])          # not C-contiguous: the array code
+                opt.step(params, grads, backend=cpu)
+        finally:
+            if compiled is not None:
+                cpu.compiled_adam = before
+        results.append((params, opt.state))
+    for params, state in results[1:]:
+        for k in shapes:
+            np.testing.assert_array_equal(params[k], results[0][0][k], err_msg=k)
+            for slot in ("exp_avg", "exp_avg_sq"):
+                np.testing.assert_array_equal(state[slot][k], results[0][1][slot][k], err_msg=f"{slot} {k}")
+
+
 def test_layer_kernels_refuse_what_would_index_out_of_bounds():
     cpu = backends.get_backend("cpu")
     weight, d_out = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)

@@ -78,13 +78,15 @@ def test_float64_lstm_is_cast_and_exported_without_state_inputs(tmp_path):
 
 
 def _classifier_case(source: str, head: str, bidirectional: bool):
-    kw = dict(vocab_size=13, embedding_dim=6) if source == "tokens" else dict(input_size=5)
+    kw = dict(vocab_size=13, embedding_dim=6) if source.startswith("tokens") else dict(input_size=5)
+    if source == "tokens-ngrams":
+        kw["ngram_buckets"] = 11
     model = SequenceClassifier(4, **kw, hidden_size=7, num_layers=2, bidirectional=bidirectional, dropout=0.2,
                                pooling="last" if head == "per_step" else head, per_step=head == "per_step",
                                backend="numpy", seed=3)
     rng = np.random.default_rng(4)
     T, B = max(LENGTHS), len(LENGTHS)
-    if source == "tokens":
+    if source.startswith("tokens"):
         inputs = rng.integers(1, 13, size=(T, B))
     else:
         inputs = rng.standard_normal((T, B, 5)).astype(np.float32)
@@ -93,14 +95,16 @@ def _classifier_case(source: str, head: str, bidirectional: bool):
 
 @pytest.mark.parametrize("head", ["last", "mean", "max", "per_step"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-@pytest.mark.parametrize("source", ["tokens", "features"])
+@pytest.mark.parametrize("source", ["tokens", "tokens-ngrams", "features"])
 def test_classifier_probabilities_match_the_engine(tmp_path, source, head, bidirectional):
     model, inputs = _classifier_case(source, head, bidirectional)
     lengths = np.array(LENGTHS)
     want = model.predict_proba(inputs, lengths)
     path = model.to_onnx(tmp_path / "clf.onnx", labels=["w", "x", "y", "z"])
-    batch_major = inputs.T if source == "tokens" else inputs.transpose(1, 0, 2)     # the file is (B, T[, F])
-    probs, logits = onnx_session(path).run(["probabilities", "logits"], {source: batch_major, "lengths": lengths})
+    tokens = source.startswith("tokens")
+    batch_major = inputs.T if tokens else inputs.transpose(1, 0, 2)     # the file is (B, T[, F])
+    probs, logits = onnx_session(path).run(["probabilities", "logits"],
+                                           {"tokens" if tokens else "features": batch_major, "lengths": lengths})
     if head == "per_step":
         assert probs.shape == (len(LENGTHS), max(LENGTHS), 4)
         for b, n in enumerate(LENGTHS):                    # padded steps are not defined

@@ -104,12 +104,13 @@ def test_bad_chunks_name_what_was_expected():
     assert stream.steps.tolist() == [0, 0]                 # nothing was kept from the failures
 
 
+@pytest.mark.parametrize("ngram_buckets", [0, 7], ids=["chars", "ngrams"])
 @pytest.mark.parametrize("head", ["last", "mean", "max", "per_step"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_classifier_stream_equals_the_classifier_on_each_prefix(backend, head):
+def test_classifier_stream_equals_the_classifier_on_each_prefix(backend, head, ngram_buckets):
     model = SequenceClassifier(3, vocab_size=10, embedding_dim=5, hidden_size=6, num_layers=2, pooling=head
                                if head != "per_step" else "last", per_step=head == "per_step",
-                               dtype=np.float64, backend=backend, seed=4)
+                               ngram_buckets=ngram_buckets, dtype=np.float64, backend=backend, seed=4)
     rng = np.random.default_rng(5)
     T, B = 13, 2
     tokens = rng.integers(1, 10, size=(T, B))
@@ -130,6 +131,33 @@ def test_classifier_stream_equals_the_classifier_on_each_prefix(backend, head):
     if head == "per_step":
         np.testing.assert_allclose(np.concatenate(steps), model.predict_proba(tokens, np.full(B, T)),
                                    rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ngram_stream_carries_each_sequences_last_tokens_over_ragged_chunks_and_rows(backend):
+    """A sequence's n-grams that span chunks (pushed ragged, some rows at a time, one step at a
+    time) are its n-grams in one forward."""
+    model = SequenceClassifier(3, vocab_size=10, embedding_dim=4, hidden_size=5, pooling="max", ngram_buckets=13,
+                               dtype=np.float64, backend=backend, seed=6)
+    rng = np.random.default_rng(7)
+    texts = [rng.integers(1, 10, size=n) for n in (9, 1, 6)]
+    stream = model.stream(batch_size=3)
+    pushes = [([0, 1, 2], [2, 1, 3]), ([0], [1]), ([2, 0], [1, 4]), ([0, 2], [2, 2])]
+    seen = [0, 0, 0]
+    for rows, lengths in pushes:
+        chunk = np.zeros((max(lengths), len(rows)), dtype=np.int64)
+        for j, (r, n) in enumerate(zip(rows, lengths)):
+            chunk[:n, j] = texts[r][seen[r]:seen[r] + n]
+            seen[r] += n
+        got = stream.push(chunk, np.array(lengths), rows=np.array(rows))
+        prefixes = [texts[r][:seen[r]] for r in rows]
+        padded = np.zeros((max(seen[r] for r in rows), len(rows)), dtype=np.int64)
+        for j, p in enumerate(prefixes):
+            padded[:len(p), j] = p
+        want = model.predict_proba(padded, np.array([len(p) for p in prefixes]))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"after {rows} {lengths}")
+    with pytest.raises(ValueError, match="b = 2 sequences"):
+        stream.push(np.ones((2, 3), dtype=np.int64), rows=np.array([0, 1]))
 
 
 @pytest.fixture(scope="module")
