@@ -185,6 +185,7 @@ class SequenceClassifier:
             raise ArgumentError(f"inputs must be (T, B) token ids or (T, B, F) features with T, B >= 1, "
                                 f"got shape {tuple(inputs.shape)}")
         lengths = self.lstm._check_lengths(lengths, *inputs.shape[:2])
+        ngram_ids = None
         if cfg["vocab_size"] is not None:
             if inputs.ndim != 2 or inputs.dtype.kind not in "iu":
                 raise ArgumentError(f"inputs must be (T, B) integer token ids, got shape "
@@ -196,7 +197,8 @@ class SequenceClassifier:
                                     f"min {int(tokens.min())} and max {int(tokens.max())}")
             x = layers.embedding_forward(xp, self.extra["embedding.weight"], tokens)
             if cfg["ngram_buckets"]:
-                x = x + self._ngram_input(tokens)
+                ngram_ids, ngram_x = self.ngram_input(tokens)
+                x = x + ngram_x
         else:
             tokens = None
             check_real("inputs", inputs)
@@ -213,16 +215,19 @@ class SequenceClassifier:
             mask = layers.dropout_mask(xp, self.rng, features.shape, cfg["dropout"], self.dtype, window)
             features = features * mask
         logits = layers.dense_forward(xp, self.extra["head.weight"], self.extra["head.bias"], features)
-        self._saved = (tokens, lengths, out.shape, pool_saved, mask, features, logits.shape) if training else None
+        self._saved = (tokens, ngram_ids, lengths, out.shape, pool_saved, mask, features, logits.shape) \
+            if training else None
         return logits
 
     __call__ = forward
 
-    def _ngram_input(self, tokens):
-        """(T, B, E): the sum of the rows of the n-grams that end at each step."""
+    def ngram_input(self, tokens, earlier=None):
+        """The hashed n-gram ids of token ids (T, B) (``layers.ngram_ids``; ``earlier``: the
+        tokens before them, for a stream) and the sum of their rows (T, B, E), which is
+        added to the tokens' embedding."""
         xp = self.backend.xp
-        ids = layers.ngram_ids(xp, tokens, self.config["ngram_buckets"])
-        return layers.embedding_forward(xp, self.extra["ngram.weight"], ids).sum(axis=0)
+        ids = layers.ngram_ids(xp, tokens, self.config["ngram_buckets"], earlier)
+        return ids, layers.embedding_forward(xp, self.extra["ngram.weight"], ids).sum(axis=0)
 
     def loss(self, logits, targets, lengths=None, label_smoothing: float = 0.0):
         """Cross-entropy of logits against int targets: (B,) for a classifier, (T, B) with
@@ -265,7 +270,7 @@ class SequenceClassifier:
         if self._saved is None:
             raise CallOrderError("backward() needs a forward(..., training=True) first")
         xp, cfg, D = self.backend.xp, self.config, self.lstm.num_directions
-        tokens, lengths, out_shape, pool_saved, mask, features, logits_shape = self._saved
+        tokens, ngram_ids, lengths, out_shape, pool_saved, mask, features, logits_shape = self._saved
         d_logits = self.lstm._check_array("d_logits", d_logits, logits_shape, str(tuple(logits_shape)))
         self._saved = None
         d_features, d_w, d_b = layers.dense_backward(xp, self.extra["head.weight"], features, d_logits)
@@ -285,11 +290,10 @@ class SequenceClassifier:
         if tokens is not None:
             grads["embedding.weight"] = layers.embedding_backward(xp, self.extra["embedding.weight"], tokens, g.input,
                                                                   accumulate=self.backend.embedding_grad)
-            if cfg["ngram_buckets"]:
-                ids = layers.ngram_ids(xp, tokens, cfg["ngram_buckets"])
-                every = xp.broadcast_to(g.input, ids.shape + g.input.shape[-1:])
+            if ngram_ids is not None:
+                every = xp.broadcast_to(g.input, ngram_ids.shape + g.input.shape[-1:])
                 grads["ngram.weight"] = layers.embedding_backward(
-                    xp, self.extra["ngram.weight"], ids, every, padding_idx=None,
+                    xp, self.extra["ngram.weight"], ngram_ids, every, padding_idx=None,
                     accumulate=self.backend.embedding_grad)
         grads.update({f"lstm.{k}": v for k, v in g.params.items()})
         grads["head.weight"] = d_w

@@ -60,22 +60,21 @@ NGRAM_SALTS = {2: 104_729, 3: 7_919}
 NGRAM_ORDERS = (2, 3)
 
 
-def ngram_ids(xp, tokens, buckets: int):
+def ngram_ids(xp, tokens, buckets: int, earlier=None):
     """tokens (T, B) int -> (len(NGRAM_ORDERS), T, B) int64 hashed n-gram ids in [0, buckets).
 
-    The n-gram ending at step t is the tokens of steps t-n+1..t; steps before a sequence's
-    start read as the padding id 0, a start-of-text mark (a crop that starts mid-word sees
-    the same mark). Padded steps get ids too; the LSTM ignores their inputs.
+    The n-gram ending at step t is the tokens of steps t-n+1..t. ``earlier`` (K, B), K =
+    max(NGRAM_ORDERS) - 1, holds the K tokens before step 0, oldest first (a stream's
+    previous chunks); without it they read as the padding id 0, a start-of-text mark (a
+    crop that starts mid-word sees the same mark). Padded steps get ids too; the LSTM
+    ignores their inputs.
     """
-    T = tokens.shape[0]
-    tokens = tokens.astype(xp.int64)
-    back = [tokens]
-    for k in range(1, max(NGRAM_ORDERS)):
-        earlier = xp.zeros_like(tokens)
-        if k < T:
-            earlier[k:] = tokens[:T - k]
-        back.append(earlier)
-    out = xp.empty((len(NGRAM_ORDERS),) + tokens.shape, dtype=xp.int64)
+    T, B = tokens.shape
+    K = max(NGRAM_ORDERS) - 1
+    before = xp.zeros((K, B), dtype=xp.int64) if earlier is None else xp.asarray(earlier, dtype=xp.int64)
+    joined = xp.concatenate([before, tokens.astype(xp.int64)])
+    back = [joined[K - k:K - k + T] for k in range(K + 1)]       # back[k]: the token k steps earlier
+    out = xp.empty((len(NGRAM_ORDERS), T, B), dtype=xp.int64)
     for i, n in enumerate(NGRAM_ORDERS):
         h = NGRAM_SALTS[n] + back[0] * NGRAM_MULTIPLIERS[0]
         for k in range(1, n):

@@ -163,11 +163,6 @@ class ClassifierStream:
         # first; the n-grams of a chunk's first steps reach back into them
         self._history = np.zeros((max(layers.NGRAM_ORDERS) - 1, self.batch_size), dtype=np.int64)
 
-    def _token_history(self, tokens, rows):
-        """(K + T, b): the rows' last tokens followed by the chunk's."""
-        earlier = self._history if rows is None else self._history[:, rows]
-        return np.concatenate([earlier, np.asarray(self.model.backend.to_numpy(tokens), dtype=np.int64)])
-
     def _lstm_input(self, inputs, rows):
         model, xp = self.model, self.model.backend.xp
         if model.config["vocab_size"] is None:
@@ -178,17 +173,17 @@ class ClassifierStream:
                                 f"{tuple(tokens.shape)} dtype {tokens.dtype}")
         x = layers.embedding_forward(xp, model.extra["embedding.weight"], tokens)
         if model.config["ngram_buckets"]:
-            K, b = self._history.shape[0], self.batch_size if rows is None else len(rows)
+            b = self.batch_size if rows is None else len(rows)
             if tokens.shape[1] != b:
                 raise ArgumentError(f"inputs must be (T, b) with b = {b} sequences, got shape {tuple(tokens.shape)}")
-            ids = layers.ngram_ids(xp, xp.asarray(self._token_history(tokens, rows)), model.config["ngram_buckets"])
-            x = x + layers.embedding_forward(xp, model.extra["ngram.weight"], ids[:, K:]).sum(axis=0)
+            x = x + model.ngram_input(tokens, self._history if rows is None else self._history[:, rows])[1]
         return x
 
     def _keep_history(self, inputs, lengths, rows) -> None:
         """After a push: each row's last K tokens, its valid steps of the chunk included."""
         K = self._history.shape[0]
-        joined = self._token_history(inputs, rows)
+        earlier = self._history if rows is None else self._history[:, rows]
+        joined = np.concatenate([earlier, np.asarray(self.model.backend.to_numpy(inputs), dtype=np.int64)])
         last = joined[lengths.reshape(1, -1) + np.arange(K).reshape(-1, 1), np.arange(joined.shape[1])]
         if rows is None:
             self._history = last
