@@ -3,9 +3,9 @@ tagger (one label per valid step).
 
 Input is either token ids (T, B) into an embedding table (``vocab_size`` given) or feature
 frames (T, B, F) (``input_size`` given). Token input may add hashed n-gram embeddings
-(``ngram_buckets``): each step's input is then its token's row plus the rows of the bigram and
-trigram that end there (``layers.ngram_ids``), as fastText's input vectors are its n-grams'
-sum. Parameters carry torch-style names
+(``ngram_buckets``): each step's input is then its token's row plus the rows of the n-grams
+that end there, bigrams up to ``ngram_order`` tokens (``layers.ngram_ids``), as fastText's
+input vectors are its n-grams' sum. Parameters carry torch-style names
 (``embedding.weight``, ``lstm.weight_ih_l0``, ``head.weight``, ``head.bias``), so a
 checkpoint reads like the state_dict of the equivalent ``torch.nn.Module``.
 """
@@ -25,6 +25,14 @@ from .settings import ModelSettings
 
 #: The defaults of the model settings (engine/settings.py) are the classifier's defaults.
 _MODEL = ModelSettings()
+
+
+def _ngram_order(order) -> int:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) \
+            or not 2 <= order <= layers.NGRAM_MAX_ORDER:
+        raise ArgumentError(f"ngram_order must be an integer from 2 to {layers.NGRAM_MAX_ORDER} (the longest "
+                            f"hashed n-gram), got {order!r}")
+    return int(order)
 
 
 def _ngram_buckets(buckets, vocab_size) -> int:
@@ -47,7 +55,7 @@ class SequenceClassifier:
                  hidden_size: int = _MODEL.hidden_size, num_layers: int = _MODEL.num_layers,
                  bidirectional: bool = _MODEL.bidirectional, dropout: float = _MODEL.dropout,
                  pooling: str = _MODEL.pooling, per_step: bool = False,
-                 ngram_buckets: int = _MODEL.ngram_buckets,
+                 ngram_buckets: int = _MODEL.ngram_buckets, ngram_order: int = _MODEL.ngram_order,
                  forget_bias: float = _MODEL.forget_bias, dtype=np.float32, backend="auto",
                  seed: int | None = None):
         if (vocab_size is None) == (input_size is None):
@@ -56,6 +64,7 @@ class SequenceClassifier:
             vocab_size = positive_int("vocab_size", vocab_size)
             embedding_dim = positive_int("embedding_dim", embedding_dim)
         ngram_buckets = _ngram_buckets(ngram_buckets, vocab_size)
+        ngram_order = _ngram_order(ngram_order)
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ArgumentError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if pooling not in layers.POOLINGS:
@@ -65,7 +74,8 @@ class SequenceClassifier:
         self.config = dict(num_classes=int(num_classes), vocab_size=vocab_size, embedding_dim=int(embedding_dim),
                            input_size=input_size, hidden_size=int(hidden_size), num_layers=int(num_layers),
                            bidirectional=bool(bidirectional), dropout=float(dropout), pooling=pooling,
-                           per_step=bool(per_step), ngram_buckets=ngram_buckets, forget_bias=float(forget_bias),
+                           per_step=bool(per_step), ngram_buckets=ngram_buckets, ngram_order=ngram_order,
+                           forget_bias=float(forget_bias),
                            dtype=np.dtype(dtype).name)
         lstm_in = int(embedding_dim) if vocab_size is not None else int(input_size)
         self.lstm = LSTM(lstm_in, hidden_size, num_layers, bidirectional=bidirectional, dropout=dropout,
@@ -226,7 +236,7 @@ class SequenceClassifier:
         tokens before them, for a stream) and the sum of their rows (T, B, E), which is
         added to the tokens' embedding."""
         xp = self.backend.xp
-        ids = layers.ngram_ids(xp, tokens, self.config["ngram_buckets"], earlier)
+        ids = layers.ngram_ids(xp, tokens, self.config["ngram_buckets"], earlier, self.config["ngram_order"])
         return ids, layers.embedding_forward(xp, self.extra["ngram.weight"], ids).sum(axis=0)
 
     def loss(self, logits, targets, lengths=None, label_smoothing: float = 0.0):

@@ -52,30 +52,37 @@ def embedding_backward(xp, weight, tokens, d_out, padding_idx: int | None = 0, a
 
 
 #: Multipliers of the character n-gram hash, one per position back from the current step
-#: (the current token, the one before, the one before that), and a salt per order, so that a
-#: bigram and a trigram of the same last characters fall into unrelated buckets. Odd and far
-#: apart; every product stays far inside int64 (ids < 2**20). ONNX export computes the same.
-NGRAM_MULTIPLIERS = (1_000_003, 999_983, 998_561)
-NGRAM_SALTS = {2: 104_729, 3: 7_919}
-NGRAM_ORDERS = (2, 3)
+#: (the current token, the one before, ...), and a salt per order, so that a bigram and a
+#: trigram of the same last characters fall into unrelated buckets. Odd and far apart; every
+#: sum of products stays far inside int64 (ids < 2**20). ONNX export computes the same. The
+#: orders are 2 up to the model's ``ngram_order`` (at most NGRAM_MAX_ORDER); a longer order
+#: only adds n-grams, so a model's bigram and trigram ids never depend on it.
+NGRAM_MULTIPLIERS = (1_000_003, 999_983, 998_561, 1_000_033, 999_979)
+NGRAM_SALTS = {2: 104_729, 3: 7_919, 4: 1_299_709, 5: 3_571}
+NGRAM_MAX_ORDER = len(NGRAM_MULTIPLIERS)
 
 
-def ngram_ids(xp, tokens, buckets: int, earlier=None):
-    """tokens (T, B) int -> (len(NGRAM_ORDERS), T, B) int64 hashed n-gram ids in [0, buckets).
+def ngram_orders(order: int) -> range:
+    """The n-gram orders of a model whose longest n-gram has ``order`` tokens."""
+    return range(2, order + 1)
+
+
+def ngram_ids(xp, tokens, buckets: int, earlier=None, order: int = 3):
+    """tokens (T, B) int -> (order - 1, T, B) int64 hashed n-gram ids in [0, buckets), one
+    row per n-gram order 2..``order``.
 
     The n-gram ending at step t is the tokens of steps t-n+1..t. ``earlier`` (K, B), K =
-    max(NGRAM_ORDERS) - 1, holds the K tokens before step 0, oldest first (a stream's
-    previous chunks); without it they read as the padding id 0, a start-of-text mark (a
-    crop that starts mid-word sees the same mark). Padded steps get ids too; the LSTM
-    ignores their inputs.
+    order - 1, holds the K tokens before step 0, oldest first (a stream's previous chunks);
+    without it they read as the padding id 0, a start-of-text mark (a crop that starts
+    mid-word sees the same mark). Padded steps get ids too; the LSTM ignores their inputs.
     """
     T, B = tokens.shape
-    K = max(NGRAM_ORDERS) - 1
+    K = order - 1
     before = xp.zeros((K, B), dtype=xp.int64) if earlier is None else xp.asarray(earlier, dtype=xp.int64)
     joined = xp.concatenate([before, tokens.astype(xp.int64)])
     back = [joined[K - k:K - k + T] for k in range(K + 1)]       # back[k]: the token k steps earlier
-    out = xp.empty((len(NGRAM_ORDERS), T, B), dtype=xp.int64)
-    for i, n in enumerate(NGRAM_ORDERS):
+    out = xp.empty((K, T, B), dtype=xp.int64)
+    for i, n in enumerate(ngram_orders(order)):
         h = NGRAM_SALTS[n] + back[0] * NGRAM_MULTIPLIERS[0]
         for k in range(1, n):
             h = h + back[k] * NGRAM_MULTIPLIERS[k]

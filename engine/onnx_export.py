@@ -278,15 +278,15 @@ def _pool(g: _Graph, kind: str, y: str, h_top: str, x_tm: str, lengths: str, D: 
     raise ArgumentError(f"cannot export pooling {kind!r}: expected one of last, mean, max")
 
 
-def _ngram_input(g: _Graph, tokens_tm: str, table) -> str:
+def _ngram_input(g: _Graph, tokens_tm: str, table, order: int) -> str:
     """(T, B, E): the n-gram rows of ``layers.ngram_ids``, summed, from int64 tokens (T, B):
     each earlier step's tokens are the tokens padded with k zeros in front, the last k cut."""
     back = [tokens_tm]
-    for k in range(1, max(layers.NGRAM_ORDERS)):
+    for k in range(1, order):
         padded = g.op("Pad", tokens_tm, g.ints(k, 0, 0, 0), g.const("zero", np.array(0, dtype=np.int64)))
         back.append(g.op("Slice", padded, g.ints(0), g.ints(-k), g.ints(0)))
     rows, total = g.const("ngram", _float32(table)), None
-    for n in layers.NGRAM_ORDERS:
+    for n in layers.ngram_orders(order):
         h = g.op("Add", g.const("salt", np.array(layers.NGRAM_SALTS[n], dtype=np.int64)),
                  g.op("Mul", back[0], g.const("mult", np.array(layers.NGRAM_MULTIPLIERS[0], dtype=np.int64))))
         for k in range(1, n):
@@ -341,7 +341,7 @@ def export_classifier(model, path, *, labels=None, encoder: dict | None = None,
         tokens_tm = g.op("Transpose", "tokens", perm=[1, 0])                             # (T, B)
         x_tm = g.op("Gather", table, tokens_tm, axis=0)                                  # (T, B, E)
         if cfg["ngram_buckets"]:
-            x_tm = g.op("Add", x_tm, _ngram_input(g, tokens_tm, params["ngram.weight"]))
+            x_tm = g.op("Add", x_tm, _ngram_input(g, tokens_tm, params["ngram.weight"], cfg["ngram_order"]))
         metadata["inputs"] = _CLASSIFIER_INPUTS.format(source="tokens int64", width="")
     else:
         source = _value_info(g, "features", F32, (BATCH, TIME, cfg["input_size"]))

@@ -15,6 +15,9 @@ its seed and the epoch, so a run resumed mid-epoch sees the same batches as an u
   sequence's length, so that the model learns from short inputs (a few words, the first
   characters of a sentence) as well as whole texts. Crops are applied to token ids; the word
   boundary is the id of the space character.
+- ``RandomSubstitution``: in a share of the epoch's sequences, replaces every id by its entry
+  in a table (ids it leaves alone map to themselves): language-id uses it to drop the accents
+  of a share of its training texts, text as it is typed on a keyboard without them.
 - ``chain(...)`` applies several in turn.
 """
 
@@ -87,6 +90,27 @@ class RandomCrops:
         return seq[start:start + length]
 
 
+class RandomSubstitution:
+    def __init__(self, fraction: float, table: np.ndarray, seed: int):
+        if not 0.0 <= fraction <= 1.0:
+            raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+        table = np.asarray(table)
+        if table.ndim != 1 or table.dtype.kind not in "iu" or (len(table) and not
+                                                               (0 <= table.min() and table.max() < len(table))):
+            raise ArgumentError("table must be a 1-D array of ids, each one an index into the table")
+        self.fraction, self.table, self.seed = float(fraction), table.astype(np.int64), int(seed)
+
+    def __call__(self, train: Encoded, epoch: int) -> Encoded:
+        if self.fraction == 0.0:
+            return train
+        rng = np.random.default_rng([self.seed, epoch, 3])
+        chosen = rng.random(len(train)) < self.fraction
+        items = list(train.items)
+        for i in np.flatnonzero(chosen):
+            items[i] = self.table[items[i]]
+        return Encoded(items, train.targets)
+
+
 def chain(*samplers):
     """The samplers applied in turn (None entries are skipped); None when there are none."""
     active = [s for s in samplers if s is not None]
@@ -100,4 +124,4 @@ def chain(*samplers):
     return sample
 
 
-__all__ = ["BalancedSampler", "RandomCrops", "chain"]
+__all__ = ["BalancedSampler", "RandomCrops", "RandomSubstitution", "chain"]

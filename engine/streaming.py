@@ -161,7 +161,7 @@ class ClassifierStream:
         self._pooled = xp.zeros((self.batch_size, width), dtype=self.model.dtype)
         # (K, B): each sequence's last K tokens, oldest first, 0 (the start mark) before its
         # first; the n-grams of a chunk's first steps reach back into them
-        self._history = np.zeros((max(layers.NGRAM_ORDERS) - 1, self.batch_size), dtype=np.int64)
+        self._history = np.zeros((self.model.config["ngram_order"] - 1, self.batch_size), dtype=np.int64)
 
     def _lstm_input(self, inputs, rows):
         model, xp = self.model, self.model.backend.xp

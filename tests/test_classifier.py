@@ -21,6 +21,8 @@ CASES = {
     # 7 buckets for up to 24 distinct n-grams: rows shared by several, as a hashed table's are
     "tokens-ngrams-max-bi": dict(vocab_size=11, embedding_dim=4, ngram_buckets=7, pooling="max",
                                  bidirectional=True),
+    # 4-grams too: 9 buckets for up to 30 n-grams, which reach back 3 steps
+    "tokens-ngrams4-mean": dict(vocab_size=11, embedding_dim=4, ngram_buckets=9, ngram_order=4, pooling="mean"),
 }
 LENGTHS = np.array([6, 3, 1, 5])
 
@@ -191,6 +193,9 @@ def test_state_dict_round_trip_and_errors():
     (dict(vocab_size=5, ngram_buckets=-1), "ngram_buckets must be an integer >= 0"),
     (dict(vocab_size=5, ngram_buckets=2.5), "ngram_buckets must be an integer >= 0"),
     (dict(input_size=3, ngram_buckets=4), "needs token input"),
+    (dict(vocab_size=5, ngram_buckets=4, ngram_order=1), "ngram_order must be an integer from 2 to 5"),
+    (dict(vocab_size=5, ngram_buckets=4, ngram_order=6), "ngram_order must be an integer from 2 to 5"),
+    (dict(vocab_size=5, ngram_buckets=4, ngram_order=True), "ngram_order must be an integer from 2 to 5"),
 ])
 def test_bad_configuration_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -204,18 +209,31 @@ def test_token_input_must_be_integer_ids():
 
 
 @pytest.mark.parametrize("T", [1, 2, 5])
-def test_ngram_ids_hash_the_tokens_that_end_at_each_step(T):
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_ngram_ids_hash_the_tokens_that_end_at_each_step(T, order):
     from lstm_engine import layers
     rng = np.random.default_rng(T)
     tokens = rng.integers(0, 4000, (T, 3))
-    ids = layers.ngram_ids(np, tokens, 1009)
-    assert ids.shape == (len(layers.NGRAM_ORDERS), T, 3) and ids.dtype == np.int64
-    for i, n in enumerate(layers.NGRAM_ORDERS):
+    ids = layers.ngram_ids(np, tokens, 1009, order=order)
+    assert ids.shape == (order - 1, T, 3) and ids.dtype == np.int64
+    # a longer order only adds n-grams: the bigram and trigram ids stay those of order 3
+    np.testing.assert_array_equal(ids[:2], layers.ngram_ids(np, tokens, 1009)[:order - 1])
+    for i, n in enumerate(range(2, order + 1)):
         for t in range(T):
             for b in range(3):
                 gram = [int(tokens[t - k, b]) if t - k >= 0 else 0 for k in range(n)]   # 0: before the start
                 want = (layers.NGRAM_SALTS[n] + sum(g * m for g, m in zip(gram, layers.NGRAM_MULTIPLIERS))) % 1009
                 assert ids[i, t, b] == want
+
+
+def test_a_config_from_before_the_ngram_settings_loads_without_ngrams():
+    """Checkpoints written before ngram_buckets and ngram_order existed have neither key."""
+    old = {"num_classes": 3, "vocab_size": 9, "embedding_dim": 3, "hidden_size": 4}
+    model = SequenceClassifier.from_config(old, backend="numpy", seed=1)
+    assert model.config["ngram_buckets"] == 0 and model.config["ngram_order"] == 3
+    assert "ngram.weight" not in SequenceClassifier.parameter_shapes_of(old)
+    with_ngrams = SequenceClassifier.from_config({**old, "ngram_buckets": 5}, backend="numpy", seed=1)
+    assert with_ngrams.config["ngram_order"] == 3
 
 
 def test_ngram_embeddings_add_the_rows_of_the_ngrams_ending_at_each_step():

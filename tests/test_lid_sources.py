@@ -416,6 +416,32 @@ def test_word_filter(word, ok):
     assert word_lists.is_word(word) == ok
 
 
+def test_usable_words_drop_quoted_english_stray_letters_and_the_wrong_script():
+    english = {"the": 0, "and": 1, "a": 2, "film": 300}
+    words = ["w", "i", "nie", "the"] + [f"s{k}owo" for k in range(200)] + ["and", "film", "c", "x1"]
+    kept = word_lists.usable_words(words, english)
+    # "the" (rank 3, 4 x 0 + 50 = 50 allowed) stays; "and" at rank 204 goes, "film" (300th in
+    # English) stays; one-letter words only near the top; "x1" is not letters
+    assert kept[:4] == ["w", "i", "nie", "the"] and "and" not in kept and "film" in kept
+    assert "c" not in kept and "x1" not in kept
+    assert word_lists.usable_words(words, None)[-2:] == ["and", "film"]      # English keeps its own
+    greek = [f"λέξη{k}" for k in range(150)] + ["ok", "λόγος"]
+    assert word_lists.usable_words(greek, {})[-1:] == ["λόγος"] and "ok" not in word_lists.usable_words(greek, {})
+
+
+def test_phrases_are_seeded_runs_of_frequent_words():
+    words = ["w" + "".join("abcdefghij"[int(d)] for d in f"{k:03d}") for k in range(1000)]
+    a = word_lists.phrases(words, 500, seed=3)
+    assert a == word_lists.phrases(words, 500, seed=3) and a != word_lists.phrases(words, 500, seed=4)
+    sizes = [len(p.split(" ")) for p in a]
+    assert len(a) == 500 and set(sizes) == set(range(1, word_lists.MAX_PHRASE_WORDS + 1))
+    used = [w for p in a for w in p.split(" ")]
+    assert set(used) <= set(words) and used.count("waaa") > used.count("wjjj")   # the common ones come more
+    assert all(" " not in p for p in word_lists.phrases(["中国", "人民"], 20, 0, separator=""))
+    assert all(len(p) >= 3 for p in word_lists.phrases(["ab", "abc"], 50, 0) if " " not in p)  # lone words need 3 letters
+    assert word_lists.phrases([], 10, 0) == []
+
+
 # --- a real download (skipped unless asked for) -------------------------------------------
 
 

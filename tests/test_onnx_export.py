@@ -79,8 +79,9 @@ def test_float64_lstm_is_cast_and_exported_without_state_inputs(tmp_path):
 
 def _classifier_case(source: str, head: str, bidirectional: bool):
     kw = dict(vocab_size=13, embedding_dim=6) if source.startswith("tokens") else dict(input_size=5)
-    if source == "tokens-ngrams":
+    if source.startswith("tokens-ngrams"):
         kw["ngram_buckets"] = 11
+        kw["ngram_order"] = 4 if source == "tokens-ngrams4" else 3
     model = SequenceClassifier(4, **kw, hidden_size=7, num_layers=2, bidirectional=bidirectional, dropout=0.2,
                                pooling="last" if head == "per_step" else head, per_step=head == "per_step",
                                backend="numpy", seed=3)
@@ -95,7 +96,7 @@ def _classifier_case(source: str, head: str, bidirectional: bool):
 
 @pytest.mark.parametrize("head", ["last", "mean", "max", "per_step"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-@pytest.mark.parametrize("source", ["tokens", "tokens-ngrams", "features"])
+@pytest.mark.parametrize("source", ["tokens", "tokens-ngrams", "tokens-ngrams4", "features"])
 def test_classifier_probabilities_match_the_engine(tmp_path, source, head, bidirectional):
     model, inputs = _classifier_case(source, head, bidirectional)
     lengths = np.array(LENGTHS)

@@ -1,4 +1,5 @@
-"""Epoch samplers (engine/sampling.py): class balance by temperature and random crops."""
+"""Epoch samplers (engine/sampling.py): class balance by temperature, random crops and id
+substitution (language-id's accent-free texts)."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,8 @@ import pytest
 from lstm_engine import runs
 from lstm_engine.batching import Encoded
 from lstm_engine.checkpoint import load_checkpoint
-from lstm_engine.sampling import BalancedSampler, RandomCrops, chain
+from lstm_engine.sampling import BalancedSampler, RandomCrops, RandomSubstitution, chain
+from lstm_engine.tasks.language_id import FIRST_ID, LanguageId, unaccented, unaccented_ids
 
 
 def skewed(sizes=(200, 20, 5)):
@@ -74,9 +76,51 @@ def test_crops_touch_the_chosen_share_and_are_reproducible():
     assert all(len(x) <= 40 for x in both.items) and chain(None) is None
 
 
+def test_substitution_touches_the_chosen_share_and_is_reproducible():
+    table = np.array([0, 1, 2, 2, 4, 2])          # 3 and 5 become 2
+    data = Encoded([np.array([1, 3, 4, 5], dtype=np.int64) for _ in range(400)], [0, 1] * 200)
+    a = RandomSubstitution(0.25, table, seed=1)(data, 0)
+    changed = [x for x in a.items if not (x == [1, 3, 4, 5]).all()]
+    assert 60 < len(changed) < 140 and all((x == [1, 2, 4, 2]).all() for x in changed)
+    b = RandomSubstitution(0.25, table, seed=1)(data, 0)
+    assert all((x == y).all() for x, y in zip(a.items, b.items))
+    c = RandomSubstitution(0.25, table, seed=1)(data, 1)
+    assert any((x != y).any() for x, y in zip(a.items, c.items))
+    assert RandomSubstitution(0.0, table, seed=1)(data, 0) is data
+    assert all((x == [1, 3, 4, 5]).all() for x in data.items)          # the input is not changed
+
+
+@pytest.mark.parametrize("text, plain", [("żółć gęślą jaźń", "zolc gesla jazn"), ("příliš žluťoučký", "prilis zlutoucky"),
+                                         ("ÉTÉ Ørsted ħ ı", "ETE Orsted h i"), ("tiếng việt", "tieng viet"),
+                                         ("καλημέρα ά", "καλημερα α"), ("йод ё", "йод ё"), ("हिन्दी", "हिन्दी"),
+                                         ("straße œ", "straße œ")])
+def test_unaccented_letters(text, plain):
+    assert "".join(map(unaccented, text)) == plain
+
+
+def test_unaccented_ids_map_to_the_plain_letter_the_encoder_has():
+    chars = "aeéèłlxõ"                      # o is not among them: õ keeps its id
+    table = unaccented_ids(chars)
+    ids = {ch: i + FIRST_ID for i, ch in enumerate(chars)}
+    assert list(table[:FIRST_ID]) == [0, 1]
+    assert table[ids["é"]] == table[ids["è"]] == ids["e"] and table[ids["ł"]] == ids["l"]
+    assert table[ids["õ"]] == ids["õ"] and table[ids["x"]] == ids["x"]
+
+
+def test_language_id_samples_accent_free_texts_when_asked():
+    task = LanguageId()
+    encoder = {"chars": "ae é", "max_length": 10}
+    data = Encoded([np.array([2, 4, 5, 3], dtype=np.int64)] * 200, [0] * 200)
+    config = {"crop_fraction": 0.0, "crop_min": 4, "seed": 0, "balance_temperature": 1.0}
+    assert task.epoch_sampler({**config, "unaccent_fraction": 0.0}, encoder) is None
+    out = task.epoch_sampler({**config, "unaccent_fraction": 0.5}, encoder)(data, 0)
+    plain = sum((x == [2, 4, 3, 3]).all() for x in out.items)
+    assert 60 < plain < 140 and plain + sum((x == [2, 4, 5, 3]).all() for x in out.items) == 200
+
+
 def test_runs_with_crops_and_balance_are_reproducible(tmp_path, lid_tsv):
     config = {"data": str(lid_tsv), "epochs": 2, "hidden_size": 6, "embedding_dim": 4,
-              "crop_fraction": 0.5, "balance_temperature": 0.3, "batch_size": 16}
+              "crop_fraction": 0.5, "balance_temperature": 0.3, "batch_size": 16, "unaccent_fraction": 0.5}
     runs.run("language-id", config, tmp_path / "a", backend="numpy", progress=False, test=False)
     runs.run("language-id", config, tmp_path / "b", backend="numpy", progress=False, test=False)
     a = load_checkpoint(tmp_path / "a" / "last.safetensors").tensors
@@ -91,3 +135,11 @@ def test_bad_sampler_arguments(value):
         BalancedSampler(value, 0)
     with pytest.raises(ValueError, match="fraction"):
         RandomCrops(value, 3, None, 0)
+    with pytest.raises(ValueError, match="fraction"):
+        RandomSubstitution(value, np.arange(3), 0)
+
+
+@pytest.mark.parametrize("table", [np.array([0, 3]), np.array([[0]]), np.array([0.0, 1.0]), np.array([-1, 0])])
+def test_bad_substitution_tables(table):
+    with pytest.raises(ValueError, match="table"):
+        RandomSubstitution(0.5, table, 0)

@@ -133,12 +133,13 @@ def test_classifier_stream_equals_the_classifier_on_each_prefix(backend, head, n
                                    rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("order", [3, 4])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ngram_stream_carries_each_sequences_last_tokens_over_ragged_chunks_and_rows(backend):
+def test_ngram_stream_carries_each_sequences_last_tokens_over_ragged_chunks_and_rows(backend, order):
     """A sequence's n-grams that span chunks (pushed ragged, some rows at a time, one step at a
     time) are its n-grams in one forward."""
     model = SequenceClassifier(3, vocab_size=10, embedding_dim=4, hidden_size=5, pooling="max", ngram_buckets=13,
-                               dtype=np.float64, backend=backend, seed=6)
+                               ngram_order=order, dtype=np.float64, backend=backend, seed=6)
     rng = np.random.default_rng(7)
     texts = [rng.integers(1, 10, size=n) for n in (9, 1, 6)]
     stream = model.stream(batch_size=3)

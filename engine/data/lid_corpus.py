@@ -196,7 +196,7 @@ def _build_source(name: str, inputs: dict, min_letters: int, budget: int | None,
     if name == "gettext":
         return collect_catalogs(locale_root, min_letters=min_letters, budget=budget)
     if name == word_lists.NAME:
-        return word_lists.collect(top=budget or word_lists.TOP_WORDS)
+        return word_lists.collect(count=budget or word_lists.PHRASES)
     from .debian_packages import FetchedPackage
     fetched = {package: FetchedPackage(**item) for package, item in inputs.items()}
     return collect_packages(PACKAGE_SOURCES[name], fetched, min_letters, budget)

@@ -125,5 +125,5 @@ def model_config_from(config: dict, num_classes: int, **source) -> dict:
     ``vocab_size`` (token input, with the ``embedding_dim`` setting) or ``input_size``."""
     model = asdict(settings.group_values(config, settings.ModelSettings))
     if "vocab_size" not in source:
-        del model["embedding_dim"], model["ngram_buckets"]      # meaningful for token input only
+        del model["embedding_dim"], model["ngram_buckets"], model["ngram_order"]   # token input only
     return dict(num_classes=num_classes, **model, **source)
