@@ -57,6 +57,15 @@ class BalancedSampler:
         return Encoded([train.items[i] for i in idx], [train.targets[i] for i in idx])
 
 
+def _change_a_share(train: Encoded, fraction: float, rng: np.random.Generator, change) -> Encoded:
+    """``train`` with ``change(sequence)`` in place of a random ``fraction`` of its sequences."""
+    chosen = rng.random(len(train)) < fraction
+    items = list(train.items)
+    for i in np.flatnonzero(chosen):
+        items[i] = change(items[i])
+    return Encoded(items, train.targets)
+
+
 class RandomCrops:
     def __init__(self, fraction: float, min_length: int, boundary_id: int | None, seed: int):
         if not 0.0 <= fraction <= 1.0:
@@ -70,11 +79,7 @@ class RandomCrops:
         if self.fraction == 0.0:
             return train
         rng = np.random.default_rng([self.seed, epoch, 2])
-        cropped = rng.random(len(train)) < self.fraction
-        items = list(train.items)
-        for i in np.flatnonzero(cropped):
-            items[i] = self.crop(items[i], rng)
-        return Encoded(items, train.targets)
+        return _change_a_share(train, self.fraction, rng, lambda seq: self.crop(seq, rng))
 
     def crop(self, seq: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = len(seq)
@@ -104,11 +109,7 @@ class RandomSubstitution:
         if self.fraction == 0.0:
             return train
         rng = np.random.default_rng([self.seed, epoch, 3])
-        chosen = rng.random(len(train)) < self.fraction
-        items = list(train.items)
-        for i in np.flatnonzero(chosen):
-            items[i] = self.table[items[i]]
-        return Encoded(items, train.targets)
+        return _change_a_share(train, self.fraction, rng, lambda seq: self.table[seq])
 
 
 def chain(*samplers):
