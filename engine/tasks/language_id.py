@@ -80,10 +80,15 @@ def unaccented(ch: str) -> str:
     return ch
 
 
+def char_ids(chars: str) -> dict[str, int]:
+    """An encoder's characters -> their token ids (from FIRST_ID, in the encoder's order)."""
+    return {ch: i + FIRST_ID for i, ch in enumerate(chars)}
+
+
 def unaccented_ids(chars: str) -> np.ndarray:
     """The id table of ``unaccented`` for an encoder's characters: each id maps to the id of its
     plain letter when the encoder has that letter, else to itself (PAD and UNK stay)."""
-    index = {ch: i + FIRST_ID for i, ch in enumerate(chars)}
+    index = char_ids(chars)
     table = np.arange(len(chars) + FIRST_ID, dtype=np.int64)
     for ch, i in index.items():
         table[i] = index.get(unaccented(ch), i)
@@ -210,7 +215,7 @@ class LanguageId(Task):
         return chain(super().epoch_sampler(config, encoder), crops if config["crop_fraction"] else None, plain)
 
     def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
-        index = {ch: i + FIRST_ID for i, ch in enumerate(encoder["chars"])}
+        index = char_ids(encoder["chars"])
         limit, lowercase = encoder["max_length"], encoder.get("lowercase", False)
         out = []
         for k, text in enumerate(inputs):
