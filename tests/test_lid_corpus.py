@@ -16,6 +16,7 @@ from lstm_engine.data.debian_packages import Apt
 from lstm_engine.errors import ArgumentError, DataNotFoundError
 from test_lid_sources import FakeApt, make_deb, make_langpack
 from test_text_data import locale_root  # noqa: F401 -- a fixture
+from test_text_data import write_mo
 
 # --- fixture packages ---------------------------------------------------------------------
 
@@ -78,10 +79,24 @@ def repository() -> dict[str, tuple[str, bytes]]:
             "usr/lib/firefox-esr/browser/extensions/langpack-de@firefox-esr.mozilla.org.xpi":
                 make_langpack("de", "hello = Hallo, das ist der Browser hier.\n", "bye = Auf Wiedersehen und danke\n")})),
         "manpages-de": ("4.18.1-1", make_deb({"usr/share/man/de/man1/x.1.gz": gzip.compress(GROFF.encode())})),
+        "thunderbird-l10n-de": ("1:153.8.0esr-1", make_deb({
+            "usr/lib/thunderbird/extensions/langpack-de@thunderbird.mozilla.org.xpi":
+                make_langpack("de", "compose = Eine neue Nachricht verfassen\n", "bye = Auf Wiedersehen und danke\n")})),
+        "wesnoth-1.16-httt": ("1:1.16.9-1", make_deb({
+            "usr/share/games/wesnoth/1.16/locale/de/LC_MESSAGES/wesnoth-httt.mo": _catalog_bytes(
+                {"Flee while you can!": "Flieh, solange du noch kannst!"})})),
     }
 
 
-PACKAGE_SOURCES = ["libreoffice-help", "gnome-user-docs", "fortunes", "firefox-l10n", "manpages"]
+def _catalog_bytes(messages: dict) -> bytes:
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as folder:
+        return write_mo(Path(folder) / "x.mo", messages).read_bytes()
+
+
+PACKAGE_SOURCES = ["libreoffice-help", "gnome-user-docs", "fortunes", "firefox-l10n", "manpages", "thunderbird-l10n",
+                   "wesnoth"]
 
 
 def load(locale_root, tmp_path, apt=None, **options):
@@ -119,6 +134,10 @@ def test_corpus_from_many_sources(locale_root, tmp_path):
     assert got[("de", "Hallo, das ist der Browser hier.")][1] == "firefox-l10n"
     assert got[("de", "Diese Handbuchseite erklärt das Programm.")][1] == "manpages"
     assert got[("de", "Nachricht Nummer bd")][1] == "gettext"
+    assert got[("de", "Eine neue Nachricht verfassen")][1] == "thunderbird-l10n"
+    assert got[("de", "Flieh, solange du noch kannst!")][1] == "wesnoth"
+    assert got[("en", "Flee while you can!")][1] == "wesnoth"
+    assert got[("de", "Auf Wiedersehen und danke")][1] == "firefox-l10n"      # Thunderbird's copy: kept once
     # Cross-source de-duplication: once, for the first source.
     assert got[("de", SHARED_DE)][1] == "libreoffice-help"
     # The same text under two languages (a German fortune, a Dutch help page) is dropped.
@@ -219,7 +238,7 @@ def test_manifest(locale_root, tmp_path):
         assert entry["total"] == sum(entry[name] for name in SPLITS) == sum(entry["sources"].values())
         assert entry["total"] == sum(lab == label for name in SPLITS for lab in corpus.splits[name].labels)
     assert manifest["totals"]["all"] == sum(len(corpus.splits[name]) for name in SPLITS)
-    assert manifest["download"]["packages"] == 6 and manifest["download"]["bytes"] > 0
+    assert manifest["download"]["packages"] == len(repository()) and manifest["download"]["bytes"] > 0
     assert lo["download"]["packages"] == 2 and manifest["sources"]["gettext"]["download"]["packages"] == 0
     json.dumps(manifest)                                                   # fits in checkpoint metadata
     table = lid_corpus.source_table(manifest)
@@ -230,9 +249,9 @@ def test_manifest(locale_root, tmp_path):
 def test_cache_round_trip_and_damage(locale_root, tmp_path):
     apt = FakeApt(repository())
     built = load(locale_root, tmp_path, apt=apt)
-    assert not built.manifest["from_cache"] and len(apt.downloads) == 6
+    assert not built.manifest["from_cache"] and len(apt.downloads) == len(repository())
     again = load(locale_root, tmp_path, apt=apt)
-    assert again.manifest["from_cache"] and len(apt.downloads) == 6       # packages were reused too
+    assert again.manifest["from_cache"] and len(apt.downloads) == len(repository())      # packages were reused too
     assert pairs(again) == pairs(built) and again.manifest["languages"] == built.manifest["languages"]
 
     cache = tmp_path / "cache" / "lid"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from lstm_engine.data import debian_packages as dp
-from lstm_engine.data import firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, manpages, word_lists
+from lstm_engine.data import firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, manpages, wesnoth, word_lists
 from lstm_engine.data.lid_text import language_of_package_suffix, split_sentences
 from lstm_engine.errors import DataError
 
@@ -184,8 +184,9 @@ def test_every_package_a_source_can_fetch_is_of_a_known_family():
     # Reserved evaluation data must never be fetched: the sources name their packages one by
     # one, all from these families, and the fetch layer takes no patterns.
     from lstm_engine.data.lid_corpus import PACKAGE_SOURCES
-    family = re.compile(r"^(libreoffice-help-[a-z-]+|gnome-user-docs|firefox-esr-l10n-[a-z-]+|fortunes(-[a-z]+)?"
-                        r"|manpages(-[a-z-]+)?)$")
+    family = re.compile(r"^(libreoffice-help-[a-z-]+|gnome-user-docs|(firefox-esr|thunderbird)-l10n-[a-z-]+"
+                        r"|fortunes(-[a-z]+)?"
+                        r"|manpages(-[a-z-]+)?|wesnoth-1\.16-[a-z]+)$")
     names = [p for source in PACKAGE_SOURCES.values() for p in source.packages]
     assert len(names) == len(set(names)) > 150
     assert all(family.match(name) for name in names), [n for n in names if not family.match(n)]
@@ -340,6 +341,19 @@ def test_langpack_documents_are_keyed_without_the_locale():
         list(firefox_l10n.langpack_strings(b"not a zip"))
 
 
+def test_thunderbird_language_packs_are_read_like_firefox_ones(tmp_path):
+    from lstm_engine.data.lid_source import collect_packages
+    source = firefox_l10n.THUNDERBIRD_SOURCE
+    assert source.packages["thunderbird-l10n-hr"] == "hr" and source.packages["thunderbird-l10n-pt-br"] == "pt"
+    assert "thunderbird-l10n-bs" not in source.packages and "thunderbird-l10n-all" not in source.packages
+    path = tmp_path / "tb.deb"
+    pack = make_langpack("hr", "compose = Napiši novu poruku\n", "junk = Označi kao neželjenu poštu\n")
+    path.write_bytes(make_deb({"usr/lib/thunderbird/extensions/langpack-hr@thunderbird.mozilla.org.xpi": pack}))
+    fetched = {"thunderbird-l10n-hr": dp.FetchedPackage("thunderbird-l10n-hr", "1", str(path), 1, "")}
+    texts = collect_packages(source, fetched, 10).texts
+    assert texts["hr"].keys() == {"Napiši novu poruku", "Označi kao neželjenu poštu"}
+
+
 # --- fortunes -----------------------------------------------------------------------------
 
 
@@ -487,3 +501,68 @@ def test_packages_of_one_language_share_its_budget(tmp_path):
                "pack-b": _fortune_deb(tmp_path, "pack-b", "Danach", 100)}
     texts = collect_packages(source, fetched, 10, budget=40).texts["de"]
     assert sum(t.startswith("Zuerst") for t in texts) == sum(t.startswith("Danach") for t in texts) == 20
+
+
+# --- Wesnoth campaigns --------------------------------------------------------------------
+
+
+def _catalog(tmp_path, messages: dict) -> bytes:
+    from test_text_data import write_mo
+    return write_mo(tmp_path / "catalog.mo", messages).read_bytes()
+
+
+def _wesnoth_path(locale: str, campaign: str = "httt") -> str:
+    return f"usr/share/games/wesnoth/1.16/locale/{locale}/LC_MESSAGES/wesnoth-{campaign}.mo"
+
+
+@pytest.mark.parametrize("locale, label", [("de", "de"), ("pt_BR", "pt"), ("zh_TW", "zh"), ("nb_NO", "nb"),
+                                           ("sr", "sr"), ("sr@latin", None), ("sr@ijekavianlatin", None),
+                                           ("ca@valencia", None), ("en_GB", None), ("en@shaw", None),
+                                           ("la", None), ("ang@latin", None), ("racv", None)])
+def test_wesnoth_catalog_labels(locale, label):
+    assert wesnoth.catalog_label(_wesnoth_path(locale)) == label
+    assert wesnoth.SOURCE.select(_wesnoth_path(locale))
+    assert not wesnoth.SOURCE.select("usr/share/games/wesnoth/1.16/data/campaigns/httt/_main.cfg")
+
+
+def test_wesnoth_message_text():
+    assert wesnoth.message_text("female^Flee while you can!") == "Flee while you can!"
+    assert wesnoth.message_text("$unit.name| feels stronger!").strip() == "feels stronger!"
+    assert wesnoth.message_text("Move $second_unit[0].name to the keep").split() == ["Move", "to", "the", "keep"]
+    assert wesnoth.message_text("A^B") == "B" and wesnoth.message_text("no context here") == "no context here"
+
+
+def test_wesnoth_documents_share_a_key_per_message_and_take_english_from_the_msgids(tmp_path):
+    german = _catalog(tmp_path, {"female^Flee while you can!": "Flieh, solange du kannst!",
+                                 "The orcs are upon us.": "The orcs are upon us.",       # untranslated
+                                 ("One ship sails", "$n ships sail"): ("Ein Schiff segelt", "$n Schiffe segeln")})
+    serbian = _catalog(tmp_path, {"female^Flee while you can!": "Бежи док можеш!"})
+    files = [(_wesnoth_path("de"), german), (_wesnoth_path("sr"), serbian), (_wesnoth_path("sr@latin"), serbian),
+             (_wesnoth_path("en_GB"), german), (_wesnoth_path("de", "tsg"), b"not a catalog")]
+    docs = list(wesnoth.documents(None, files))
+    read = {(label, key): paragraphs for label, key, paragraphs in docs if not key.startswith("usr/")}
+    assert read[("de", "wesnoth-httt#female^Flee while you can!")]() == ["Flieh, solange du kannst!"]
+    assert read[("sr", "wesnoth-httt#female^Flee while you can!")]() == ["Бежи док можеш!"]
+    assert read[("en", "wesnoth-httt#female^Flee while you can!")]() == ["Flee while you can!"]
+    assert read[("en", "wesnoth-httt#The orcs are upon us.")]() == ["The orcs are upon us."]
+    assert ("de", "wesnoth-httt#The orcs are upon us.") not in read                   # a copy is not a translation
+    assert sorted(p()[0].split()[-1] for label, key, p in docs
+                  if label == "de" and "ship" in key) == ["segeln", "segelt"]        # both plural forms
+    assert sum(label == "sr" for label, _ in read) == 1                              # sr@latin is not read
+    [broken] = [(label, paragraphs) for label, key, paragraphs in docs if key.startswith("usr/")]
+    assert broken[0] == "de"
+    with pytest.raises(DataError, match="wesnoth-tsg.mo.*gettext catalog"):
+        broken[1]()
+
+
+def test_wesnoth_package_through_the_source(tmp_path):
+    from lstm_engine.data.lid_source import collect_packages
+    german = _catalog(tmp_path, {"We must make haste to the river.": "Wir müssen zum Fluss eilen.",
+                                 "Where am I now, my friend?": "Where am I now, my friend?"})
+    path = tmp_path / "wesnoth-1.16-httt.deb"
+    path.write_bytes(make_deb({_wesnoth_path("de"): german, _wesnoth_path("de", "tsg"): b"broken"}))
+    fetched = {"wesnoth-1.16-httt": dp.FetchedPackage("wesnoth-1.16-httt", "1", str(path), path.stat().st_size, "")}
+    result = collect_packages(wesnoth.SOURCE, fetched, 10)
+    assert result.texts["de"].keys() == {"Wir müssen zum Fluss eilen."}
+    assert result.texts["en"].keys() == {"We must make haste to the river.", "Where am I now, my friend?"}
+    assert result.packages == {"wesnoth-1.16-httt": "1"} and len(result.unreadable) == 1

@@ -232,11 +232,31 @@ def documents(label: str | None, files: list[tuple[str, bytes]]) -> Iterator[Doc
             yield label, key, lambda value=value: [_without_entities(_PLACEHOLDER.sub(" ", value))]
 
 
+def _is_langpack(path: str) -> bool:
+    return path.endswith(".xpi") and "/extensions/langpack-" in path
+
+
 SOURCE = PackageSource(
     name="firefox-l10n",
     description="Firefox language packs (.ftl/.properties/.dtd interface text)",
     packages={f"firefox-esr-l10n-{locale}": language_of_package_suffix(locale) for locale in LOCALES},
-    select=lambda path: path.endswith(".xpi") and "/extensions/langpack-" in path,
+    select=_is_langpack,
     documents=documents,
     format=2,
+)
+
+#: Debian 12's Thunderbird language packs (``apt-cache search --names-only
+#: ^thunderbird-l10n-``, less ``-all``): the same format, and the mail client's own text
+#: (messages, accounts, calendar) besides the strings it shares with Firefox, which the corpus
+#: keeps once, for Firefox. Fewer locales than Firefox: Croatian and Serbian, not Bosnian.
+THUNDERBIRD_LOCALES = ("af ar ast be bg br ca cak cs cy da de dsb el en-ca en-gb es-ar es-es es-mx et eu fi fr "
+                       "fy-nl ga-ie gd gl he hr hsb hu hy-am id is it ja ka kab kk ko lt lv ms nb-no nl nn-no "
+                       "pa-in pl pt-br pt-pt rm ro ru sk sl sq sr sv-se th tr uk uz vi zh-cn zh-tw").split()
+
+THUNDERBIRD_SOURCE = PackageSource(
+    name="thunderbird-l10n",
+    description="Thunderbird language packs (mail client interface text)",
+    packages={f"thunderbird-l10n-{locale}": language_of_package_suffix(locale) for locale in THUNDERBIRD_LOCALES},
+    select=_is_langpack,
+    documents=documents,
 )

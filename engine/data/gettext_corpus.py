@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import gettext
 import hashlib
+import io
 import json
 import logging
 import os
 import statistics
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,6 +121,24 @@ def _read_catalog(path: Path) -> dict | None:
         return None
 
 
+def parse_catalog(data: bytes) -> dict:
+    """The entries of a ``.mo`` file's bytes (other sources' packages hold catalogs too);
+    ``DataError`` when they are not a readable catalog."""
+    try:
+        return gettext.GNUTranslations(io.BytesIO(data))._catalog
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"not a readable gettext catalog (.mo): {e}") from e
+
+
+def catalog_messages(catalog: dict) -> Iterator[tuple[str, str]]:
+    """(msgid, msgstr) of every message of a parsed catalog: without the header entry, each
+    plural form of a message with its singular msgid, the msgctxt prefix removed."""
+    for key, msgstr in catalog.items():
+        msgid = key[0] if isinstance(key, tuple) else key  # plural forms: (msgid, n)
+        if msgid:  # the header entry has none
+            yield msgid.rpartition("\x04")[2], msgstr
+
+
 class _Collector:
     """Accumulates cleaned texts per label, each with the stable unit number (of its English
     source) that decides its split."""
@@ -165,11 +185,7 @@ def _collect(files, min_letters: int, report: BuildReport) -> dict[str, dict[str
             report.catalogs_failed.append(str(path))
             continue
         report.catalogs_read += 1
-        for key, msgstr in catalog.items():
-            msgid = key[0] if isinstance(key, tuple) else key  # plural forms: (msgid, n)
-            if not msgid:  # the header entry
-                continue
-            msgid = msgid.rpartition("\x04")[2]  # drop a msgctxt prefix
+        for msgid, msgstr in catalog_messages(catalog):
             report.entries += 1
             if label == "en":
                 collector.source(msgid)
