@@ -14,9 +14,8 @@ from lstm_engine.data import gettext_corpus as gc
 from lstm_engine.data import lid_corpus
 from lstm_engine.data.debian_packages import Apt
 from lstm_engine.errors import ArgumentError, DataNotFoundError
-from test_lid_sources import FakeApt, make_deb, make_langpack
+from test_lid_sources import FakeApt, catalog_bytes, make_deb, make_langpack
 from test_text_data import locale_root  # noqa: F401 -- a fixture
-from test_text_data import write_mo
 
 # --- fixture packages ---------------------------------------------------------------------
 
@@ -83,16 +82,9 @@ def repository() -> dict[str, tuple[str, bytes]]:
             "usr/lib/thunderbird/extensions/langpack-de@thunderbird.mozilla.org.xpi":
                 make_langpack("de", "compose = Eine neue Nachricht verfassen\n", "bye = Auf Wiedersehen und danke\n")})),
         "wesnoth-1.16-httt": ("1:1.16.9-1", make_deb({
-            "usr/share/games/wesnoth/1.16/locale/de/LC_MESSAGES/wesnoth-httt.mo": _catalog_bytes(
+            "usr/share/games/wesnoth/1.16/locale/de/LC_MESSAGES/wesnoth-httt.mo": catalog_bytes(
                 {"Flee while you can!": "Flieh, solange du noch kannst!"})})),
     }
-
-
-def _catalog_bytes(messages: dict) -> bytes:
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as folder:
-        return write_mo(Path(folder) / "x.mo", messages).read_bytes()
 
 
 PACKAGE_SOURCES = ["libreoffice-help", "gnome-user-docs", "fortunes", "firefox-l10n", "manpages", "thunderbird-l10n",

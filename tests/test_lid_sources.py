@@ -506,9 +506,12 @@ def test_packages_of_one_language_share_its_budget(tmp_path):
 # --- Wesnoth campaigns --------------------------------------------------------------------
 
 
-def _catalog(tmp_path, messages: dict) -> bytes:
+def catalog_bytes(messages: dict) -> bytes:
+    """A GNU .mo file's bytes (``test_text_data.write_mo``'s messages)."""
+    import tempfile
     from test_text_data import write_mo
-    return write_mo(tmp_path / "catalog.mo", messages).read_bytes()
+    with tempfile.TemporaryDirectory() as folder:
+        return write_mo(Path(folder) / "catalog.mo", messages).read_bytes()
 
 
 def _wesnoth_path(locale: str, campaign: str = "httt") -> str:
@@ -532,11 +535,11 @@ def test_wesnoth_message_text():
     assert wesnoth.message_text("A^B") == "B" and wesnoth.message_text("no context here") == "no context here"
 
 
-def test_wesnoth_documents_share_a_key_per_message_and_take_english_from_the_msgids(tmp_path):
-    german = _catalog(tmp_path, {"female^Flee while you can!": "Flieh, solange du kannst!",
-                                 "The orcs are upon us.": "The orcs are upon us.",       # untranslated
-                                 ("One ship sails", "$n ships sail"): ("Ein Schiff segelt", "$n Schiffe segeln")})
-    serbian = _catalog(tmp_path, {"female^Flee while you can!": "Бежи док можеш!"})
+def test_wesnoth_documents_share_a_key_per_message_and_take_english_from_the_msgids():
+    german = catalog_bytes({"female^Flee while you can!": "Flieh, solange du kannst!",
+                            "The orcs are upon us.": "The orcs are upon us.",       # untranslated
+                            ("One ship sails", "$n ships sail"): ("Ein Schiff segelt", "$n Schiffe segeln")})
+    serbian = catalog_bytes({"female^Flee while you can!": "Бежи док можеш!"})
     files = [(_wesnoth_path("de"), german), (_wesnoth_path("sr"), serbian), (_wesnoth_path("sr@latin"), serbian),
              (_wesnoth_path("en_GB"), german), (_wesnoth_path("de", "tsg"), b"not a catalog")]
     docs = list(wesnoth.documents(None, files))
@@ -557,8 +560,8 @@ def test_wesnoth_documents_share_a_key_per_message_and_take_english_from_the_msg
 
 def test_wesnoth_package_through_the_source(tmp_path):
     from lstm_engine.data.lid_source import collect_packages
-    german = _catalog(tmp_path, {"We must make haste to the river.": "Wir müssen zum Fluss eilen.",
-                                 "Where am I now, my friend?": "Where am I now, my friend?"})
+    german = catalog_bytes({"We must make haste to the river.": "Wir müssen zum Fluss eilen.",
+                            "Where am I now, my friend?": "Where am I now, my friend?"})
     path = tmp_path / "wesnoth-1.16-httt.deb"
     path.write_bytes(make_deb({_wesnoth_path("de"): german, _wesnoth_path("de", "tsg"): b"broken"}))
     fetched = {"wesnoth-1.16-httt": dp.FetchedPackage("wesnoth-1.16-httt", "1", str(path), path.stat().st_size, "")}
