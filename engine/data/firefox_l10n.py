@@ -20,6 +20,7 @@ is the file path without the locale plus the message id.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import json
@@ -253,10 +254,7 @@ THUNDERBIRD_LOCALES = ("af ar ast be bg br ca cak cs cy da de dsb el en-ca en-gb
                        "fy-nl ga-ie gd gl he hr hsb hu hy-am id is it ja ka kab kk ko lt lv ms nb-no nl nn-no "
                        "pa-in pl pt-br pt-pt rm ro ru sk sl sq sr sv-se th tr uk uz vi zh-cn zh-tw").split()
 
-THUNDERBIRD_SOURCE = PackageSource(
-    name="thunderbird-l10n",
-    description="Thunderbird language packs (mail client interface text)",
-    packages={f"thunderbird-l10n-{locale}": language_of_package_suffix(locale) for locale in THUNDERBIRD_LOCALES},
-    select=_is_langpack,
-    documents=documents,
-)
+#: Firefox's source with other packages: one reader, so one reader format for both caches.
+THUNDERBIRD_SOURCE = dataclasses.replace(
+    SOURCE, name="thunderbird-l10n", description="Thunderbird language packs (mail client interface text)",
+    packages={f"thunderbird-l10n-{locale}": language_of_package_suffix(locale) for locale in THUNDERBIRD_LOCALES})
