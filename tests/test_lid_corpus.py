@@ -84,11 +84,15 @@ def repository() -> dict[str, tuple[str, bytes]]:
         "wesnoth-1.16-httt": ("1:1.16.9-1", make_deb({
             "usr/share/games/wesnoth/1.16/locale/de/LC_MESSAGES/wesnoth-httt.mo": catalog_bytes(
                 {"Flee while you can!": "Flieh, solange du noch kannst!"})})),
+        "libreoffice-l10n-de": ("4:7.4.7-1", make_deb({
+            "usr/lib/libreoffice/program/resource/de/LC_MESSAGES/sw.mo": catalog_bytes(
+                {"Inserts a new row above the current row.": "Fügt eine neue Zeile über der aktuellen ein.",
+                 "A new message here": "Eine neue Nachricht verfassen"})})),
     }
 
 
 PACKAGE_SOURCES = ["libreoffice-help", "gnome-user-docs", "fortunes", "firefox-l10n", "manpages", "thunderbird-l10n",
-                   "wesnoth"]
+                   "wesnoth", "libreoffice-l10n"]
 
 
 def load(locale_root, tmp_path, apt=None, **options):
@@ -126,9 +130,11 @@ def test_corpus_from_many_sources(locale_root, tmp_path):
     assert got[("de", "Hallo, das ist der Browser hier.")][1] == "firefox-l10n"
     assert got[("de", "Diese Handbuchseite erklärt das Programm.")][1] == "manpages"
     assert got[("de", "Nachricht Nummer bd")][1] == "gettext"
-    assert got[("de", "Eine neue Nachricht verfassen")][1] == "thunderbird-l10n"
+    assert got[("de", "Eine neue Nachricht verfassen")][1] == "thunderbird-l10n"  # LibreOffice's copy: kept once
     assert got[("de", "Flieh, solange du noch kannst!")][1] == "wesnoth"
     assert got[("en", "Flee while you can!")][1] == "wesnoth"
+    assert got[("de", "Fügt eine neue Zeile über der aktuellen ein.")][1] == "libreoffice-l10n"
+    assert got[("en", "Inserts a new row above the current row.")][1] == "libreoffice-l10n"
     assert got[("de", "Auf Wiedersehen und danke")][1] == "firefox-l10n"      # Thunderbird's copy: kept once
     # Cross-source de-duplication: once, for the first source.
     assert got[("de", SHARED_DE)][1] == "libreoffice-help"
@@ -420,3 +426,11 @@ def test_every_other_serbian_string_is_written_in_latin():
     assert sorted(t for p in parts.values() for t in p["de"]["gettext"]) == sorted(german)   # only sr
     # the held-out source is tested as written
     assert sorted(held["fortunes"]["sr"]) == sorted(f"Држи се свог посла {k}." for k in range(5))
+
+
+def test_an_opt_in_source_is_read_only_when_asked(locale_root, tmp_path):
+    assert "libreoffice-l10n" in lid_corpus.SOURCES
+    assert "libreoffice-l10n" not in lid_corpus.check_options()["sources"]
+    assert lid_corpus.check_options(sources="gettext,libreoffice-l10n")["sources"] == ["gettext", "libreoffice-l10n"]
+    without = pairs(load(locale_root, tmp_path, sources=None))
+    assert not any(origin == "libreoffice-l10n" for _, origin in without.values())

@@ -49,7 +49,7 @@ def fixture_corpus(monkeypatch, tmp_path, locale_root):
 def test_corpus_settings_in_the_schema():
     task = get_task("language-id")
     schema = settings.task_schema(task)
-    assert schema["sources"].default == ",".join(lid_corpus.SOURCES)
+    assert schema["sources"].default == ",".join(lid_corpus.DEFAULTS["sources"])       # the opt-in ones left out
     assert schema["held_out_sources"].default == ""
     assert schema["max_per_source"].default == lid_corpus.DEFAULTS["max_per_source"] and schema["max_per_source"].optional
     assert schema["download"].default is True and schema["min_letters"].default == lid_corpus.DEFAULTS["min_letters"]

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from lstm_engine.data import debian_packages as dp
-from lstm_engine.data import firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, manpages, wesnoth, word_lists
-from lstm_engine.data.lid_text import language_of_package_suffix, split_sentences
+from lstm_engine.data import (firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, libreoffice_l10n, manpages,
+                              wesnoth, word_lists)
+from lstm_engine.data.lid_text import clean_text, language_of_package_suffix, split_sentences
 from lstm_engine.errors import DataError
 
 # --- building .deb files ------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_every_package_a_source_can_fetch_is_of_a_known_family():
     # Reserved evaluation data must never be fetched: the sources name their packages one by
     # one, all from these families, and the fetch layer takes no patterns.
     from lstm_engine.data.lid_corpus import PACKAGE_SOURCES
-    family = re.compile(r"^(libreoffice-help-[a-z-]+|gnome-user-docs|(firefox-esr|thunderbird)-l10n-[a-z-]+"
+    family = re.compile(r"^(libreoffice-(help|l10n)-[a-z-]+|gnome-user-docs|(firefox-esr|thunderbird)-l10n-[a-z-]+"
                         r"|fortunes(-[a-z]+)?"
                         r"|manpages(-[a-z-]+)?|wesnoth-1\.16-[a-z]+)$")
     names = [p for source in PACKAGE_SOURCES.values() for p in source.packages]
@@ -542,7 +543,7 @@ def test_wesnoth_documents_share_a_key_per_message_and_take_english_from_the_msg
     serbian = catalog_bytes({"female^Flee while you can!": "Бежи док можеш!"})
     files = [(_wesnoth_path("de"), german), (_wesnoth_path("sr"), serbian), (_wesnoth_path("sr@latin"), serbian),
              (_wesnoth_path("en_GB"), german), (_wesnoth_path("de", "tsg"), b"not a catalog")]
-    docs = list(wesnoth.documents(None, files))
+    docs = list(wesnoth.SOURCE.documents(None, files))
     read = {(label, key): paragraphs for label, key, paragraphs in docs if not key.startswith("usr/")}
     assert read[("de", "wesnoth-httt#female^Flee while you can!")]() == ["Flieh, solange du kannst!"]
     assert read[("sr", "wesnoth-httt#female^Flee while you can!")]() == ["Бежи док можеш!"]
@@ -569,3 +570,56 @@ def test_wesnoth_package_through_the_source(tmp_path):
     assert result.texts["de"].keys() == {"Wir müssen zum Fluss eilen."}
     assert result.texts["en"].keys() == {"We must make haste to the river.", "Where am I now, my friend?"}
     assert result.packages == {"wesnoth-1.16-httt": "1"} and len(result.unreadable) == 1
+
+
+# --- LibreOffice's interface translations -------------------------------------------------
+
+
+def _lo_path(locale: str, module: str = "sw") -> str:
+    return f"usr/lib/libreoffice/program/resource/{locale}/LC_MESSAGES/{module}.mo"
+
+
+@pytest.mark.parametrize("locale, label", [("hr", "hr"), ("pt_BR", "pt"), ("zh_TW", "zh"), ("pa_IN", "pa"),
+                                           ("sr", "sr"), ("sr@latin", None), ("en_GB", None), ("racv", None)])
+def test_libreoffice_l10n_catalog_labels(locale, label):
+    assert libreoffice_l10n.catalog_label(_lo_path(locale)) == label
+    assert libreoffice_l10n.SOURCE.select(_lo_path(locale))
+    assert not libreoffice_l10n.SOURCE.select("usr/lib/libreoffice/share/registry/res/registry_hr.xcd")
+    assert not libreoffice_l10n.SOURCE.select("usr/share/locale/hr/LC_MESSAGES/sw.mo")
+
+
+def test_libreoffice_l10n_packages():
+    names = libreoffice_l10n.SOURCE.packages
+    assert {"libreoffice-l10n-hr", "libreoffice-l10n-bs", "libreoffice-l10n-pt-br"} <= names.keys()
+    # English is the msgids; a language no other source has would be a class of one program's text
+    assert not {"libreoffice-l10n-en-gb", "libreoffice-l10n-in", "libreoffice-l10n-zu"} & names.keys()
+
+
+@pytest.mark.parametrize("message, text", [
+    ("St~ilovi ćelije", "Stilovi ćelije"),
+    ("%PRODUCTNAME %PRODUCTVERSION započeo je s oporavkom.", "LibreOffice započeo je s oporavkom."),
+    ("Naziv '%1' već postoji.", "Naziv već postoji."),
+    ("Datoteka $(URL1) ne može biti kopirana na $(URL2)", "Datoteka ne može biti kopirana na"),
+    ("Ne postoji $1$.", "Ne postoji ."),
+    ("Nepoznati stupac „#1” u tablici „#2”.", "Nepoznati stupac u tablici ."),
+])
+def test_libreoffice_l10n_message_text(message, text):
+    # then the shared cleaning, as in the corpus: the quotes around a placeholder go with it
+    assert clean_text(libreoffice_l10n.message_text(message)) == text
+
+
+def test_libreoffice_l10n_package_through_the_source(tmp_path):
+    from lstm_engine.data.lid_source import collect_packages
+    croatian = catalog_bytes({"Inserts a new row above the current row.": "Umeće novi redak iznad trenutnog retka.",
+                              "Insert ~Rows Above": "Umetni ~retke iznad",
+                              "Remember to save the document often.": "Remember to save the document often."})
+    path = tmp_path / "libreoffice-l10n-hr.deb"
+    path.write_bytes(make_deb({_lo_path("hr"): croatian, _lo_path("hr", "sc"): b"broken",
+                               _lo_path("sr@latin"): croatian}))
+    fetched = {"libreoffice-l10n-hr": dp.FetchedPackage("libreoffice-l10n-hr", "4:7.4.7-1", str(path),
+                                                         path.stat().st_size, "")}
+    result = collect_packages(libreoffice_l10n.SOURCE, fetched, 10)
+    assert result.texts.keys() == {"hr", "en"}                                       # sr@latin is not read
+    assert result.texts["hr"].keys() == {"Umeće novi redak iznad trenutnog retka.", "Umetni retke iznad"}
+    assert "Remember to save the document often." in result.texts["en"]            # the copy is English only
+    assert result.packages == {"libreoffice-l10n-hr": "4:7.4.7-1"} and len(result.unreadable) == 1

@@ -41,10 +41,11 @@ import io
 import json
 import logging
 import os
+import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,64 @@ def catalog_messages(catalog: dict) -> Iterator[tuple[str, str]]:
         msgid = key[0] if isinstance(key, tuple) else key  # plural forms: (msgid, n)
         if msgid:  # the header entry has none
             yield msgid.rpartition("\x04")[2], msgstr
+
+
+def _unreadable(path: str, error: DataError):
+    raise DataError(f"{path}: {error}")
+
+
+def package_catalog(path: str, locale: re.Pattern, left_out=frozenset()) -> tuple[str, str] | None:
+    """(label, catalog name) of a catalog inside a package, from its path, where ``locale``
+    finds (locale folder, catalog name); None for a file not read: not a catalog, English (the
+    msgids are the English), a locale with a modifier (``sr@latin``, ``ca@valencia``: the corpus
+    writes Serbian in its second script itself, the others are a variety or a transliteration),
+    or a label in ``left_out``."""
+    match = locale.search(path)
+    if match is None or "@" in match[1]:
+        return None
+    label = normalise_language(match[1])
+    return None if label is None or label == "en" or label in left_out else (label, match[2])
+
+
+def catalog_documents(files: list[tuple[str, bytes]], locale: re.Pattern, message_text: Callable[[str], str],
+                      left_out=frozenset()) -> Iterator[tuple[str, str, Callable[[], list[str]]]]:
+    """The documents (``lid_source.Document``) of the catalogs among a package's ``files``
+    ((path, bytes)), for the sources whose packages carry catalogs of many languages: those
+    that ``package_catalog(path, locale, left_out)`` reads. ``message_text`` cleans a message
+    of its program's markup. A message and all its translations are one document, keyed
+    ``<catalog name>#<msgid>``; English is the msgids themselves (label ``en``, each message
+    once), so a translation equal to its msgid is an untranslated copy, dropped. An unreadable
+    catalog is one document that says why when it is read: one lost file, not a lost package."""
+    english: dict[str, str] = {}      # document key -> msgid
+    for path, data in files:
+        catalog = package_catalog(path, locale, left_out)
+        if catalog is None:
+            continue
+        label, name = catalog
+        try:
+            messages = parse_catalog(data)
+        except DataError as e:
+            yield label, path, lambda e=e, path=path: _unreadable(path, e)
+            continue
+        for msgid, msgstr in catalog_messages(messages):
+            key = f"{name}#{msgid}"
+            english.setdefault(key, msgid)
+            if msgstr and msgstr != msgid:
+                yield label, key, lambda msgstr=msgstr: [message_text(msgstr)]
+    for key, msgid in english.items():
+        yield "en", key, lambda msgid=msgid: [message_text(msgid)]
+
+
+def catalog_source(*, name: str, description: str, packages, root: str, locale: re.Pattern,
+                   message_text: Callable[[str], str], left_out=frozenset()):
+    """A ``lid_source.PackageSource`` of ``packages`` that each carry catalogs of many
+    languages under ``root`` (the ones ``locale`` finds: see ``package_catalog``), read by
+    ``catalog_documents``; the label of each text comes from its catalog's path."""
+    from .lid_source import PackageSource
+    return PackageSource(
+        name=name, description=description, packages=dict.fromkeys(packages),
+        select=lambda path: path.startswith(root) and locale.search(path) is not None,
+        documents=lambda label, files: catalog_documents(files, locale, message_text, left_out))
 
 
 class _Collector:

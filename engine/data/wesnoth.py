@@ -24,12 +24,8 @@ are removed before the shared cleaning (``clean_text``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-from ..errors import DataError
-from .gettext_corpus import catalog_messages, parse_catalog
-from .lid_source import Document, PackageSource
-from .lid_text import normalise_language
+from .gettext_corpus import catalog_source, package_catalog
 
 #: The branch Debian 12 packages (``apt-cache search --names-only ^wesnoth-1.16-``).
 BRANCH = "1.16"
@@ -52,47 +48,14 @@ def message_text(text: str) -> str:
 
 def catalog_label(path: str) -> str | None:
     """The label of a catalog's text from its path; None for the catalogs not read (English,
-    locales with a modifier, ``_LEFT_OUT``, anything that is not a catalog)."""
-    match = _LOCALE.search(path)
-    if match is None or "@" in match[1]:
-        return None
-    label = normalise_language(match[1])
-    return None if label in _LEFT_OUT or label == "en" else label
+    locales with a modifier, ``_LEFT_OUT``, anything that is not a catalog: ``gettext_corpus.package_catalog``)."""
+    catalog = package_catalog(path, _LOCALE, _LEFT_OUT)
+    return None if catalog is None else catalog[0]
 
 
-def _unreadable(path: str, error: DataError):
-    raise DataError(f"{path}: {error}")
-
-
-def documents(label: str | None, files: list[tuple[str, bytes]]) -> Iterator[Document]:
-    english: dict[str, str] = {}      # document key -> msgid, each message once
-    for path, data in files:
-        file_label = catalog_label(path)
-        if file_label is None:
-            continue
-        name = _LOCALE.search(path)[2]
-        try:
-            catalog = parse_catalog(data)
-        except DataError as e:      # one lost file: the document says why when it is read
-            yield file_label, path, lambda e=e, path=path: _unreadable(path, e)
-            continue
-        for msgid, msgstr in catalog_messages(catalog):
-            key = f"{name}#{msgid}"
-            english.setdefault(key, msgid)
-            if msgstr and msgstr != msgid:
-                yield file_label, key, lambda msgstr=msgstr: [message_text(msgstr)]
-    for key, msgid in english.items():
-        yield "en", key, lambda msgid=msgid: [message_text(msgid)]
-
-
-def _select(path: str) -> bool:
-    return path.startswith("usr/share/games/wesnoth/") and _LOCALE.search(path) is not None
-
-
-SOURCE = PackageSource(
+SOURCE = catalog_source(
     name="wesnoth",
     description="Battle for Wesnoth campaigns (story and dialogue)",
-    packages={f"wesnoth-{BRANCH}-{campaign}": None for campaign in CAMPAIGNS},
-    select=_select,
-    documents=documents,
+    packages=[f"wesnoth-{BRANCH}-{campaign}" for campaign in CAMPAIGNS],
+    root="usr/share/games/wesnoth/", locale=_LOCALE, message_text=message_text, left_out=_LEFT_OUT,
 )
