@@ -24,7 +24,9 @@ def test_every_default_is_valid_and_every_group_is_known(task_name):
         assert s.group in settings.GROUPS and s.help, name
     config = settings.resolve(task)
     assert set(config) == set(schema)
-    assert config["weight_decay"] == 0.0                    # adam's own default, resolved
+    from lstm_engine.optim import OPTIMIZERS
+    own = OPTIMIZERS[config["optimizer"]].default_weight_decay     # the optimizer's own, resolved,
+    assert config["weight_decay"] == task.DEFAULTS.get("weight_decay", own)   # unless the task sets it
 
 
 def test_values_are_checked_and_errors_name_setting_source_and_rule():
@@ -81,8 +83,10 @@ def test_the_classifier_takes_its_defaults_from_the_model_settings():
 def test_adamw_runs_with_the_weight_decay_config_json_records(tmp_path, lid_tsv):
     """The bug the schema fixed: adamw trained with 0.01 while config.json said 0.0."""
     out = tmp_path / "run"
+    # language-id sets its own decay (0.03): "none" asks for the optimizer's
     runs.run("language-id", {"data": str(lid_tsv), "epochs": 1, "hidden_size": 6, "embedding_dim": 4,
-                             "optimizer": "adamw"}, out, backend="numpy", progress=False, test=False)
+                             "optimizer": "adamw", "weight_decay": "none"}, out, backend="numpy", progress=False,
+             test=False)
     recorded = json.loads((out / "config.json").read_text())["weight_decay"]
     ran = load_checkpoint(out / "last.safetensors").train["optimizer"]["weight_decay"]
     assert recorded == ran == 0.01
