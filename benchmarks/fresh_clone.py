@@ -8,8 +8,8 @@ the time of each phase, the run's peak resident size and its test accuracy, as J
 The command is the README's own (its first ```bash block's first line), run by ``bash -c`` in
 the clone with ``LSTM_ENGINE_CACHE`` pointing at an empty folder; its installation and its run
 are timed apart by running the two halves of that line (before and after the last ``&&``) one
-after the other. The peak resident size is the largest of the run's processes (``getrusage``
-of the children: the training process dominates).
+after the other. The peak resident size is the largest of the child processes (``getrusage``:
+installation and run alike; the training process is the largest).
 """
 
 from __future__ import annotations

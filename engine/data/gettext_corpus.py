@@ -52,6 +52,7 @@ from pathlib import Path
 from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
 from .json_cache import read_cache, write_cache
+from .lid_source import PackageSource
 from .lid_text import cap_order, clean_text, has_enough_letters, normalise_language, reads_as_english
 from .text_formats import check_fractions, split_of, stable_unit
 
@@ -187,11 +188,10 @@ def catalog_documents(files: list[tuple[str, bytes]], locale: re.Pattern, messag
 
 
 def catalog_source(*, name: str, description: str, packages, root: str, locale: re.Pattern,
-                   message_text: Callable[[str], str], left_out=frozenset()):
-    """A ``lid_source.PackageSource`` of ``packages`` that each carry catalogs of many
-    languages under ``root`` (the ones ``locale`` finds: see ``package_catalog``), read by
+                   message_text: Callable[[str], str], left_out=frozenset()) -> PackageSource:
+    """A ``PackageSource`` of ``packages`` that each carry catalogs of many languages under
+    ``root`` (the ones ``locale`` finds: see ``package_catalog``), read by
     ``catalog_documents``; the label of each text comes from its catalog's path."""
-    from .lid_source import PackageSource
     return PackageSource(
         name=name, description=description, packages=dict.fromkeys(packages),
         select=lambda path: path.startswith(root) and locale.search(path) is not None,
