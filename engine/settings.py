@@ -148,8 +148,8 @@ class ModelSettings:
     bidirectional: bool = setting(bool, False, "A reverse direction in every layer.",
                                   flag="--bidirectional", off_flag="--unidirectional")
     embedding_dim: int = setting(int, 64, "Width of the token embedding (text tasks).", low=1)
-    ngram_buckets: int = setting(int, 0, "Hashed bigram and trigram embeddings added to each token's "
-                                 "(text tasks): rows in their shared table; 0: none.", low=0)
+    ngram_buckets: int = setting(int, 0, "Hashed n-gram embeddings (bigrams up to ngram_order) added to "
+                                 "each token's (text tasks): rows in their shared table; 0: none.", low=0)
     ngram_order: int = setting(int, 3, "The longest hashed n-gram, in tokens (with ngram_buckets): "
                                "3 = bigrams and trigrams, 4 adds 4-grams.", low=2, high=5)
     dropout: float = setting(float, 0.0, "Dropout between LSTM layers and before the head.",
