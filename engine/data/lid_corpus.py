@@ -112,7 +112,7 @@ SOURCES: dict[str, str] = {
 #: held-out without Croatian and Serbian 96.95% against 96.71%, first 20 characters 88.0%
 #: against 87.0%, for 1.11x the strings, paid for by cropping 90% of them instead of 80%
 #: (lid_tuning.py, f-7500-src1500-lr1e-2-crop-0.9-...-wesnoth-thunderbird).
-#: max_per_source 1200 and max_per_language 10800 (every default source's 1200) since 4-grams:
+#: max_per_source 1200 and max_per_language the default sources' 1200 each (10800) since 4-grams:
 #: a cap on the language split a big language's share over its sources, so Spanish had 834
 #: interface strings per source against Asturian's 1500, and a short interface-like sentence
 #: went to the neighbour ("¿Dónde está la estación?": Asturian 0.50 in the default run, Spanish
@@ -126,9 +126,11 @@ SOURCES: dict[str, str] = {
 #: and their neighbour has not were taken for the neighbour more often (Indonesian for Malay:
 #: 270 against 136) (lid_tuning.py, ...-wesnoth-thunderbird-lo).
 OPT_IN_SOURCES = ("libreoffice-l10n",)
-DEFAULTS = {"sources": tuple(name for name in SOURCES if name not in OPT_IN_SOURCES), "held_out_sources": (),
-            "min_strings": 1000, "max_per_source": 1200, "max_per_language": 10800, "min_letters": 10,
-            "fractions": (0.8, 0.1, 0.1)}
+_DEFAULT_SOURCES = tuple(name for name in SOURCES if name not in OPT_IN_SOURCES)
+_PER_SOURCE = 1200
+DEFAULTS = {"sources": _DEFAULT_SOURCES, "held_out_sources": (), "min_strings": 1000,
+            "max_per_source": _PER_SOURCE, "max_per_language": _PER_SOURCE * len(_DEFAULT_SOURCES),
+            "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
 
 @dataclass
 class LidCorpus:
@@ -289,8 +291,7 @@ def _run(tasks: list[tuple], workers: int, progress) -> list[SourceResult]:
 
 #: Rough relative cost of building each source, to start the long ones first.
 _WEIGHT = {"firefox-l10n": 10, "libreoffice-help": 9, "gettext": 8, "thunderbird-l10n": 5, "libreoffice-l10n": 4,
-           "gnome-user-docs": 3,
-           "wesnoth": 3, "manpages": 2, "fortunes": 1, "wordfreq": 1}
+           "gnome-user-docs": 3, "wesnoth": 3, "manpages": 2, "fortunes": 1, "wordfreq": 1}
 
 
 def _worker_main() -> None:
