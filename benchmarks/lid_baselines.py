@@ -36,8 +36,11 @@ those strings too: each row is a side-by-side on one subset. Per row: the subset
 languages, both accuracies overall and by string length (<= 20, 21-50, > 50 characters), and
 the library's time per string (one call per string, as the libraries are normally used; the
 LSTM is timed batched over the whole view, and one string per call on 200 of them). The
-libraries choose among all of their own languages, the LSTM only among ours: that difference
-is part of what is measured.
+libraries choose among all of their own languages, the LSTM among all of ours: that difference
+is part of what is measured. A library that does not know a language cannot confuse it with
+its neighbour (langdetect knows Croatian but not Serbian or Bosnian), so each row also has the
+LSTM choosing only among the languages that library can name (``lstm_its_languages``: its most
+probable label of those), the comparison with both systems given the same choice.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is imported where it is used: loading this script imports no library
+    import numpy as np
 
 # benchmarks/ is not a package: make the sibling module importable however this file is loaded
 # (run as a script, or by path from the tests).
@@ -136,6 +143,26 @@ def training_facts(checkpoint: str) -> dict:
 
 def lstm_predict(predictor, texts: Sequence[str]) -> list[str]:
     return list(predictor.predict(list(texts)))
+
+
+@dataclass
+class LstmAnswers:
+    """The LSTM's answers on one view: its label for each string, and the probabilities behind
+    them (strings, labels), to answer again among fewer languages."""
+    predicted: list[str]
+    proba: np.ndarray
+    labels: list[str]
+
+    def among(self, languages: set[str], indices: Sequence[int]) -> list[str]:
+        """The most probable of ``languages`` for each string of ``indices``."""
+        import numpy as np
+        allowed = np.array([label in languages for label in self.labels])
+        rows = np.where(allowed, self.proba[list(indices)], -1.0)
+        return [self.labels[k] for k in rows.argmax(axis=1)]
+
+
+def lstm_answers(predictor, texts: Sequence[str], predicted: list[str]) -> LstmAnswers:
+    return LstmAnswers(predicted, predictor.predict_proba(list(texts)), list(predictor.labels))
 
 
 def read_tsv(path: str | Path) -> tuple[list[str], list[str]]:
@@ -370,9 +397,10 @@ def time_predictions(predict: Callable[[str], str | None], texts: Sequence[str])
 
 
 def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[str],
-                      lstm_predictions: Sequence[str] | None, load_s: float = 0.0,
+                      lstm: LstmAnswers | None, load_s: float = 0.0,
                       groups: Sequence[str] | None = None) -> dict:
-    """One row: the baseline and the LSTM on the strings whose language it supports."""
+    """One row: the baseline and the LSTM on the strings whose language it supports (the LSTM
+    among all its languages, and among those the library can name)."""
     gold_set = set(gold)
     supported = lid_codes.supported_languages(baseline.labels, gold_set)
     indices = supported_subset(gold, supported)
@@ -385,7 +413,9 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[s
         load_s += time.perf_counter() - start
     raw, seconds = time_predictions(baseline.predict, sub_texts)
     predicted = [lid_codes.to_gold(label, gold_set) for label in raw]
-    sub_lstm = None if lstm_predictions is None else [lstm_predictions[i] for i in indices]
+    sub_lstm = None if lstm is None else [lstm.predicted[i] for i in indices]
+    same_choice = None if lstm is None else lstm.among(lid_codes.supported_languages(baseline.labels, lstm.labels),
+                                                       indices)
     library_languages = sorted({lid_codes.normalise_code(label) for label in baseline.labels})
     # An answer outside the label list means that list (CLD3's is copied by hand) is stale.
     unexpected = {lid_codes.normalise_code(label) for label in raw if label is not None}
@@ -397,7 +427,8 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[s
         "library_languages": library_languages,
         "languages": sorted(supported),
         "unsupported_languages": sorted(gold_set - supported),
-        **score(sub_texts, sub_gold, {"baseline": predicted, "lstm": sub_lstm}, sub_groups),
+        **score(sub_texts, sub_gold, {"baseline": predicted, "lstm": sub_lstm, "lstm_its_languages": same_choice},
+                sub_groups),
         "no_answer": sum(p is None or p in lid_codes.NO_ANSWER for p in predicted),
         "ms_per_string": 1000 * seconds / len(sub_texts) if sub_texts else None,
         "load_s": load_s,
@@ -406,7 +437,7 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], gold: Sequence[s
     }
 
 
-def run_baseline(name: str, views: list[View], lstm_predictions: dict[str, Sequence[str] | None]) -> dict:
+def run_baseline(name: str, views: list[View], lstm: dict[str, LstmAnswers]) -> dict:
     """Load one baseline and evaluate it on every view: {view name: row}; a library that
     cannot be loaded gives its reason (the same for every view)."""
     start = time.perf_counter()
@@ -416,7 +447,7 @@ def run_baseline(name: str, views: list[View], lstm_predictions: dict[str, Seque
         failed = {"available": False, "reason": f"{type(error).__name__}: {error}"}
         return {view.name: failed for view in views}
     load_s = time.perf_counter() - start
-    return {view.name: evaluate_baseline(baseline, view.texts, view.gold, lstm_predictions.get(view.name),
+    return {view.name: evaluate_baseline(baseline, view.texts, view.gold, lstm.get(view.name),
                                          load_s=load_s, groups=view.groups)
             for view in views}
 
@@ -570,13 +601,41 @@ def cross_domain_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def same_choice_table(results: dict) -> str:
+    """Per baseline, on the held-out-domain strings of the languages it knows: accuracy (%) as
+    "baseline / LSTM among its languages" overall, by length and on the first 20 characters,
+    after the LSTM's accuracy among all of its own (the first table's), for reference. A
+    library that did not run, or results without the LSTM, have no row."""
+    views = results["views"]
+    held, first = views["held_out"], views.get("held_out_first20")
+    buckets = [name for name, _, _ in LENGTH_BUCKETS]
+    header = (["baseline", "held-out strings", "LSTM, all its languages %",
+               "held-out % (baseline / LSTM among the baseline's)"] + [f"{b} chars" for b in buckets]
+              + [f"first {FIRST_CHARS} chars"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def pair(row):
+        return f"{_percent(row.get('baseline'))} / {_percent(row.get('lstm_its_languages'))}"
+
+    for name, row in held["baselines"].items():
+        if not row.get("available") or row.get("lstm_its_languages") is None:
+            continue
+        cells = [_label(name, row), str(row["n"]), _percent(row["lstm"]), pair(row)]
+        cells += [f"{pair(row['by_length'][b])} ({row['by_length'][b]['n']})" for b in buckets]
+        cells.append(pair(first["baselines"][name]) if first else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tables(results: dict) -> str:
-    """Every table of the results: the cross-domain one when there are held-out strings, then
-    one per view."""
+    """Every table of the results: the cross-domain one and the same-choice one when there are
+    held-out strings, then one per view."""
     parts = []
     if "held_out" in results["views"]:
         parts.append("Held-out domains (" + ", ".join(results.get("held_out_sources", [])) + ") and in-domain:\n\n"
                      + cross_domain_table(results))
+        parts.append("Held-out domains, the LSTM choosing only among each baseline's languages:\n\n"
+                     + same_choice_table(results))
     for view in results["views"]:
         parts.append(f"{view}:\n\n" + markdown_table(results, view))
     return "\n\n".join(parts)
@@ -696,21 +755,22 @@ def main(argv=None) -> dict:
                            "training": training_facts(checkpoint)}
         if "examples" not in results["runs"].get("default", {}):
             results["lstm"]["examples"] = check_examples(predictor)
-    lstm_predictions = {}
+    lstm = {}
     for view in views:
         if not view.texts:
             raise SystemExit(f"no strings in the {view.name} view")
         entry = {"n": len(view.texts), "languages": sorted(set(view.gold)), "lstm": None, "baselines": {}}
         if predictor is not None:
-            lstm_predictions[view.name], timing = run_lstm(predictor, view.texts)
+            predicted, timing = run_lstm(predictor, view.texts)
+            lstm[view.name] = lstm_answers(predictor, view.texts, predicted)
             # score() keys each rate by the system's name; naming the LSTM "accuracy" gives
             # {"n", "accuracy", "by_length": {bucket: {"n", "accuracy"}}}.
-            entry["lstm"] = {**score(view.texts, view.gold, {"accuracy": lstm_predictions[view.name]}, view.groups),
-                             **timing, "top_errors": top_errors(view.gold, lstm_predictions[view.name])}
+            entry["lstm"] = {**score(view.texts, view.gold, {"accuracy": predicted}, view.groups),
+                             **timing, "top_errors": top_errors(view.gold, predicted)}
         results["views"][view.name] = entry
     for name in args.baselines:
         print(f"running {name} ...", file=sys.stderr)
-        for view_name, row in run_baseline(name, views, lstm_predictions).items():
+        for view_name, row in run_baseline(name, views, lstm).items():
             results["views"][view_name]["baselines"][name] = row
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

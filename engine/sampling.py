@@ -15,6 +15,11 @@ its seed and the epoch, so a run resumed mid-epoch sees the same batches as an u
   sequence's length, so that the model learns from short inputs (a few words, the first
   characters of a sentence) as well as whole texts. Crops are applied to token ids; the word
   boundary is the id of the space character.
+- ``RandomJoins``: extends a share of the epoch's sequences shorter than ``max_length`` with
+  other training sequences of the same class (a boundary id between them), up to
+  ``max_length``: a class whose sources hold only short strings is then seen in long text too,
+  so the model does not learn that long text belongs to the classes that have long examples.
+  Applied before the crops, which then also cut windows across a join.
 - ``RandomSubstitution``: in a share of the epoch's sequences, replaces every id by its entry
   in a table (ids it leaves alone map to themselves): language-id uses it to drop the accents
   of a share of its training texts, text as it is typed on a keyboard without them.
@@ -95,6 +100,41 @@ class RandomCrops:
         return seq[start:start + length]
 
 
+class RandomJoins:
+    #: Joins per sequence at most: a guard against classes of one- or two-id sequences.
+    MAX_JOINS = 16
+
+    def __init__(self, fraction: float, max_length: int, boundary_id: int | None, seed: int):
+        if not 0.0 <= fraction <= 1.0:
+            raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+        if max_length < 1:
+            raise ArgumentError(f"max_length must be >= 1, got {max_length!r}")
+        self.fraction, self.max_length = float(fraction), int(max_length)
+        self.boundary_id, self.seed = boundary_id, int(seed)
+
+    def __call__(self, train: Encoded, epoch: int) -> Encoded:
+        if self.fraction == 0.0:
+            return train
+        rng = np.random.default_rng([self.seed, epoch, 4])
+        targets = np.asarray(train.targets)
+        chosen = np.flatnonzero(rng.random(len(train)) < self.fraction)
+        classes, inverse = np.unique(targets, return_inverse=True)
+        members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+        between = [] if self.boundary_id is None else [np.array([self.boundary_id], dtype=np.int64)]
+        items = list(train.items)
+        for i in chosen:
+            pool, parts, length = members[inverse[i]], [items[i]], len(items[i])
+            for _ in range(self.MAX_JOINS):
+                if length >= self.max_length:
+                    break
+                other = train.items[pool[rng.integers(len(pool))]]   # partners as they came in
+                parts += [*between, other]
+                length += len(between) + len(other)
+            if len(parts) > 1:
+                items[i] = np.concatenate(parts)[:self.max_length]
+        return Encoded(items, train.targets)
+
+
 class RandomSubstitution:
     def __init__(self, fraction: float, table: np.ndarray, seed: int):
         if not 0.0 <= fraction <= 1.0:
@@ -125,4 +165,4 @@ def chain(*samplers):
     return sample
 
 
-__all__ = ["BalancedSampler", "RandomCrops", "RandomSubstitution", "chain"]
+__all__ = ["BalancedSampler", "RandomCrops", "RandomJoins", "RandomSubstitution", "chain"]

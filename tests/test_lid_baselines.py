@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from helpers import load_benchmark
@@ -30,11 +31,12 @@ def codes(bench):
 
 
 def test_the_readme_shows_the_committed_comparison(bench):
-    """The README's two comparison tables are what --table makes of the committed results."""
+    """The README's three comparison tables are what --table makes of the committed results."""
     root = SCRIPT.parents[1]
     results = json.loads((root / "benchmarks" / "results" / "lid_baselines.json").read_text())
     readme = (root / "README.md").read_text()
     assert bench.cross_domain_table(results) in readme
+    assert bench.same_choice_table(results) in readme
     assert bench.markdown_table(results, "in_domain") in readme
 
 
@@ -114,10 +116,20 @@ def fake_baseline(bench, answers: dict, labels):
     return bench.Baseline("fake", "1.0", list(labels), lambda text: answers[text])
 
 
+def lstm_answers(bench, labels, predicted, second):
+    """LstmAnswers whose first choice is ``predicted`` (0.6) and second ``second`` (0.3)."""
+    proba = np.full((len(predicted), len(labels)), 0.1 / (len(labels) - 2))
+    for row, (first, then) in enumerate(zip(predicted, second)):
+        proba[row, labels.index(first)], proba[row, labels.index(then)] = 0.6, 0.3
+    return bench.LstmAnswers(list(predicted), proba, list(labels))
+
+
 def test_evaluate_baseline_restricts_both_systems_to_the_supported_subset(bench):
     texts = ["kurz", "a" * 30, "b" * 60, "c" * 10, "shalom", "nynorsk tekst"]
     gold = ["de", "de", "fr", "fr", "he", "nn"]
-    lstm = ["de", "fr", "fr", "fr", "he", "nn"]
+    # the LSTM takes "kurz" for nn (a language the library cannot name) and a*30 for fr
+    lstm = lstm_answers(bench, ["de", "fr", "he", "nn"], ["nn", "fr", "fr", "fr", "he", "nn"],
+                        ["de", "de", "de", "de", "de", "de"])
     answers = {"kurz": "de", "a" * 30: "de", "b" * 60: "en", "c" * 10: "fr", "shalom": "iw"}
     # the library has no nn: that string is left out for both systems
     row = bench.evaluate_baseline(fake_baseline(bench, answers, ["de", "fr", "iw", "en", "no"]),
@@ -125,11 +137,13 @@ def test_evaluate_baseline_restricts_both_systems_to_the_supported_subset(bench)
     assert row["n"] == 5 and row["languages"] == ["de", "fr", "he"]
     assert row["unsupported_languages"] == ["nn"]
     assert row["baseline"] == pytest.approx(4 / 5)        # b*60 -> en is wrong; iw -> he is right
-    assert row["lstm"] == pytest.approx(4 / 5)            # a*30 -> fr is wrong
+    assert row["lstm"] == pytest.approx(3 / 5)            # kurz -> nn and a*30 -> fr are wrong
+    # among the library's languages, "kurz" gets the LSTM's second choice, de; a*30 stays fr
+    assert row["lstm_its_languages"] == pytest.approx(4 / 5)
     short, mid, long_ = (row["by_length"][b] for b in ("<=20", "21-50", ">50"))
-    assert short == {"n": 3, "baseline": 1.0, "lstm": 1.0}
-    assert mid == {"n": 1, "baseline": 1.0, "lstm": 0.0}
-    assert long_ == {"n": 1, "baseline": 0.0, "lstm": 1.0}
+    assert short == {"n": 3, "baseline": 1.0, "lstm": pytest.approx(2 / 3), "lstm_its_languages": 1.0}
+    assert mid == {"n": 1, "baseline": 1.0, "lstm": 0.0, "lstm_its_languages": 0.0}
+    assert long_ == {"n": 1, "baseline": 0.0, "lstm": 1.0, "lstm_its_languages": 1.0}
     assert row["top_errors"] == [["fr", "en", 1]]
     assert row["no_answer"] == 0 and row["unexpected_labels"] == []
     assert row["ms_per_string"] >= 0 and row["library_labels"] == 5
@@ -144,7 +158,8 @@ def test_evaluate_baseline_counts_no_answers_and_unexpected_labels(bench):
 
 
 def test_evaluate_baseline_with_no_supported_language(bench):
-    row = bench.evaluate_baseline(fake_baseline(bench, {}, ["en"]), ["Hallo"], ["de"], ["de"])
+    row = bench.evaluate_baseline(fake_baseline(bench, {}, ["en"]), ["Hallo"], ["de"],
+                                  lstm_answers(bench, ["de", "en", "fr"], ["de"], ["en"]))
     assert row["n"] == 0 and row["baseline"] is None and row["lstm"] is None
     assert row["ms_per_string"] is None
 
@@ -160,8 +175,8 @@ def test_run_baseline_reports_a_library_that_does_not_load(bench, monkeypatch):
 # ---------------------------------------------------------------- end to end with fakes
 
 class FakePredictor:
-    """The lstm_engine predictor interface the script uses: labels, predict, manifest,
-    data_options and task.load / task.data_changes."""
+    """The lstm_engine predictor interface the script uses: labels, predict, predict_proba,
+    manifest, data_options and task.load / task.data_changes."""
 
     def __init__(self, test, answers, held_out=None):
         self.labels = sorted(set(test[1]))
@@ -184,6 +199,12 @@ class FakePredictor:
 
     def predict(self, texts):
         return [self.answers.get(text, "de") for text in texts]
+
+    def predict_proba(self, texts):
+        # its answer 0.6, the rest shared by the other labels
+        rest = 0.4 / (len(self.labels) - 1)
+        return np.array([[0.6 if label == answer else rest for label in self.labels]
+                         for answer in self.predict(texts)])
 
 
 @pytest.fixture
@@ -226,6 +247,8 @@ def test_main_from_checkpoint(bench, fakes, tmp_path, capsys):
     # the German-only library: its subset is the two German strings, for both systems
     assert german["languages"] == ["de"] and german["unsupported_languages"] == ["fr"]
     assert (german["n"], german["baseline"], german["lstm"]) == (2, 1.0, 0.5)
+    # choosing only among the library's languages (German), the LSTM gets "Haus" right too
+    assert (german["lstm_its_languages"], perfect["lstm_its_languages"]) == (1.0, 0.75)
     assert missing == {"available": False, "reason": "ImportError: not installed"}
     # the held-out views: every string of the held-out sources, by source, and cut to 20 characters
     assert data["held_out_sources"] == ["fortunes", "gnome-user-docs"]
@@ -233,12 +256,15 @@ def test_main_from_checkpoint(bench, fakes, tmp_path, capsys):
     assert held["n"] == first["n"] == 3
     assert held["lstm"]["accuracy"] == pytest.approx(2 / 3)
     assert held["lstm"]["by_group"]["gnome-user-docs"] == {"n": 2, "accuracy": 0.5}
-    assert held["baselines"]["german"]["by_group"] == {"fortunes": {"n": 1, "baseline": 1.0, "lstm": 1.0},
-                                                       "gnome-user-docs": {"n": 1, "baseline": 1.0, "lstm": 1.0}}
+    every_right = {"n": 1, "baseline": 1.0, "lstm": 1.0, "lstm_its_languages": 1.0}
+    assert held["baselines"]["german"]["by_group"] == {"fortunes": every_right, "gnome-user-docs": every_right}
     assert held["lstm"]["by_length"][">50"]["n"] == 0 and first["lstm"]["by_length"]["21-50"]["n"] == 0
     printed = capsys.readouterr().out
     assert printed.strip() == bench.tables(data)
     assert bench.cross_domain_table(data).splitlines()[2].startswith("| perfect 1 | 3 | 2 |")
+    same = bench.same_choice_table(data).splitlines()
+    assert same[2].startswith("| perfect 1 | 3 | 66.7 | 33.3 / 66.7 |") and same[3].startswith("| german 2 | 2 | 100.0 |")
+    assert len(same) == 4                                        # no row for the library that is missing
 
 
 def test_first_chars(bench):

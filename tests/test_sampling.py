@@ -1,5 +1,5 @@
-"""Epoch samplers (engine/sampling.py): class balance by temperature, random crops and id
-substitution (language-id's accent-free texts)."""
+"""Epoch samplers (engine/sampling.py): class balance by temperature, random crops, joins of
+short texts and id substitution (language-id's accent-free texts)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from lstm_engine import runs
 from lstm_engine.batching import Encoded
 from lstm_engine.checkpoint import load_checkpoint
-from lstm_engine.sampling import BalancedSampler, RandomCrops, RandomSubstitution, chain
+from lstm_engine.sampling import BalancedSampler, RandomCrops, RandomJoins, RandomSubstitution, chain
 from lstm_engine.tasks.language_id import FIRST_ID, LanguageId, unaccented, unaccented_ids
 
 
@@ -107,6 +107,64 @@ def test_unaccented_ids_map_to_the_plain_letter_the_encoder_has():
     assert table[ids["õ"]] == ids["õ"] and table[ids["x"]] == ids["x"]
 
 
+def pieces(seq, boundary):
+    """The parts of a joined sequence, split at the boundary id."""
+    out, part = [], []
+    for x in seq.tolist():
+        if x == boundary:
+            out.append(tuple(part))
+            part = []
+        else:
+            part.append(x)
+    return out + [tuple(part)]
+
+
+def test_random_joins_append_texts_of_the_same_class_up_to_the_limit():
+    boundary, limit = 0, 12
+    # class c's texts hold only ids 10c+1..10c+9, so a part from another class would show
+    items = [np.array([10 * c + 1 + k % 9] * (1 + k % 4), dtype=np.int64) for c in range(3) for k in range(30)]
+    targets = [c for c in range(3) for _ in range(30)]
+    data = Encoded(items, targets)
+    out = RandomJoins(1.0, limit, boundary, seed=0)(data, 0)
+    assert len(out) == len(data) and out.targets == data.targets
+    originals = {tuple(x) for x in items}
+    for before, after, c in zip(items, out.items, targets):
+        assert len(after) == limit               # every text here is short: all reach the limit
+        parts = pieces(after, boundary)
+        assert parts[0] == tuple(before)         # the text itself comes first
+        assert all(p in originals for p in parts[1:-1])          # whole texts in between
+        assert all(10 * c < x < 10 * (c + 1) for p in parts for x in p)   # all of its class
+    # a text at the limit already is left alone; fraction 0 changes nothing
+    long = Encoded([np.arange(1, limit + 3, dtype=np.int64)], [0])
+    assert (RandomJoins(1.0, limit, boundary, 0)(long, 0).items[0] == long.items[0]).all()
+    assert RandomJoins(0.0, limit, boundary, 0)(data, 0) is data
+
+
+def test_random_joins_are_reproducible_per_epoch_and_change_about_their_share():
+    items = [np.array([1 + k % 5, 2], dtype=np.int64) for k in range(400)]
+    data = Encoded(items, [k % 2 for k in range(400)])
+    a, b = (RandomJoins(0.5, 9, 0, seed=3)(data, 1) for _ in range(2))
+    assert [tuple(x) for x in a.items] == [tuple(x) for x in b.items]
+    c = RandomJoins(0.5, 9, 0, seed=3)(data, 2)
+    assert [tuple(x) for x in a.items] != [tuple(x) for x in c.items]
+    joined = sum(len(x) > 2 for x in a.items)
+    assert 160 < joined < 240
+    # without a boundary id the texts are put straight together
+    assert all(0 not in x for x in RandomJoins(1.0, 9, None, seed=3)(data, 1).items)
+
+
+def test_language_id_joins_short_texts_up_to_the_training_length_when_asked():
+    task = LanguageId()
+    encoder = {"chars": "ab ", "max_length": 50}
+    data = Encoded([np.array([2, 3], dtype=np.int64)] * 50, [0] * 50)
+    config = {"crop_fraction": 0.0, "crop_min": 4, "seed": 0, "balance_temperature": 1.0,
+              "max_length": 50, "train_length": 8}
+    assert task.epoch_sampler({**config, "join_fraction": 0.0}, encoder) is None
+    out = task.epoch_sampler({**config, "join_fraction": 1.0}, encoder)(data, 0)
+    space = FIRST_ID + 2
+    assert all(x.tolist() == [2, 3, space, 2, 3, space, 2, 3] for x in out.items)
+
+
 def test_language_id_samples_accent_free_texts_when_asked():
     task = LanguageId()
     encoder = {"chars": "ae é", "max_length": 10}
@@ -120,7 +178,8 @@ def test_language_id_samples_accent_free_texts_when_asked():
 
 def test_runs_with_crops_and_balance_are_reproducible(tmp_path, lid_tsv):
     config = {"data": str(lid_tsv), "epochs": 2, "hidden_size": 6, "embedding_dim": 4,
-              "crop_fraction": 0.5, "balance_temperature": 0.3, "batch_size": 16, "unaccent_fraction": 0.5}
+              "crop_fraction": 0.5, "balance_temperature": 0.3, "batch_size": 16, "unaccent_fraction": 0.5,
+              "join_fraction": 0.5}
     runs.run("language-id", config, tmp_path / "a", backend="numpy", progress=False, test=False)
     runs.run("language-id", config, tmp_path / "b", backend="numpy", progress=False, test=False)
     a = load_checkpoint(tmp_path / "a" / "last.safetensors").tensors
@@ -137,6 +196,10 @@ def test_bad_sampler_arguments(value):
         RandomCrops(value, 3, None, 0)
     with pytest.raises(ValueError, match="fraction"):
         RandomSubstitution(value, np.arange(3), 0)
+    with pytest.raises(ValueError, match="fraction"):
+        RandomJoins(value, 8, None, 0)
+    with pytest.raises(ValueError, match="max_length"):
+        RandomJoins(0.5, 0, None, 0)
 
 
 @pytest.mark.parametrize("table", [np.array([0, 3]), np.array([[0]]), np.array([0.0, 1.0]), np.array([-1, 0])])
