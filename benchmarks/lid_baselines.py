@@ -161,8 +161,11 @@ class LstmAnswers:
         return [self.labels[k] for k in rows.argmax(axis=1)]
 
 
-def lstm_answers(predictor, texts: Sequence[str], predicted: list[str]) -> LstmAnswers:
-    return LstmAnswers(predicted, predictor.predict_proba(list(texts)), list(predictor.labels))
+def lstm_answers(predictor, texts: Sequence[str]) -> LstmAnswers:
+    """One batched pass: the probabilities, and the most probable label of each (what
+    ``predict`` answers)."""
+    proba, labels = predictor.predict_proba(list(texts)), list(predictor.labels)
+    return LstmAnswers([labels[k] for k in proba.argmax(axis=1)], proba, labels)
 
 
 def read_tsv(path: str | Path) -> tuple[list[str], list[str]]:
@@ -456,18 +459,18 @@ def run_baseline(name: str, views: list[View], lstm: dict[str, LstmAnswers]) -> 
 SINGLE_CALLS = 200
 
 
-def run_lstm(predictor, texts: Sequence[str]) -> tuple[list[str], dict]:
-    """Predictions for every string (one batched call), and milliseconds per string: batched,
+def run_lstm(predictor, texts: Sequence[str]) -> tuple[LstmAnswers, dict]:
+    """Answers for every string (one batched call), and milliseconds per string: batched,
     and one string per call over the first SINGLE_CALLS strings. A small warm-up comes first
     (the first calls may compile kernels: batches and single strings take different ones)."""
     lstm_predict(predictor, texts[:8])
     lstm_predict(predictor, texts[:1])
     start = time.perf_counter()
-    predictions = lstm_predict(predictor, texts)
+    answers = lstm_answers(predictor, texts)
     batched = time.perf_counter() - start
     few = texts[:SINGLE_CALLS]
     _, single = time_predictions(lambda text: lstm_predict(predictor, [text])[0], few)
-    return predictions, {"ms_per_string": 1000 * batched / len(texts),
+    return answers, {"ms_per_string": 1000 * batched / len(texts),
                          "ms_per_string_single": 1000 * single / len(few)}
 
 
@@ -761,8 +764,8 @@ def main(argv=None) -> dict:
             raise SystemExit(f"no strings in the {view.name} view")
         entry = {"n": len(view.texts), "languages": sorted(set(view.gold)), "lstm": None, "baselines": {}}
         if predictor is not None:
-            predicted, timing = run_lstm(predictor, view.texts)
-            lstm[view.name] = lstm_answers(predictor, view.texts, predicted)
+            lstm[view.name], timing = run_lstm(predictor, view.texts)
+            predicted = lstm[view.name].predicted
             # score() keys each rate by the system's name; naming the LSTM "accuracy" gives
             # {"n", "accuracy", "by_length": {bucket: {"n", "accuracy"}}}.
             entry["lstm"] = {**score(view.texts, view.gold, {"accuracy": predicted}, view.groups),

@@ -62,6 +62,11 @@ class BalancedSampler:
         return Encoded([train.items[i] for i in idx], [train.targets[i] for i in idx])
 
 
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 <= fraction <= 1.0:
+        raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+
+
 def _change_a_share(train: Encoded, fraction: float, rng: np.random.Generator, change) -> Encoded:
     """``train`` with ``change(sequence)`` in place of a random ``fraction`` of its sequences."""
     chosen = rng.random(len(train)) < fraction
@@ -73,8 +78,7 @@ def _change_a_share(train: Encoded, fraction: float, rng: np.random.Generator, c
 
 class RandomCrops:
     def __init__(self, fraction: float, min_length: int, boundary_id: int | None, seed: int):
-        if not 0.0 <= fraction <= 1.0:
-            raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+        _check_fraction(fraction)
         if min_length < 1:
             raise ArgumentError(f"min_length must be >= 1, got {min_length!r}")
         self.fraction, self.min_length = float(fraction), int(min_length)
@@ -105,8 +109,7 @@ class RandomJoins:
     MAX_JOINS = 16
 
     def __init__(self, fraction: float, max_length: int, boundary_id: int | None, seed: int):
-        if not 0.0 <= fraction <= 1.0:
-            raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+        _check_fraction(fraction)
         if max_length < 1:
             raise ArgumentError(f"max_length must be >= 1, got {max_length!r}")
         self.fraction, self.max_length = float(fraction), int(max_length)
@@ -137,8 +140,7 @@ class RandomJoins:
 
 class RandomSubstitution:
     def __init__(self, fraction: float, table: np.ndarray, seed: int):
-        if not 0.0 <= fraction <= 1.0:
-            raise ArgumentError(f"fraction must be in [0, 1], got {fraction!r}")
+        _check_fraction(fraction)
         table = np.asarray(table)
         if table.ndim != 1 or table.dtype.kind not in "iu" or (len(table) and not
                                                                (0 <= table.min() and table.max() < len(table))):
