@@ -16,9 +16,13 @@ from .errors import ArgumentError
 @dataclass
 class Encoded:
     """A split ready for the model: ``items[i]`` is one sequence, ``targets[i]`` its class id
-    (or an int array of per-step ids)."""
+    (or an int array of per-step ids). ``window`` ({"above": A, "size": S, "stride": R}, from
+    the task's encoder, or None): a pooled classifier also reads each sequence longer than A
+    steps as windows of S steps every R steps, and adds their log-probabilities to the whole
+    sequence's (``evaluation.predict_proba``)."""
     items: list
     targets: list
+    window: dict | None = None
 
     def __post_init__(self):
         if len(self.items) != len(self.targets):
@@ -32,6 +36,19 @@ class Encoded:
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(item) for item in self.items), dtype=np.int64, count=len(self.items))
+
+
+def window_starts(length: int, window: dict) -> list[int]:
+    """Where the windows of a sequence of ``length`` steps start (see ``Encoded``): every
+    ``stride`` steps while a whole window fits, and one more that ends with the sequence; none
+    for a sequence of at most ``above`` steps."""
+    if length <= window["above"]:
+        return []
+    size, stride = window["size"], window["stride"]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
 
 
 def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,

@@ -11,6 +11,10 @@ same loop.
 Shapes: N sequences, C classes, T_i the valid steps of sequence i. ``predict_proba`` gives
 (N, C) for a pooled head and, for a per-step head (``per_step=True``), a list of N arrays
 (T_i, C): the probabilities at each valid step (for a CTC head, class 0 is the blank).
+A pooled head reads the sequences longer than ``Encoded.window``'s ``above`` also as windows,
+and gives the normalised product of the whole sequence's and its windows' probabilities: a
+language-id model that trained on short text reads long text best in pieces as long as what
+it trained on (the task's ``window`` setting says what it measured).
 
 With a communicator of several ranks (engine/distributed.py) the work is sharded: the batches
 (sorted by length) are dealt round-robin to the ranks, so each gets a like share of long and
@@ -26,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .batching import Encoded, bucket_batches, collate
+from .batching import Encoded, bucket_batches, collate, window_starts
 from .metrics import scores
 
 
@@ -70,13 +74,35 @@ def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None, co
 
     def pooled(inputs, lengths, _):
         return model.predict_proba(inputs, lengths, prepared=prepared)
-    parts = batch_outputs(model, data, pooled, batch_size, comm)
-    out = None
-    for idx, probs in parts:
-        if out is None:
-            out = np.empty((len(data), probs.shape[-1]), dtype=np.float64)
-        out[idx] = probs
-    return out
+    owner, windows = [], []                    # the windows of long sequences, and whose they are
+    if data.window:
+        for i, item in enumerate(data.items):
+            for start in window_starts(len(item), data.window):
+                owner.append(i)
+                windows.append(item[start:start + data.window["size"]])
+    if not windows:
+        out = None
+        for idx, probs in batch_outputs(model, data, pooled, batch_size, comm):
+            if out is None:
+                out = np.empty((len(data), probs.shape[-1]), dtype=np.float64)
+            out[idx] = probs
+        return out
+    # the windows are more evidence: their log-probabilities add to the whole sequence's,
+    # batch by batch (the windows can outnumber the sequences: no array of them all is kept)
+    n, owner = len(data), np.asarray(owner)
+    tiny = np.finfo(np.float32).tiny           # a float32 softmax can round to 0
+    log_p = None
+    for idx, probs in batch_outputs(model, Encoded(list(data.items) + windows, [0] * (n + len(windows))),
+                                    pooled, batch_size, comm):
+        if log_p is None:
+            log_p = np.zeros((n, probs.shape[-1]), dtype=np.float64)
+        logs = np.log(np.maximum(probs.astype(np.float64), tiny))
+        whole = idx < n
+        log_p[idx[whole]] += logs[whole]
+        np.add.at(log_p, owner[idx[~whole] - n], logs[~whole])
+    log_p -= log_p.max(axis=1, keepdims=True)
+    probs = np.exp(log_p)
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def evaluate(model, data: Encoded, batch_size: int = 256, comm=None) -> dict:

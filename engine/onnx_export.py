@@ -79,7 +79,11 @@ enough for a program in another language to use the file without this package:
          (4) a code point at index k of ``chars`` (counted in code points) has id
          first_char_id + k, any other code point unknown_id. A text that is empty after (2)
          cannot be classified. Batch: tokens (B, T) right-padded with pad_id, lengths the
-         number of code points.
+         number of code points. With "window": {"above": A, "size": S, "stride": R} (absent:
+         skip this), (5) a text of more than A ids is also classified as the windows
+         ids[s:s+S], s = 0, R, 2R, ... while s + S <= its length, plus one that ends with the
+         text when the last of those does not; its probabilities are the softmax of the sum of
+         the log-probabilities of the whole text and of its windows.
       features ("type": "features"): {"input_size": F, "features": null (the model was
          trained on precomputed feature frames: give the same kind) or the settings of
          lstm_engine.data.audio_features.FeatureConfig used to compute the frames from audio

@@ -75,7 +75,7 @@ class Predictor:
             raise ArgumentTypeError(f"inputs must be a list of inputs (texts or feature arrays), "
                                     f"got {type(inputs).__name__}")
         items = self.task.encode_inputs(list(inputs), self.encoder)
-        return Encoded(items, [0] * len(items))
+        return Encoded(items, [0] * len(items), self.task.window(self.encoder))
 
     def predict_proba(self, inputs: list):
         """(N, C) probabilities, columns in ``labels`` order; for a per-step head (speech

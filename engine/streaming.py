@@ -20,13 +20,15 @@ valid steps in the chunk (right padding, >= 1 each).
 - ``PredictorStream`` (for a predictor: ``model``, ``encoder``, ``labels``, ``task``): raw
   input per stream, text pieces (language-id) or feature frames (F columns), any length, empty
   included; the running prediction again equals ``predictor.predict_proba`` on the input seen
-  so far. Text is normalised as the encoder does (NFC, whitespace collapsed, lower-cased when
-  the encoder says so, cut at max_length); NFC may still change the last character when a
-  combining mark arrives, so each text's steps from its last starter character (Unicode
-  combining class 0) on are held back: they enter the running prediction through a look-ahead
-  from the committed state (``peek``) and are committed once a later starter arrives. Feature
-  frames must be computed as in training; a model trained with per-utterance normalisation
-  sees different frames when a live stream cannot know the whole utterance.
+  so far, up to the encoder's ``window`` ``above`` steps (past them the stream goes on reading
+  the whole text: windows would mean a stream per window). Text is normalised as the encoder
+  does (NFC, whitespace collapsed, lower-cased when the encoder says so, cut at max_length);
+  NFC may still change the last character when a combining mark arrives, so each text's
+  steps from its last starter character (Unicode combining class 0) on are held back: they
+  enter the running prediction through a look-ahead from the committed state (``peek``) and
+  are committed once a later starter arrives. Feature frames must be computed as in training;
+  a model trained with per-utterance normalisation sees different frames when a live stream
+  cannot know the whole utterance.
 
 A stream runs the LSTM on weights prepared once (``LSTM.prepare``: the cpu backend's packed
 panels), not packed again for every chunk; it prepares them again when the parameters are

@@ -248,3 +248,36 @@ def test_ngram_embeddings_add_the_rows_of_the_ngrams_ending_at_each_step():
     np.testing.assert_array_equal(hashed.predict_proba(x, LENGTHS), plain.predict_proba(x, LENGTHS))
     hashed.extra["ngram.weight"][:] = 1.0
     assert not np.allclose(hashed.predict_proba(x, LENGTHS), plain.predict_proba(x, LENGTHS))
+
+
+def test_window_starts_cover_a_long_sequence_in_whole_windows():
+    from lstm_engine.batching import window_starts
+    window = {"above": 10, "size": 4, "stride": 2}
+    assert window_starts(10, window) == []                   # not longer than above: whole only
+    assert window_starts(11, window) == [0, 2, 4, 6, 7]      # and one that ends with the sequence
+    assert window_starts(12, window) == [0, 2, 4, 6, 8]
+
+
+def test_long_sequences_are_also_read_in_windows():
+    """predict_proba with a window: the normalised product of the whole sequence's probabilities
+    and its windows', each window as the classifier reads it on its own; short ones unchanged."""
+    from lstm_engine.batching import Encoded
+    from lstm_engine.evaluation import predict_proba
+    model = SequenceClassifier(3, vocab_size=7, embedding_dim=3, hidden_size=4, bidirectional=True,
+                               pooling="max", ngram_buckets=11, backend="numpy", dtype=np.float64, seed=3)
+    rng = np.random.default_rng(0)
+    items = [rng.integers(1, 7, n) for n in (1, 5, 10, 11, 23)]
+    window = {"above": 10, "size": 4, "stride": 3}
+    got = predict_proba(model, Encoded(items, [0] * 5, window), batch_size=2)
+
+    def alone(seq):
+        return model.predict_proba(np.asarray(seq)[:, None], np.array([len(seq)]))[0]
+    for item, row in zip(items, got):
+        log_p = np.log(alone(item))
+        if len(item) > 10:
+            starts = list(range(0, len(item) - 3, 3))
+            starts += [len(item) - 4] if starts[-1] + 4 < len(item) else []
+            log_p = log_p + sum(np.log(alone(item[s:s + 4])) for s in starts)
+        want = np.exp(log_p - log_p.max())
+        np.testing.assert_allclose(row, want / want.sum(), rtol=1e-9, err_msg=f"length {len(item)}")
+    assert np.allclose(got[:3], predict_proba(model, Encoded(items, [0] * 5))[:3])

@@ -422,6 +422,42 @@ def test_man_page_documents():
         docs[3][2]()
 
 
+def test_man_pages_drop_english_whose_original_is_in_another_package(tmp_path):
+    """manpages-l10n translates pages of coreutils, grub and others, whose English is not in the
+    ``manpages`` package: a paragraph left in English is known by its words, not as a copy."""
+    from lstm_engine.data.lid_source import collect_packages
+    english = (".SH NAME\nintro \\- introduction to user commands\n.PP\n"
+               "Print the lines of the file that are not repeated in the output.\n")
+    german = (".SH BEZEICHNUNG\nuniq \\- Zeilen melden oder weglassen\n.PP\n"
+              "Print the lines of the file that are not repeated, with their count.\n.PP\n"
+              "Gibt die Zeilen der Datei aus, die sich nicht wiederholen.\n.PP\n"
+              "Print the file and the user.\n.PP\nDie Datei ist leer oder fehlt.\n")
+    debs = {"manpages": {"usr/share/man/man1/intro.1.gz": gzip.compress(english.encode())},
+            "manpages-de": {"usr/share/man/de/man1/uniq.1.gz": gzip.compress(german.encode())}}
+    fetched = {}
+    for name, files in debs.items():
+        (tmp_path / f"{name}.deb").write_bytes(make_deb(files))
+        fetched[name] = dp.FetchedPackage(name, "1", str(tmp_path / f"{name}.deb"), 1, "")
+    texts = collect_packages(manpages.SOURCE, fetched, 10).texts
+    # gone: the two written in the English page's words (11 of 13, and 5 of 6), neither a copy
+    # of an English paragraph; "Die Datei" shares one word of five with English
+    assert texts["de"].keys() == {"uniq - Zeilen melden oder weglassen", "Die Datei ist leer oder fehlt.",
+                                  "Gibt die Zeilen der Datei aus, die sich nicht wiederholen."}
+
+
+@pytest.mark.parametrize("text, english", [
+    ("Print the lines of the output", True),
+    ("Print the lines", True),                          # three words, all English
+    ("the lines", False),                               # too few words to tell
+    ("Print the lines of the Ausgabe", True),           # 5 of 6
+    ("Print die Zeilen der Ausgabe", False),            # 1 of 5
+    ("Print the lines of café", False),                 # a word not in ASCII letters
+])
+def test_reads_as_words_of(text, english):
+    from lstm_engine.data.lid_text import reads_as_words_of, words_of
+    assert reads_as_words_of(text, words_of(["print the lines of the output", "print lines"])) == english
+
+
 # --- word lists ---------------------------------------------------------------------------
 
 

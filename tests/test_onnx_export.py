@@ -129,6 +129,27 @@ def encode_from_metadata(text: str, encoder: dict) -> list[int]:
     return [encoder["first_char_id"] + index[ch] if ch in index else encoder["unknown_id"] for ch in text]
 
 
+def classify_from_metadata(session, ids: list[list[int]], encoder: dict) -> np.ndarray:
+    """Step (5) of the module docstring's text recipe, from the metadata alone: the whole texts
+    and the windows of the long ones, their log-probabilities added up."""
+    window = encoder.get("window")
+    rows, owner = list(ids), list(range(len(ids)))
+    for i, row in enumerate(ids):
+        if window and len(row) > window["above"]:
+            size, stride = window["size"], window["stride"]
+            starts = list(range(0, len(row) - size + 1, stride))
+            if starts[-1] + size < len(row):
+                starts.append(len(row) - size)
+            rows += [row[s:s + size] for s in starts]
+            owner += [i] * len(starts)
+    tokens, lengths = _pad(rows, encoder["pad_id"])
+    log_p = np.log(session.run(["probabilities"], {"tokens": tokens, "lengths": lengths})[0].astype(np.float64))
+    total = np.zeros((len(ids), log_p.shape[1]))
+    np.add.at(total, owner, log_p)
+    probs = np.exp(total - total.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def _pad(rows: list, pad) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(r) for r in rows])
     first = np.asarray(rows[0])
@@ -154,8 +175,8 @@ def test_trained_language_id_model_through_the_cli(tmp_path, lid_run):
     texts = ["abba cd", "w", "  zyx\twxyz   wz ", "klmn kl? mn", "dcba " * 40, "Q\u0065\u0301 ab", "ABBA \u0130 CD"]
     ids = [encode_from_metadata(t, encoder) for t in texts]
     assert ids == [list(a) for a in pred.task.encode_inputs(texts, pred.encoder)]
-    tokens, lengths = _pad(ids, encoder["pad_id"])
-    got = onnx_session(out).run(["probabilities"], {"tokens": tokens, "lengths": lengths})[0]
+    assert encoder["window"]["above"] < len(ids[4])          # read in windows as well
+    got = classify_from_metadata(onnx_session(out), ids, encoder)
     assert_parity(got, pred.predict_proba(texts), "language-id probabilities")
     assert got.argmax(1)[0] == pred.labels.index("aa")      # the run has learned something
 

@@ -173,6 +173,33 @@ def test_unknown_characters_map_to_the_unknown_id(lid_run):
         pred.predict(["   "])
 
 
+def test_language_id_reads_text_longer_than_its_training_in_windows(lid_run):
+    from lstm_engine.data import Examples
+    pred = load_predictor(lid_run, backend="numpy")
+    assert pred.encoder["window"] == {"above": 64, "size": 32, "stride": 16}     # the defaults
+    long_text = "abba cd " * 12
+    encoded, _ = pred.task.encode(Examples([long_text], ["aa"]), pred.encoder, pred.labels)
+    assert encoded.window == pred.encoder["window"]           # evaluation reads windows too
+    with_windows = pred.predict_proba([long_text, "abba cd"])
+    whole = {**pred.encoder}
+    del whole["window"]
+    pred_whole = load_predictor(lid_run, backend="numpy")
+    pred_whole.encoder = whole
+    without = pred_whole.predict_proba([long_text, "abba cd"])
+    assert not np.allclose(with_windows[0], without[0]) and np.allclose(with_windows[1], without[1])
+
+    config = {"max_vocab": 50, "min_char_count": 1, "lowercase": True, "train_length": 64, "max_length": 256}
+    train = Examples(["abc def", "xyz"], ["a", "b"])
+    for window, want in ((32, {"above": 64, "size": 32, "stride": 16}), (5, {"above": 64, "size": 5, "stride": 2}),
+                         (0, None), (64, None)):
+        assert pred.task.fit_encoder(train, {**config, "window": window}).get("window") == want
+    assert pred.task.fit_encoder(train, {**config, "window": 8, "max_length": 8}).get("window") is None
+    for bad in ({"above": 64, "size": 64, "stride": 1}, {"above": 64, "size": 8}, {"above": 64, "size": 8, "stride": 0},
+                {"above": 64, "size": 8.0, "stride": 4}, [64, 8, 4]):
+        with pytest.raises(ValueError, match="'window' must be"):
+            pred.task.check_encoder({**pred.encoder, "window": bad}, pred.model.config)
+
+
 # -- the default data (skipped where it is not on this machine) ------------------------------
 @pytest.mark.slow
 def test_language_id_on_the_default_gettext_corpus(tmp_path):

@@ -70,6 +70,7 @@ class PackageSource:
     format: int = 1
     min_letters: int | None = None     # None: the corpus's min_letters
     translated: bool = True            # translations of English documents (see TextCollector)
+    english_by_words: bool = False     # untranslated paragraphs known by their words (see TextCollector)
 
 
 def collect_packages(source: PackageSource, fetched: Mapping[str, FetchedPackage], min_letters: int,
@@ -82,7 +83,8 @@ def collect_packages(source: PackageSource, fetched: Mapping[str, FetchedPackage
     from a translated one (``TextCollector.finish``). A package that cannot be read is
     recorded in ``failed`` (what was read before the damage is kept); the others still count."""
     start, cpu = time.perf_counter(), time.process_time()
-    collector = TextCollector(source.name, source.min_letters or min_letters, source.translated)
+    collector = TextCollector(source.name, source.min_letters or min_letters, source.translated,
+                              source.english_by_words)
     result = SourceResult(source.name)
     packages = sorted(name for name in fetched if name in source.packages)
     packages_per_label = Counter(source.packages[name] for name in packages)

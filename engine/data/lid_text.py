@@ -9,7 +9,8 @@ Firefox string, a fortune and a man page are judged by the same rules:
   for the suffix of a Debian package name (``pt-br``, ``zh-tw``, ``ca-valencia``).
 - ``clean_text`` removes what is not language (format specifiers, accelerators, markup,
   entities, option names, URLs, e-mail addresses, paths, identifiers); ``has_enough_letters``
-  and ``reads_as_english`` decide whether what is left is worth keeping.
+  and ``reads_as_english`` decide whether what is left is worth keeping (``reads_as_words_of``
+  too, for a source whose English originals it partly lacks).
 - ``SECOND_SCRIPT`` rewrites text of a language that its users write in two scripts (Serbian:
   Cyrillic and Latin) from the script the sources favour into the other.
 - ``split_sentences`` cuts prose (help pages, man pages, fortunes) into sentences, so that an
@@ -56,6 +57,14 @@ _ENGLISH_MARKERS = frozenset(_ENGLISH_MARKER_WORDS.split())
 #: them, are English markers: one stray English word is common in real translations.
 _ENGLISH_MIN_MARKERS, _ENGLISH_MIN_SHARE = 2, 0.25
 _WORD = re.compile(r"[^\W\d_]+")
+
+#: A string reads as its source's English (``TextCollector``, ``english_by_words``) when it has
+#: at least this many words, all in ASCII letters, and this share of them are words of the
+#: source's English strings. In Debian's translated man pages, 0.75 keeps nearly only English
+#: (above it: "rm - remove files or directories", "The exit status is zero if no pattern
+#: matches."), and the few translations it takes ("total storlek, i byte") are mostly code
+#: and English words anyway.
+_VOCABULARY_MIN_WORDS, _VOCABULARY_MIN_SHARE = 3, 0.75
 
 
 # --- language codes ---------------------------------------------------------------------
@@ -140,6 +149,19 @@ def reads_as_english(text: str) -> bool:
     words = _WORD.findall(text)
     markers = sum(word in _ENGLISH_MARKERS for word in words)
     return markers >= _ENGLISH_MIN_MARKERS and markers >= _ENGLISH_MIN_SHARE * len(words)
+
+
+def words_of(texts) -> set[str]:
+    """The words (case-folded) of ``texts``."""
+    return {word.casefold() for text in texts for word in _WORD.findall(text)}
+
+
+def reads_as_words_of(text: str, vocabulary: set[str]) -> bool:
+    """Whether ``text`` is written in the words of ``vocabulary`` (see _VOCABULARY_MIN_SHARE)."""
+    words = [word.casefold() for word in _WORD.findall(text)]
+    if len(words) < _VOCABULARY_MIN_WORDS or not all(map(str.isascii, words)):
+        return False
+    return sum(word in vocabulary for word in words) >= _VOCABULARY_MIN_SHARE * len(words)
 
 
 
@@ -246,12 +268,17 @@ class TextCollector:
     In a ``translated`` source (translations of English documents), a string under another
     label than English that equals (ignoring case) a string of the same source under English
     is an untranslated copy: ``finish`` removes it. (In other sources such a string is just
-    shared, and the corpus drops it as ambiguous.) ``passages`` counts what was offered per
-    label, ``texts`` holds what was kept, ``unreadable`` the files that could not be read."""
+    shared, and the corpus drops it as ambiguous.) With ``english_by_words``, for a source whose
+    English originals are partly in packages it does not read, ``finish`` also removes the
+    strings of other labels written in the words of its English (``reads_as_words_of``).
+    ``passages`` counts what was offered per label, ``texts`` holds what was kept,
+    ``unreadable`` the files that could not be read."""
 
-    def __init__(self, source: str, min_letters: int = 10, translated: bool = True):
+    def __init__(self, source: str, min_letters: int = 10, translated: bool = True,
+                 english_by_words: bool = False):
         self.source = source
         self.translated = translated
+        self.english_by_words = english_by_words
         self.min_letters = int(min_letters)
         self.texts: dict[str, dict[str, float]] = {}
         self.passages: Counter = Counter()
@@ -293,9 +320,11 @@ class TextCollector:
     def finish(self) -> dict[str, dict[str, float]]:
         """{label: {text: unit}}, without the untranslated copies of a translated source's English."""
         english = {text.casefold() for text in self.texts.get("en", ())} if self.translated else ()
+        vocabulary = words_of(self.texts.get("en", ())) if self.english_by_words else ()
         if english:
             for label, texts in self.texts.items():
                 if label != "en":
-                    for text in [t for t in texts if t.casefold() in english]:
+                    for text in [t for t in texts if t.casefold() in english
+                                 or vocabulary and reads_as_words_of(t, vocabulary)]:
                         del texts[text]
         return {label: texts for label, texts in self.texts.items() if texts}

@@ -19,6 +19,13 @@ running ``groff`` would need it installed): text lines are joined into paragraph
 
 Only the user packages are read (not ``-dev``: C library pages are mostly code), and no page
 whose name mentions a tutorial (``debian_packages.deb_files``).
+
+Translators leave paragraphs in English, and most pages (coreutils', grub's, procps'...) have
+their English original in the package of the program, not in ``manpages``, so the copy of an
+English paragraph cannot be recognised as one. A paragraph written in the words of the English
+pages is dropped instead (``english_by_words``, ``lid_text.reads_as_words_of``): 4,133 of the
+51,959 strings of Debian 12's translations read before it, up to a fifth of a language's
+(Finnish 20%, Polish 19%, Italian 17%, Serbian 11%; German 0.1%).
 """
 
 from __future__ import annotations
@@ -167,4 +174,6 @@ SOURCE = PackageSource(
     packages={"manpages": "en", **{f"manpages-{lang}": language_of_package_suffix(lang) for lang in LANGUAGES}},
     select=_select,
     documents=documents,
+    format=2,
+    english_by_words=True,
 )

@@ -61,6 +61,10 @@ class Task:
     def encode_inputs(self, inputs: list, encoder: dict) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def window(self, encoder: dict) -> dict | None:
+        """How the model also reads long inputs in windows (``batching.Encoded``), or None."""
+        return None
+
     def check_encoder(self, encoder, model_config: dict) -> None:
         """Raise ArgumentError unless ``encoder`` (as read from a checkpoint) is one this task
         makes and fits ``model_config`` (the model's input width)."""
@@ -117,7 +121,7 @@ class Task:
         keep = [i for i, lab in enumerate(examples.labels) if lab in index]
         items = self.encode_inputs([examples.inputs[i] for i in keep], encoder)
         targets = [index[examples.labels[i]] for i in keep]
-        return Encoded(items, targets), len(examples) - len(keep)
+        return Encoded(items, targets, self.window(encoder)), len(examples) - len(keep)
 
 
 def model_config_from(config: dict, num_classes: int, **source) -> dict:
