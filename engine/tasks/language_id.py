@@ -7,7 +7,9 @@ sources as evaluation sets of domains the model never trains on and its manifest
 every checkpoint; ``sources=gettext`` is the catalogs alone. ``data`` may instead name a
 WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV. Text is NFC-normalised, lower-cased (``lowercase``) and cut to
 ``max_length`` characters when classified, ``train_length`` in training; characters seen fewer
-than ``min_char_count`` times in training share the unknown id 1 (0 is padding).
+than ``min_char_count`` times in training share the unknown id 1 (0 is padding). Text longer
+than ``train_length`` is also classified as windows of ``window`` characters, whose
+log-probabilities add to the whole text's (``evaluation.predict_proba``).
 """
 
 from __future__ import annotations
