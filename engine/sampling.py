@@ -121,8 +121,9 @@ class RandomJoins:
         rng = np.random.default_rng([self.seed, epoch, 4])
         targets = np.asarray(train.targets)
         chosen = np.flatnonzero(rng.random(len(train)) < self.fraction)
-        classes, inverse = np.unique(targets, return_inverse=True)
-        members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+        _, inverse, counts = np.unique(targets, return_inverse=True, return_counts=True)
+        # each class's sequences, in index order: one sort, not one scan of them all per class
+        members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
         between = [] if self.boundary_id is None else [np.array([self.boundary_id], dtype=np.int64)]
         items = list(train.items)
         for i in chosen:
