@@ -154,10 +154,12 @@ class LstmAnswers:
     labels: list[str]
 
     def among(self, languages: set[str], indices: Sequence[int]) -> list[str]:
-        """The most probable of ``languages`` for each string of ``indices``."""
-        import numpy as np
-        allowed = np.array([label in languages for label in self.labels])
-        rows = np.where(allowed, self.proba[list(indices)], -1.0)
+        """The most probable of ``languages`` for each string of ``indices`` (what
+        ``Predictor.predict(texts, among=languages)`` answers)."""
+        from lstm_engine.evaluation import among_labels
+        if not len(indices):
+            return []
+        rows = among_labels(self.proba[list(indices)], self.labels, sorted(languages))
         return [self.labels[k] for k in rows.argmax(axis=1)]
 
 

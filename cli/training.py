@@ -200,7 +200,10 @@ def evaluate(checkpoint, data, split, backend, as_json):
 @distributed_option
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
               help="Labels (transcripts) per input, most probable first.")
-def predict(checkpoint, inputs, backend, top):
+@click.option("--among", metavar="LABELS", default=None,
+              help="Choose only among these labels, comma-separated (e.g. hr,sl,de): their "
+                   "probabilities renormalised (classifiers).")
+def predict(checkpoint, inputs, backend, top, among):
     """Predict with a checkpoint (file or run folder).
 
     language-id: INPUTS are texts; without them, one text per line of stdin (blank lines give
@@ -212,14 +215,15 @@ def predict(checkpoint, inputs, backend, top):
     from lstm_engine.predictor import load_predictor
     comm = world(backend)
     pred = load_predictor(checkpoint, backend=backend or "auto", comm=comm)
+    among = None if among is None else [label.strip() for label in among.split(",") if label.strip()]
     if pred.task.kind == "text":
         texts = list(inputs) if inputs else comm.bcast_object(_stdin_lines() if comm.is_root else None)
-        _print_text_predictions(pred, texts, top, comm.is_root)
+        _print_text_predictions(pred, texts, top, comm.is_root, among)
     else:
         if not inputs:
             raise click.UsageError("give one or more WAV or .npz files to predict on")
         values, names = pred.task.read_inputs(list(inputs), pred.encoder)
-        ranked = pred.predict_top(values, top)
+        ranked = pred.predict_top(values, top, among)
         for name, row in zip(names, ranked) if comm.is_root else ():
             click.echo(_top(row) + f"\t{name}")
 
@@ -239,9 +243,9 @@ def _stdin_lines() -> list[str]:
     return lines
 
 
-def _print_text_predictions(pred, texts: list[str], top: int, show: bool = True) -> None:
+def _print_text_predictions(pred, texts: list[str], top: int, show: bool = True, among=None) -> None:
     filled = [i for i, t in enumerate(texts) if t.strip()]
-    ranked = pred.predict_top([texts[i] for i in filled], top) if filled else []
+    ranked = pred.predict_top([texts[i] for i in filled], top, among) if filled or among else []
     if not show:
         return
     rows = dict(zip(filled, ranked))

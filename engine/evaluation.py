@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .batching import Encoded, bucket_batches, collate, window_starts
+from .errors import ArgumentError, ArgumentTypeError
 from .metrics import scores
 
 
@@ -103,6 +104,26 @@ def predict_proba(model, data: Encoded, batch_size: int = 256, prepared=None, co
     log_p -= log_p.max(axis=1, keepdims=True)
     probs = np.exp(log_p)
     return probs / probs.sum(axis=1, keepdims=True)
+
+
+def among_labels(probs: np.ndarray, labels: list[str], among) -> np.ndarray:
+    """``probs`` (N, C), columns in ``labels`` order, for a choice among the labels ``among``
+    only: their probabilities renormalised, the others 0 (as py3langid's ``set_languages``
+    and lingua's ``from_languages`` restrict the answer to languages the user names). For a
+    softmax, and for the windows' normalised product, this is exactly the model with the
+    other classes removed. A row whose named labels all underflowed to 0 gets them equally."""
+    if isinstance(among, str) or not hasattr(among, "__iter__"):
+        raise ArgumentTypeError(f"among must be a list of labels, got {type(among).__name__}")
+    among = list(dict.fromkeys(among))
+    unknown = [label for label in among if label not in labels]
+    if not among or unknown:
+        shown = ", ".join(labels[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
+        raise ArgumentError(f"among must name labels of the model, got "
+                            f"{'none' if not among else ', '.join(map(repr, unknown))}; the model's labels: {shown}")
+    allowed = np.isin(np.asarray(labels), among)
+    kept = np.where(allowed, probs, 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), allowed / allowed.sum())
 
 
 def evaluate(model, data: Encoded, batch_size: int = 256, comm=None) -> dict:

@@ -18,7 +18,7 @@ from .batching import Encoded
 from .checkpoint import load_checkpoint
 from .classifier import SequenceClassifier
 from .errors import ArgumentError, ArgumentTypeError, CheckpointError, LstmEngineError
-from .evaluation import predict_proba
+from .evaluation import among_labels, predict_proba
 from .tasks import get_task
 
 
@@ -77,25 +77,46 @@ class Predictor:
         items = self.task.encode_inputs(list(inputs), self.encoder)
         return Encoded(items, [0] * len(items), self.task.window(self.encoder))
 
-    def predict_proba(self, inputs: list):
+    def predict_proba(self, inputs: list, among=None):
         """(N, C) probabilities, columns in ``labels`` order; for a per-step head (speech
         recognition) a list of N arrays (T_i, C), the probabilities at each of input i's
-        frames (column 0: the CTC blank)."""
+        frames (column 0: the CTC blank). ``among``: a classifier choosing only among these
+        labels (``evaluation.among_labels``: theirs renormalised, the others 0)."""
+        self._check_among(among)
         data = self._encoded(inputs)
         if not len(data) and not self.model.config["per_step"]:
-            return np.zeros((0, len(self.labels)))
-        return predict_proba(self.model, data, prepared=self.prepared(), comm=self.comm)
+            probs = np.zeros((0, len(self.labels)))
+        else:
+            probs = predict_proba(self.model, data, prepared=self.prepared(), comm=self.comm)
+        return probs if among is None else among_labels(probs, self.labels, among)
 
-    def predict(self, inputs: list) -> list[str]:
-        """A label per input; for speech recognition its transcript."""
+    def predict(self, inputs: list, among=None) -> list[str]:
+        """A label per input (the most probable of ``among``, when given); for speech
+        recognition its transcript."""
+        if among is not None:
+            return [top[0][0] for top in self.predict_top(inputs, 1, among)]
         return self.objective.predict(self.model, self._encoded(inputs), self.labels, prepared=self.prepared(),
                                       comm=self.comm)
 
-    def predict_top(self, inputs: list, k: int = 1) -> list[list[tuple[str, float]]]:
+    def predict_top(self, inputs: list, k: int = 1, among=None) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable labels (transcripts, for speech recognition) of each input,
-        best first, with their probabilities."""
-        return self.objective.predict_top(self.model, self._encoded(inputs), self.labels, k,
-                                          prepared=self.prepared(), comm=self.comm)
+        best first, with their probabilities; with ``among``, of those labels only (at most
+        as many as they are), with their renormalised probabilities."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ArgumentError(f"k must be a positive integer, got {k!r}")
+        if among is None:
+            return self.objective.predict_top(self.model, self._encoded(inputs), self.labels, k,
+                                              prepared=self.prepared(), comm=self.comm)
+        probs = self.predict_proba(inputs, among)
+        columns = np.array([self.labels.index(label) for label in dict.fromkeys(among)])
+        best = columns[np.argsort(-probs[:, columns], axis=1, kind="stable")[:, :k]]
+        return [[(self.labels[i], float(row[i])) for i in picks] for row, picks in zip(probs, best)]
+
+    def _check_among(self, among) -> None:
+        if among is not None and (self.objective.name != "classification" or self.model.config["per_step"]):
+            raise ArgumentError(f"among (a choice among some labels) needs a classifier of whole sequences; "
+                                f"this model's objective is {self.objective.name}"
+                                f"{' per step' if self.model.config['per_step'] else ''}")
 
     def to_onnx(self, path) -> Path:
         """The model, its labels and its input encoder as one ONNX file (engine/onnx_export.py;

@@ -15,7 +15,7 @@ from lstm_engine import runs
 from lstm_engine.checkpoint import load_checkpoint
 from lstm_engine.cli.main import main
 from lstm_engine.ctc import ctc_loss
-from lstm_engine.errors import ConfigError, DataError
+from lstm_engine.errors import ArgumentError, ConfigError, DataError
 from lstm_engine.predictor import load_predictor
 from lstm_engine.tasks import get_task
 from lstm_engine.trainer import Callback, Trainer
@@ -100,6 +100,8 @@ def test_predictor_gives_transcripts_probabilities_and_per_step_probabilities(sr
     assert [r[0][0] for r in pred.predict_top(data.inputs, k=1)] == texts
     result = pred.evaluate({"test": data})
     assert result["label_error_rate"] == summary["test"]["label_error_rate"]
+    with pytest.raises(ArgumentError, match="among .* needs a classifier of whole sequences; .* ctc per step"):
+        pred.predict(data.inputs[:2], among=["a"])
 
 
 def test_resume_continues_as_an_uninterrupted_run(tmp_path, transcribed_npz, monkeypatch):

@@ -232,3 +232,54 @@ def test_device_id_selects_the_gpu_for_the_cuda_backend(monkeypatch):
     assert r.exit_code == 0 and os.environ[DEVICE_ENV] == "3"
     r = CliRunner().invoke(main, ["backends", "--device-id", "-1"])
     assert r.exit_code != 0 and "--device-id" in r.output
+
+
+# -- choosing among some labels (Predictor.predict*(among=...), predict --among) ------------
+def test_a_predictor_chooses_among_the_labels_it_is_given(lid_run, lid_tsv):
+    pred = load_predictor(lid_run, backend="numpy")
+    assert sorted(pred.labels) == ["aa", "mm", "xx"]
+    # short texts, and one far over train_length, read as windows too
+    texts = ["abcd dcba", "wxyz zz", "klmn", "abcd wxyz klmn", "ab " * 70]
+    assert pred.task.window(pred.encoder) is not None and len(texts[-1]) > pred.encoder["window"]["above"]
+    full = pred.predict_proba(texts)
+    among = ["xx", "aa"]
+    chosen = pred.predict_proba(texts, among=among)
+    keep = np.isin(pred.labels, among)
+    np.testing.assert_allclose(chosen[:, keep], full[:, keep] / full[:, keep].sum(axis=1, keepdims=True))
+    assert (chosen[:, ~keep] == 0).all()
+    np.testing.assert_allclose(chosen.sum(axis=1), 1.0)
+    assert pred.predict(texts, among=among) == [pred.labels[i] for i in chosen.argmax(axis=1)]
+    top = pred.predict_top(texts, k=3, among=among)                   # at most as many as named
+    assert [len(row) for row in top] == [2] * len(texts)
+    for row, probs in zip(top, chosen):
+        assert [label for label, _ in row] == sorted(among, key=lambda label: -probs[pred.labels.index(label)])
+        assert sum(p for _, p in row) == pytest.approx(1.0)
+    assert pred.predict_top(texts[:2], k=1, among=["mm"]) == [[("mm", 1.0)], [("mm", 1.0)]]
+    assert pred.predict(texts) == [pred.labels[i] for i in full.argmax(axis=1)]   # unchanged without
+
+
+@pytest.mark.parametrize("among, error, match", [
+    (["aa", "zz"], "ArgumentError", "among must name labels of the model, got 'zz'; the model's labels: aa, mm, xx"),
+    ([], "ArgumentError", "among must name labels of the model, got none"),
+    ("aa", "ArgumentTypeError", "among must be a list of labels, got str"),
+])
+def test_among_names_what_is_wrong(lid_run, among, error, match):
+    from lstm_engine import errors
+    pred = load_predictor(lid_run, backend="numpy")
+    for call in (pred.predict_proba, pred.predict, pred.predict_top):
+        with pytest.raises(getattr(errors, error), match=match):
+            call(["abcd"], among=among)
+    with pytest.raises(errors.ArgumentError, match="k must be a positive integer, got 0"):
+        pred.predict_top(["abcd"], 0, among=["aa"])
+
+
+def test_cli_predict_among(lid_run):
+    r = _cli("predict", lid_run, "abcd dcba", "klmn", "--top", 3, "--among", "xx, mm")
+    lines = r.output.splitlines()
+    assert r.exit_code == 0 and len(lines) == 2
+    for line in lines:
+        fields = line.split("\t")
+        assert len(fields) == 4 and {fields[0], fields[2]} == {"xx", "mm"}
+        assert float(fields[1]) + float(fields[3]) == pytest.approx(1.0, abs=2e-4)
+    r = CliRunner().invoke(main, ["predict", str(lid_run), "abcd", "--among", "xx,qq"])
+    assert r.exit_code != 0 and "among must name labels of the model, got 'qq'" in r.output
