@@ -483,10 +483,15 @@ def test_scaling_benchmark_smoke(tmp_path, lid_tsv):
     scaling = load_benchmark("scaling")
     out = tmp_path / "scaling.json"
     scaling.main(["--tasks", "language-id", "--data", str(lid_tsv), "--warmup", "1", "--steps", "2",
-                  "--out", str(out), "--timeout", "300"])
+                  "--repeats", "2", "--out", str(out), "--timeout", "300"])
     row = json.loads(out.read_text())["tasks"][0]
     one, two = row["one_rank_two_threads"], row["two_ranks_one_thread"]
     assert (one["ranks"], one["threads_per_rank"], two["ranks"], two["threads_per_rank"]) == (1, 2, 2, 1)
     assert one["sequences"] == two["sequences"] > 0 and two["allreduce_ms_isolated"] > 0
     assert row["two_ranks_vs_one"] == pytest.approx(two["sequences_per_second"] / one["sequences_per_second"])
+    speeds = row["sequences_per_second"]
+    assert [len(speeds[k]) for k in ("one_rank_two_threads", "two_ranks_one_thread")] == [2, 2]
+    assert one["sequences_per_second"] == min(speeds["one_rank_two_threads"])     # the lower middle of 2
+    assert row["two_ranks_vs_one_per_repeat"] == pytest.approx(
+        [b / a for a, b in zip(speeds["one_rank_two_threads"], speeds["two_ranks_one_thread"])])
     assert len(row["cluster_model"]) == len(scaling.RANKS_MODELLED) * len(scaling.BANDWIDTHS_GBIT)
