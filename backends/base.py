@@ -30,8 +30,9 @@ Saved activations (what a training forward keeps for its backward, per step t):
 
 The model above this layer (stacking, directions, dropout, batch_first) is backend-agnostic
 and talks to a backend only through this class. Two steps of the layers around the stack
-(the max over steps of max pooling, the embedding table's gradient) are methods here too,
-with engine/layers.py's array code as their default, so that a backend can compile them.
+(the max over steps of max pooling, the embedding table's gradient), the optimizer's Adam
+update and the gradients' squared norm are methods here too, with engine/layers.py's and
+engine/optim.py's array code as their default, so that a backend can compile them.
 The registry (backends/__init__.py) learns whether a backend can run here from the class
 alone (`needs`, `extra`, `unavailable_reason()`), so a backend's module must import without
 its heavy dependencies: Numba and CuPy are imported inside methods or by sibling kernel
@@ -155,6 +156,14 @@ class Backend(ABC):
         from ..optim import adam_update
         adam_update(p, g, m, v, lr=lr, betas=betas, eps=eps, step=step, weight_decay=weight_decay,
                     decoupled=decoupled)
+
+    def sum_of_squares(self, a):
+        """a (any shape) -> 0-d float64 array on the device: the sum of a's elements squared
+        in float64, one term of the gradients' global norm (optim.clip_grad_norm adds them up
+        on the device and transfers once). The default is engine/optim.py's array code; the
+        cpu backend compiles it into one pass without a scratch array."""
+        from ..optim import sum_of_squares
+        return sum_of_squares(self.xp, a)
 
     # -- the cell through time -------------------------------------------------------
     def prepare(self, w_ih, w_hh, bias):

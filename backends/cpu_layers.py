@@ -1,13 +1,14 @@
 """Numba kernels of the `cpu` backend for the layers around the LSTM stack (engine/layers.py)
-and the optimizer's update (engine/optim.py).
+and the optimizer's update and gradient norm (engine/optim.py).
 
 These are the array work of a training step outside the recurrence that NumPy does slowly:
 a running maximum over steps is a Python loop of T vectorized calls, ``np.add.at`` is a
-scatter with per-element dispatch, and Adam's update is eleven passes over each parameter
-and a scratch array where one pass does. At the default language-id model's shapes (B 128, T 64,
-2x128 units, 48-wide embedding, 3.5 million parameters with the n-gram table) they take 0.30,
-0.21 and 4.3 ms against NumPy's 7.4, 7.6 and 29, and a whole training step 164 ms against 226
-(T 24: 69 against 108), on the 2-core AVX2 host (benchmarks/layer_kernels.py,
+scatter with per-element dispatch, Adam's update is eleven passes over each parameter and a
+scratch array where one pass does, and a float64 sum of squares is a float64 copy of each
+gradient first. At the default language-id model's shapes (B 128, T 64, 2x128 units, 48-wide
+embedding, 6.5 million parameters with the n-gram table) they take 0.17, 0.06, 3.3 and
+0.38 ms against NumPy's 3.9, 3.4, 16 and 12, and a whole training step 76 ms against 132
+(T 24: 32 against 69), on the 2-core AVX-512 host (benchmarks/layer_kernels.py,
 results/layer_kernels.json).
 
 Shapes (C-contiguous, time-major; names of engine/layers.py):
@@ -22,8 +23,10 @@ Shapes (C-contiguous, time-major; names of engine/layers.py):
     p, g, m, v (P,)    a parameter, its gradient, Adam's first and second moments, flat
                        (p, m, v updated in place); every scalar of the update is passed in
                        p's dtype, as NumPy casts a Python float against a float32 array
+    a       (P,)       a gradient, flat, whose squares sum_of_squares adds up
 Each kernel does what the NumPy code in engine/layers.py or engine/optim.py does, in the same
-order of operations, so it is equal to it, and the tests hold it to that.
+order of operations, so it is equal to it, and the tests hold it to that; the sum of squares
+adds in another order (chunks, vector lanes), so it is equal to float64 rounding.
 """
 
 from __future__ import annotations
@@ -55,13 +58,15 @@ def max_over_steps(outputs, lengths, best, arg):
                 arg[b, f] = t if better else arg[b, f]
 
 
-@CPU_KERNELS.jit(error_model="numpy")
+@CPU_KERNELS.jit(parallel=True, error_model="numpy")
 def embedding_grad(tokens, d_out, grad):
     """``grad`` = 0, then ``grad[tokens[n]] += d_out[n]`` for n in order, as ``np.add.at``.
-    One thread: rows of repeated tokens would race.
+    The zeroing is split over the threads (the n-gram table's 25 MB: 0.34 ms against 0.77 on
+    2 cores); the sum is one thread, since rows of repeated tokens would race.
         tokens (N,), d_out (N, E), grad (V, E): module docstring
     """
-    grad[:] = 0
+    for row in prange(grad.shape[0]):
+        grad[row, :] = 0
     N, E = d_out.shape
     for n in range(N):
         row = tokens[n]
@@ -87,3 +92,30 @@ def adam_update(p, g, m, v, l2, decay, b1, c1, b2, c2, bias2, eps, step_size):
         second = v[i] * b2 + (grad * grad) * c2
         m[i], v[i] = first, second
         p[i] = param - first / (np.sqrt(second / bias2) + eps) * step_size
+
+
+#: Elements per partial sum of ``sum_of_squares``: fixed, so that the result does not depend
+#: on the number of threads.
+SQUARES_CHUNK = 1 << 14
+
+
+@CPU_KERNELS.jit(parallel=True, fastmath={"reassoc"}, error_model="numpy")
+def sum_of_squares(a):
+    """engine/optim.py's ``sum_of_squares`` in one pass without a scratch array: each chunk of
+    SQUARES_CHUNK elements summed in float64 (in the vector lanes' order: fastmath lets the
+    sum be reassociated), the chunks' sums added in order.
+        a (P,): module docstring
+    """
+    chunks = (a.size + SQUARES_CHUNK - 1) // SQUARES_CHUNK
+    sums = np.empty(chunks)
+    for c in prange(chunks):
+        part = a[c * SQUARES_CHUNK:(c + 1) * SQUARES_CHUNK]
+        total = 0.0
+        for i in range(part.size):
+            x = np.float64(part[i])
+            total += x * x
+        sums[c] = total
+    total = 0.0
+    for c in range(chunks):
+        total += sums[c]
+    return total

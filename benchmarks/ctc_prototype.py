@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
                 logits = model.forward(inputs, lengths, training=True)
                 loss, d_logits = ctc_loss(logits, targets, lengths, target_lengths, backend=model.backend)
                 grads = model.backward(d_logits)
-                clip_grad_norm(grads, args.clip_norm, model.backend.xp)
+                clip_grad_norm(grads, args.clip_norm, model.backend)
                 lr = args.lr * lr_multiplier(step, total, args.schedule, args.warmup_steps)
                 optimizer.step(model.parameters(), grads, lr)
                 losses.append(loss)

@@ -1,15 +1,17 @@
-"""The `cpu` backend's compiled layers around the LSTM stack and Adam update
-(backends/cpu_layers.py) against engine/layers.py's and engine/optim.py's NumPy code, in one run.
+"""The `cpu` backend's compiled layers around the LSTM stack, Adam update and gradients' squared
+norm (backends/cpu_layers.py) against engine/layers.py's and engine/optim.py's NumPy code, in one run.
 
     python benchmarks/layer_kernels.py           # writes results/layer_kernels.json
     python benchmarks/layer_kernels.py --quick --out /tmp/l.json      # a smoke test
 
 - step: a whole training step of the default language-id classifier (forward, loss, backward,
   gradient clipping, Adam) at the T of its longest training batches and of a middle one,
-  with the compiled max over steps, embedding gradient and Adam update, and with the NumPy
-  code; the two are timed in alternation (ABAB...), so a change of the machine's load hits both;
-- kernels: each alone, compiled and NumPy, at the same shapes (Adam: one step of every
-  parameter of the model, its n-gram table included).
+  with the compiled max over steps, embedding gradient, Adam update and gradients' squared
+  norm, with the NumPy code, and with the compiled kernels but the float32 sum of squares
+  that clipping used before the compiled one; the three are timed in alternation, so a change
+  of the machine's load hits all;
+- kernels: each alone, compiled and NumPy, at the same shapes (Adam and the squared norm:
+  every parameter of the model, its n-gram table included).
 Timings are medians after warm-up, with their spread (a step's range over the repeats, a
 kernel's fastest call) (lstm_engine.bench.time_call); the compiled kernels were
 loaded (compiled or read from Numba's cache) before any timing.
@@ -29,12 +31,11 @@ from lstm_engine.bench import machine_facts, time_call, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
-#: The default language-id model (engine/tasks/language_id.py DEFAULTS) as it was when the
-#: committed results were measured (65,536 n-gram rows, now 131,072), with the vocabulary and
-#: classes of its default corpus, and a batch of 128 at train_length 64 and at 24.
+#: The default language-id model (engine/tasks/language_id.py DEFAULTS), with the vocabulary
+#: and classes of its default corpus, and a batch of 128 at train_length 64 and at 24.
 MODEL = {"num_classes": 106, "vocab_size": 900, "embedding_dim": 48, "hidden_size": 128,
-         "bidirectional": True, "pooling": "max", "dropout": 0.1, "ngram_buckets": 65536}
-KERNELS = ("max_over_steps", "embedding_grad", "adam_update")
+         "bidirectional": True, "pooling": "max", "dropout": 0.1, "ngram_buckets": 131072, "ngram_order": 4}
+KERNELS = ("max_over_steps", "embedding_grad", "adam_update", "sum_of_squares")
 BATCH = 128
 STEPS = (64, 24)
 
@@ -65,26 +66,37 @@ def step_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
         logits = model.forward(tokens, lengths, training=True)
         _, d_logits = model.loss(logits, targets)
         grads = model.backward(d_logits)
-        clip_grad_norm(grads, 1.0, np)
+        clip_grad_norm(grads, 1.0, backend)
         optimizer.step(model.parameters(), grads, backend=backend)
 
-    times = {True: [], False: []}
+    # compiled, NumPy, and compiled but for the float32 sum of squares clipping used before
+    # cpu_layers.sum_of_squares (what that kernel alone saves)
+    modes = ("compiled", "numpy", "float32_norm")
+    times = {mode: [] for mode in modes}
     # one session around every step, as the trainer has (the cpu backend reuses a step's
     # arrays for the next one there)
     try:
         with backend.session():
             for _ in range(repeat):
-                for compiled in (True, False):
-                    _patched(backend, compiled)
-                    times[compiled].append(time_call(step, 2, 5)["median_ms"])
+                for mode in modes:
+                    _patched(backend, mode != "numpy")
+                    if mode == "float32_norm":
+                        backend.sum_of_squares = _float32_sum_of_squares
+                    times[mode].append(time_call(step, 2, 5)["median_ms"])
     finally:
         _patched(backend, True)
-    compiled_ms, numpy_ms = statistics.median(times[True]), statistics.median(times[False])
+    median = {mode: statistics.median(times[mode]) for mode in modes}
     # the spread: the lowest and highest of the `repeat` medians of each
-    return {"T": T, "B": B, "compiled_ms": compiled_ms, "numpy_ms": numpy_ms,
-            "compiled_range_ms": [min(times[True]), max(times[True])],
-            "numpy_range_ms": [min(times[False]), max(times[False])],
-            "numpy_over_compiled": numpy_ms / compiled_ms}
+    return {"T": T, "B": B, "compiled_ms": median["compiled"], "numpy_ms": median["numpy"],
+            "compiled_range_ms": [min(times["compiled"]), max(times["compiled"])],
+            "numpy_range_ms": [min(times["numpy"]), max(times["numpy"])],
+            "numpy_over_compiled": median["numpy"] / median["compiled"],
+            "float32_norm_ms": median["float32_norm"],
+            "float32_norm_range_ms": [min(times["float32_norm"]), max(times["float32_norm"])]}
+
+
+def _float32_sum_of_squares(a):
+    return np.asarray((a * a).sum(), dtype=np.float64)
 
 
 def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
@@ -105,7 +117,8 @@ def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
     row = {"T": T, "B": B}
     for name, call in (("max_over_steps", lambda b: b.max_over_steps(outputs, lengths)),
                        ("embedding_grad", lambda b: b.embedding_grad(weight, tokens, d_out)),
-                       ("adam_update", lambda b: adam.step(params, grads, backend=b))):
+                       ("adam_update", lambda b: adam.step(params, grads, backend=b)),
+                       ("sum_of_squares", lambda b: [b.sum_of_squares(g) for g in grads.values()])):
         compiled = time_call(lambda call=call: call(cpu), 3, repeat)
         numpy_ = time_call(lambda call=call: call(ref), 3, repeat)
         row[name] = {"compiled_ms": compiled["median_ms"], "numpy_ms": numpy_["median_ms"],

@@ -154,11 +154,19 @@ def optimizer_from(settings) -> Optimizer:
     return make_optimizer(settings.optimizer, **options)
 
 
-def clip_grad_norm(grads: dict, max_norm: float | None, xp) -> float:
+def sum_of_squares(xp, a):
+    """The sum of ``a``'s elements squared in float64, as a 0-d array of ``xp`` (on the
+    device). The reference; a backend may compile it (``Backend.sum_of_squares``)."""
+    return xp.square(a, dtype=xp.float64).sum()
+
+
+def clip_grad_norm(grads: dict, max_norm: float | None, backend=None) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``
-    (``torch.nn.utils.clip_grad_norm_``); returns the norm before clipping."""
-    # summed on the device in float64, then one transfer (one sync on a GPU, not one per array)
-    total = math.sqrt(float(sum(xp.asarray((g * g).sum(), dtype=xp.float64) for g in grads.values())))
+    (``torch.nn.utils.clip_grad_norm_``); returns the norm before clipping. ``backend`` (the
+    gradients' backend; None: NumPy arrays) sums each array's squares."""
+    squares = backend.sum_of_squares if backend is not None else (lambda a: sum_of_squares(np, a))
+    # summed on the device, then one transfer (one sync on a GPU, not one per array)
+    total = math.sqrt(float(sum(squares(g) for g in grads.values())))
     if max_norm is not None and math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads.values():

@@ -191,7 +191,7 @@ class Trainer:
                 parallel.sync_generator()
             self._check_finite(loss)
         if cfg.clip_norm is not None:
-            clip_grad_norm(grads, cfg.clip_norm, model.backend.xp)
+            clip_grad_norm(grads, cfg.clip_norm, model.backend)
         lr = self.optimizer.lr * lr_multiplier(self.state.step, total_steps, cfg.schedule, cfg.warmup_steps,
                                                cfg.step_size, cfg.gamma)
         self.optimizer.step(model.parameters(), grads, lr, backend=model.backend)

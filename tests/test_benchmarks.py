@@ -126,7 +126,7 @@ def test_layer_kernels_benchmark_smoke(tmp_path):
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(result))
     assert [row["T"] for row in data["step"]] == [3]
-    assert data["step"][0]["compiled_ms"] > 0 and data["step"][0]["numpy_ms"] > 0
+    assert min(data["step"][0][key] for key in ("compiled_ms", "numpy_ms", "float32_norm_ms")) > 0
     for name in module.KERNELS:
         assert all(ms > 0 for ms in data["kernels"][0][name].values())
     # the timing left the backend with its compiled kernels

@@ -313,6 +313,55 @@ def test_compiled_adam_equals_the_array_code(dtype, rule):
                 np.testing.assert_array_equal(state[slot][k], results[0][1][slot][k], err_msg=f"{slot} {k}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_sum_of_squares_equals_the_array_code(dtype):
+    """cpu_layers.sum_of_squares against engine/optim.py's float64 sum, to float64 rounding,
+    at sizes around its chunk (empty, 1, a chunk less one, a chunk, a chunk and one, many
+    chunks); the same bits with 1 thread and 2 (fixed chunks); NaN and infinity come through
+    (its fastmath reassociates only); the switch off and a strided array run the array code;
+    and clip_grad_norm gives the same norm and scaled gradients on cpu and numpy."""
+    from lstm_engine.backends import cpu_layers
+    from lstm_engine.optim import clip_grad_norm
+    cpu, ref = backends.get_backend("cpu"), backends.get_backend("numpy")
+    rng = np.random.default_rng(11)
+    chunk = cpu_layers.SQUARES_CHUNK
+    before = numba.get_num_threads()
+    for size in (0, 1, 7, chunk - 1, chunk, chunk + 1, 5 * chunk + 3):
+        a = rng.standard_normal(size).astype(dtype) * 3
+        want = float(ref.sum_of_squares(a))
+        got = {}
+        for threads in (1, 2):
+            if threads > numba.config.NUMBA_NUM_THREADS:
+                continue
+            set_num_threads(threads)
+            try:
+                got[threads] = float(cpu_layers.sum_of_squares(a))
+                # the backend's method is the kernel (a 2-D gradient flattened)
+                assert float(cpu.sum_of_squares(a.reshape(-1, 1))) == got[threads]
+            finally:
+                set_num_threads(before)
+        assert len(set(got.values())) == 1, (size, got)
+        assert got[1] == pytest.approx(want, rel=1e-13, abs=0.0), size
+    a = rng.standard_normal((40, 30)).astype(dtype)
+    for bad in (np.nan, np.inf):
+        b = a.copy()
+        b[3, 4] = bad
+        assert np.isnan(cpu.sum_of_squares(b)) if np.isnan(bad) else np.isinf(cpu.sum_of_squares(b))
+    strided = a[:, ::2]
+    assert float(cpu.sum_of_squares(strided)) == float(ref.sum_of_squares(strided))
+    cpu.compiled_norm = False
+    try:
+        assert float(cpu.sum_of_squares(a)) == float(ref.sum_of_squares(a))
+    finally:
+        del cpu.compiled_norm
+    grads = {"w": a * 5, "b": rng.standard_normal(3).astype(dtype)}
+    copies = {k: v.copy() for k, v in grads.items()}
+    norm_cpu, norm_ref = clip_grad_norm(grads, 1.0, cpu), clip_grad_norm(copies, 1.0, ref)
+    assert norm_cpu == pytest.approx(norm_ref, rel=1e-13)
+    for k in grads:
+        assert_close(grads[k], copies[k], dtype)
+
+
 def test_layer_kernels_refuse_what_would_index_out_of_bounds():
     cpu = backends.get_backend("cpu")
     weight, d_out = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
