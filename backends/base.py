@@ -143,11 +143,12 @@ class Backend(ABC):
         from ..layers import max_over_steps
         return max_over_steps(self.xp, outputs, lengths)
 
-    def embedding_grad(self, weight, tokens, d_out):
+    def embedding_grad(self, weight, tokens, d_out, out=None):
         """weight (V, E), tokens (N,) ids, d_out (N, E) -> (V, E): d_out's rows summed per
-        id, in token order. The default is engine/layers.py's ``add.at``."""
+        id, in token order, in a new array or in ``out`` (V, E) (overwritten). The default is
+        engine/layers.py's ``add.at``."""
         from ..layers import embedding_grad
-        return embedding_grad(self.xp, weight, tokens, d_out)
+        return embedding_grad(self.xp, weight, tokens, d_out, out)
 
     def adam_update(self, p, g, m, v, *, lr, betas, eps, step, weight_decay, decoupled):
         """One Adam (or AdamW) step of parameter ``p`` in place, with its moments ``m`` and

@@ -478,7 +478,7 @@ class CpuBackend(Backend):
         cpu_layers.max_over_steps(outputs, lengths, best, arg)
         return best, arg
 
-    def embedding_grad(self, weight, tokens, d_out):
+    def embedding_grad(self, weight, tokens, d_out, out=None):
         from ..errors import ArgumentError
         from . import cpu_layers
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
@@ -488,7 +488,11 @@ class CpuBackend(Backend):
                 or (tokens.size and (tokens.min() < 0 or tokens.max() >= V)):
             raise ArgumentError(f"embedding_grad needs tokens (N,) in [0, {V}) and d_out (N, {E}), got "
                                 f"shapes {tokens.shape} and {d_out.shape}")
-        grad = np.empty_like(weight)
+        if out is not None and (out.shape != weight.shape or out.dtype != weight.dtype
+                                or not out.flags.c_contiguous):
+            raise ArgumentError(f"embedding_grad's out must be a C-contiguous {weight.dtype} array of shape "
+                                f"{weight.shape}, got {out.dtype} {out.shape}")
+        grad = np.empty_like(weight) if out is None else out
         cpu_layers.embedding_grad(tokens, d_out, grad)
         return grad
 

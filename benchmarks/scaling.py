@@ -22,7 +22,11 @@ The cluster figures are a MODEL, not a measurement: weak scaling (every rank kee
 measured per-rank share of the batch, so the global batch grows with the ranks), compute
 time per step as measured for one rank with one core, and a ring allreduce of the float32
 gradient bytes taking 2(N-1)/N * bytes / bandwidth + 2(N-1) * latency, not overlapped with
-the backward pass; efficiency = compute / (compute + allreduce).
+the backward pass; efficiency = compute / (compute + allreduce). A table that DataParallel
+gathers by rows (engine/distributed.py) is modelled as it decides: N ranks each with the
+measured rows per rank and step, gathered by a ring allgather ((N-1)/N * all ranks' rows and
+their 8-byte indices / bandwidth + (N-1) * latency) while they are at most
+``gather_fraction`` of the table, else summed whole.
 
 Writes benchmarks/results/scaling.json. Rank processes run this file with ``--worker``.
 """
@@ -55,15 +59,41 @@ def ring_allreduce_seconds(nbytes: float, ranks: int, gbit_per_s: float, latency
     return 2 * (ranks - 1) / ranks * nbytes / (gbit_per_s * 1e9 / 8) + 2 * (ranks - 1) * latency_s
 
 
+def ring_allgather_seconds(nbytes: float, ranks: int, gbit_per_s: float, latency_s: float) -> float:
+    """A ring allgather of ``nbytes`` in all (every rank's part together): each rank receives
+    (N-1)/N of them in N-1 steps."""
+    if ranks < 2:
+        return 0.0
+    return (ranks - 1) / ranks * nbytes / (gbit_per_s * 1e9 / 8) + (ranks - 1) * latency_s
+
+
+def table_seconds(table: dict, ranks: int, gbit_per_s: float, latency_s: float) -> tuple[float, bool]:
+    """(seconds, gathered?) of one gathered table's reduction at ``ranks``, as DataParallel
+    decides it: its rows gathered while all ranks' rows are at most gather_fraction of them."""
+    rows = table["rows_per_rank_step"] * ranks
+    if rows <= table["gather_fraction"] * table["rows"]:
+        return ring_allgather_seconds(rows * (table["row_bytes"] + 8), ranks, gbit_per_s, latency_s), True
+    return ring_allreduce_seconds(table["rows"] * table["row_bytes"], ranks, gbit_per_s, latency_s), False
+
+
 def cost_model(grad_bytes: int, compute_s: float, ranks=RANKS_MODELLED, bandwidths=BANDWIDTHS_GBIT,
-               latency_us: float = LATENCY_US) -> list[dict]:
-    """Predicted allreduce time and scaling efficiency per (ranks, bandwidth)."""
+               latency_us: float = LATENCY_US, tables=()) -> list[dict]:
+    """Predicted reduction time and scaling efficiency per (ranks, bandwidth): ``grad_bytes``
+    summed by a ring allreduce, each of ``tables`` (gathered by rows, see table_seconds) as
+    DataParallel reduces it."""
     rows = []
     for n in ranks:
         for bw in bandwidths:
             t = ring_allreduce_seconds(grad_bytes, n, bw, latency_us * 1e-6)
-            rows.append({"ranks": n, "gbit_per_s": bw, "allreduce_ms": 1e3 * t,
-                         "efficiency": compute_s / (compute_s + t)})
+            gathered = []
+            for table in tables:
+                seconds, by_rows = table_seconds(table, n, bw, latency_us * 1e-6)
+                t += seconds
+                gathered.append(by_rows)
+            row = {"ranks": n, "gbit_per_s": bw, "allreduce_ms": 1e3 * t, "efficiency": compute_s / (compute_s + t)}
+            if tables:
+                row["tables_gathered"] = gathered
+            rows.append(row)
     return rows
 
 
@@ -115,6 +145,14 @@ def _worker(task_name: str, threads: int, warmup: int, steps: int, out: Path, da
     seconds, reduce_s = t1 - t0, r1 - r0
     grad_values = sum(int(p.size) for p in model.parameters().values())
     isolated = _isolated_allreduce_ms(comm, grad_values + 2, model.dtype)
+    parallel, itemsize = trainer.parallel, np.dtype(model.dtype).itemsize
+    params = model.parameters()
+    gathered = [] if parallel is None else parallel.gathered
+    tables = [{"name": name, "rows": int(params[name].shape[0]), "row_bytes": int(params[name].shape[1]) * itemsize,
+               "gather_fraction": parallel.gather_fraction,
+               # over every step of the run (warm-up included): rows per rank and step
+               "rows_per_rank_step": parallel.gathered_rows[name] / max(1, parallel.gathers[name]) / comm.size,
+               "gathers": parallel.gathers[name], "whole": parallel.whole_tables[name]} for name in gathered]
     rows = Timed.rows
     result = {
         "task": task.name, "ranks": comm.size, "threads_per_rank": threads, "steps": steps,
@@ -123,7 +161,10 @@ def _worker(task_name: str, threads: int, warmup: int, steps: int, out: Path, da
         "allreduce_ms_per_step": 1e3 * reduce_s / steps,
         "compute_ms_per_step": 1e3 * (seconds - reduce_s) / steps,
         "allreduce_ms_isolated": isolated, "gradient_values": grad_values,
-        "gradient_bytes": grad_values * np.dtype(model.dtype).itemsize, "dtype": np.dtype(model.dtype).name,
+        "gradient_bytes": grad_values * itemsize, "dtype": np.dtype(model.dtype).name,
+        # the flat buffer's gradients (all but the gathered tables) and the gathered tables
+        "summed_gradient_bytes": (grad_values - sum(int(params[n].size) for n in gathered)) * itemsize,
+        "gathered_tables": tables,
         "model": model.config,
     }
     if comm.is_root:
@@ -131,7 +172,8 @@ def _worker(task_name: str, threads: int, warmup: int, steps: int, out: Path, da
 
 
 def _isolated_allreduce_ms(comm, values: int, dtype, repeat: int = 30) -> float | None:
-    """Median time of an allreduce of the gradient buffer alone, each after a barrier."""
+    """Median time of an allreduce of the whole gradient (every table summed whole) alone,
+    each after a barrier."""
     if comm.size == 1:
         return None
     buf = np.ones(values, dtype=dtype)
@@ -206,13 +248,16 @@ def main(argv=None) -> dict:
         print(f"{task}: 1 rank x 2 threads {one['sequences_per_second']:.0f} seq/s, 2 ranks x 1 thread "
               f"{two['sequences_per_second']:.0f} seq/s (medians of {args.repeats}: {100 * ratio:.0f}%; "
               f"each repeat {100 * min(per_repeat):.0f}-{100 * max(per_repeat):.0f}%); allreduce "
-              f"{two['allreduce_ms_per_step']:.2f} ms/step in training, {two['allreduce_ms_isolated']:.2f} ms alone "
+              f"{two['allreduce_ms_per_step']:.2f} ms/step in training (tables gathered by rows: "
+              f"{', '.join(t['name'] for t in two['gathered_tables']) or 'none'}), "
+              f"{two['allreduce_ms_isolated']:.2f} ms for the whole gradient alone "
               f"({two['gradient_bytes'] / 1e6:.2f} MB)", file=sys.stderr)
         rows.append({"task": task, "one_rank_two_threads": one, "two_ranks_one_thread": two,
                      "two_ranks_vs_one": ratio, "two_ranks_vs_one_per_repeat": per_repeat,
                      "sequences_per_second": {"one_rank_two_threads": [m["sequences_per_second"] for m in ones],
                                               "two_ranks_one_thread": [m["sequences_per_second"] for m in twos]},
-                     "cluster_model": cost_model(two["gradient_bytes"], two["compute_ms_per_step"] / 1e3)})
+                     "cluster_model": cost_model(two["summed_gradient_bytes"], two["compute_ms_per_step"] / 1e3,
+                                                 tables=two["gathered_tables"])})
     result = {
         "machine": machine_facts(),
         "measured": "on this machine: sequences per second of the cpu backend's training steps, wall "
@@ -224,6 +269,10 @@ def main(argv=None) -> dict:
             "scaling": "weak: each rank keeps the measured 2-rank share of the batch",
             "compute_ms_per_step": "measured, one rank with one core (two_ranks_one_thread)",
             "allreduce": "ring, 2(N-1)/N * gradient bytes / bandwidth + 2(N-1) * latency, not overlapped",
+            "gathered_tables": "ring allgather of every rank's rows (measured rows per rank and step) and "
+                               "their 8-byte indices, (N-1)/N * bytes / bandwidth + (N-1) * latency, while "
+                               "they are at most gather_fraction of the table's rows; else a ring allreduce "
+                               "of the whole table",
             "latency_us": LATENCY_US, "bandwidths_gbit_per_s": list(BANDWIDTHS_GBIT),
         },
         "tasks": rows,

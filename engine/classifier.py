@@ -144,6 +144,11 @@ class SequenceClassifier:
         self.extra["head.bias"] = self.backend.asarray(
             self.rng.uniform(-bound, bound, cfg["num_classes"]), dtype=self.dtype)
 
+    #: The parameters whose gradient is zero but at the rows a batch looked up (the embedding
+    #: tables; ``gradient_rows`` names those rows): data-parallel training may gather them
+    #: instead of summing the whole table (engine/distributed.py, DataParallel.reduce).
+    row_sparse = ("embedding.weight", "ngram.weight")
+
     def parameters(self) -> dict[str, Any]:
         """Name -> backend array, the live arrays (optimizers update them in place)."""
         named = {}
@@ -297,6 +302,7 @@ class SequenceClassifier:
                 d_h_n[-D:] = d_top
         g = self.lstm.backward(d_out, d_h_n=d_h_n)
         grads = {}
+        self._looked_up = {"embedding.weight": tokens, "ngram.weight": ngram_ids}
         if tokens is not None:
             grads["embedding.weight"] = layers.embedding_backward(xp, self.extra["embedding.weight"], tokens, g.input,
                                                                   accumulate=self.backend.embedding_grad)
@@ -309,6 +315,17 @@ class SequenceClassifier:
         grads["head.weight"] = d_w
         grads["head.bias"] = d_b
         return grads
+
+    def gradient_rows(self, name: str) -> np.ndarray:
+        """The rows of the table ``name`` (one of ``row_sparse``) that the last ``backward``
+        may have given a gradient: the distinct ids its batch looked up (host int64,
+        ascending). Every other row of that gradient is zero."""
+        ids = getattr(self, "_looked_up", {}).get(name)
+        if ids is None or name not in self.extra:
+            raise CallOrderError(f"gradient_rows({name!r}) needs a backward() of a model with that table first")
+        seen = np.zeros(self.extra[name].shape[0], dtype=bool)
+        seen[np.asarray(self.backend.to_numpy(ids)).reshape(-1)] = True
+        return np.flatnonzero(seen)
 
     def predict_proba(self, inputs, lengths, prepared=None):
         """Class probabilities as a host array: (B, C), or (T, B, C) for a tagger."""

@@ -8,13 +8,20 @@ are a rank's position and the number of ranks on its own node.
 The convention, as Horovod and PyTorch DDP users expect it stated: ``batch_size`` is the
 global batch and ``lr`` means the same whatever N is. Every rank builds the same data and
 computes the same length-bucketed batches from the seed; rank r takes its contiguous share
-of every global batch (``share_bounds``: sizes differ by at most one row), computes its loss
+of every global batch (``share_bounds``: as many characters or frames as the others, to a
+row; ``DataParallel.balance_lengths``), computes its loss
 (the mean over its own rows) and its gradients, and scales them by its share of the batch's
 loss terms (the objective's ``loss_weight``, engine/objectives.py: rows for a classifier and
 for CTC, whose loss is a mean over sequences, valid steps for a tagger's cross-entropy). One
 allreduce of one flat buffer then sums them into exactly the global batch's mean gradient;
 the same buffer carries the weighted loss and a "stop" vote (Ctrl-C, a callback), so every
-rank stops at the same step. Global-norm clipping and the optimizer step run on every rank on
+rank stops at the same step. A large embedding table's gradient (``model.row_sparse``: zero
+but at the rows the rank's share looked up, ``model.gradient_rows``) is not in that buffer:
+over MPI every rank sends those rows and their indices to all (``allgatherv``, as Horovod
+does with TensorFlow's ``IndexedSlices``), and each adds them up in rank order, which moves
+the rows a batch touched instead of the whole table (language-id's n-gram table: 25 MB, of
+which a rank's share of a step touches about 5,900 rows); a step whose ranks touched more
+than ``DataParallel.gather_fraction`` of the table sums it whole instead. Global-norm clipping and the optimizer step run on every rank on
 the same numbers, so the replicas stay bitwise equal; a checksum of the replicas (parameters,
 optimizer state, dropout generator, position) is compared every ``DataParallel.check_every``
 steps and at every epoch's end, and a difference stops the run with ``ReplicasOutOfSync``.
@@ -22,7 +29,9 @@ Dropout masks are the global batch's, cut to the share (``layers.RowWindow``), s
 train exactly as one process on the same global batches, to the rounding of the sums.
 
 Shapes: the flat buffer is (P + 2,) in the model's dtype on the backend's device: the P
-gradient values in ``model.parameters()`` order, then the weighted loss, then the stop vote.
+gradient values of the parameters that are not gathered, in ``model.parameters()`` order, then
+the weighted loss, then the stop vote. A gathered table (V, E) has its own (V, E) array; each
+rank sends rows (n_r,) int64 and their values (n_r * E,), n_r the rows its share looked up.
 
 Which communicator (``world``, ``for_backend``):
     one process (no launcher)            ``SingleProcess``: size 1, mpi4py never imported
@@ -101,13 +110,29 @@ def mode_from_env(environ=None) -> str:
     return mode
 
 
-def share_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
-    """Rows [lo, hi) of a batch of ``n`` rows that ``rank`` of ``size`` takes: contiguous
-    shares whose sizes differ by at most one, the larger ones first (rank 0 always has a
-    row when n >= 1)."""
-    base, extra = divmod(n, size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
+def share_bounds(n: int, size: int, rank: int, weights=None) -> tuple[int, int]:
+    """Rows [lo, hi) of a batch of ``n`` rows that ``rank`` of ``size`` takes, contiguous
+    shares. Without ``weights``, or with fewer rows than ranks: sizes that differ by at most
+    one, the larger ones first (rank 0 always has a row when n >= 1). With ``weights`` (n,)
+    (the rows' lengths: a share's work grows with the steps it holds), each cut where the
+    running sum of the weights is nearest that share's part of the total (a tie: the earlier
+    row), every share keeping at least one row."""
+    if weights is None or n < size:
+        base, extra = divmod(n, size)
+        lo = rank * base + min(rank, extra)
+        return lo, lo + base + (1 if rank < extra else 0)
+    running = np.concatenate([[0.0], np.cumsum(np.asarray(weights, dtype=np.float64))])
+
+    def cut(k: int) -> int:
+        if k == 0 or k == size:
+            return 0 if k == 0 else n
+        target = running[-1] * k / size
+        i = int(np.searchsorted(running, target))
+        if i > 0 and target - running[i - 1] <= running[i] - target:
+            i -= 1
+        return min(max(i, k), n - size + k)
+
+    return cut(rank), cut(rank + 1)
 
 
 def _cpu_set() -> frozenset:
@@ -147,6 +172,14 @@ class Communicator:
         raise NotImplementedError
 
     def allgather_object(self, obj) -> list:
+        raise NotImplementedError
+
+    #: Whether ``allgatherv`` is there (DataParallel then gathers row-sparse gradients).
+    can_gather = True
+
+    def allgatherv(self, buffer: np.ndarray, counts) -> np.ndarray:
+        """Every rank's 1-D host ``buffer`` (rank r's holds counts[r] elements, the same
+        dtype on every rank), concatenated in rank order."""
         raise NotImplementedError
 
     def barrier(self) -> None:
@@ -192,6 +225,9 @@ class SingleProcess(Communicator):
     def allgather_object(self, obj) -> list:
         return [obj]
 
+    def allgatherv(self, buffer: np.ndarray, counts) -> np.ndarray:
+        return np.array(buffer)
+
     def barrier(self) -> None:
         pass
 
@@ -233,6 +269,12 @@ class MpiCommunicator(Communicator):
 
     def allgather_object(self, obj) -> list:
         return self._comm.allgather(obj)
+
+    def allgatherv(self, buffer: np.ndarray, counts) -> np.ndarray:
+        counts = [int(n) for n in counts]
+        out = np.empty(sum(counts), dtype=buffer.dtype)
+        self._comm.Allgatherv(np.ascontiguousarray(buffer), [out, counts])
+        return out
 
     def barrier(self) -> None:
         self._comm.Barrier()
@@ -283,6 +325,9 @@ class NcclCommunicator(Communicator):
     always 0). NCCL refuses two ranks of one communicator on the same GPU."""
 
     name = "nccl"
+    #: NCCL sums a whole table on the GPUs' links faster than its rows would go through the
+    #: hosts and MPI (NCCL's own allgather takes equal counts only).
+    can_gather = False
 
     def __init__(self, mpi: Communicator, device_id: int | None = None):
         nccl = _load_nccl()
@@ -517,30 +562,59 @@ class DataParallel:
     has more than one rank (see the module docstring for the convention).
 
     ``share`` picks this rank's rows of a global batch; ``start`` makes every replica rank
-    0's; ``reduce`` turns this rank's gradients into the global batch's mean (one allreduce);
+    0's; ``reduce`` turns this rank's gradients into the global batch's mean (one allreduce,
+    and a gathering of rows per large embedding table);
     ``agree`` takes a vote outside a step; ``check`` compares the replicas' checksums."""
 
     #: Steps between checksum comparisons (also done at every epoch's end).
     check_every = 100
+    #: Cut a batch where each rank's share holds as many steps (the sum of its rows' lengths)
+    #: as the others, instead of as many rows: with language-id's cropped strings, the second
+    #: half of a 2-rank batch held 5% more characters than the first, took 16% longer to
+    #: compute, and the first rank waited 10 ms of each 80 ms step for it.
+    balance_lengths = True
+    #: A row-sparse gradient (``model.row_sparse``) is gathered by its rows when it has at
+    #: least this many bytes (smaller ones ride in the flat buffer: a collective of their own
+    #: would cost more than they weigh) ...
+    gather_min_bytes = 1 << 20
+    #: ... and all ranks' rows together are at most this fraction of the table's: a
+    #: ring allreduce moves 2(p-1)/p of the table through each rank, a ring allgather (p-1)/p
+    #: of the rows gathered, which carry an 8-byte index each (at most 1/6 more for float32
+    #: rows of 48), so half the rows still move less than the whole table does.
+    gather_fraction = 0.5
 
     def __init__(self, comm: Communicator, model, optimizer):
         self.comm, self.model, self.optimizer = comm, model, optimizer
         xp = model.backend.xp
+        params = model.parameters()
+        gather = comm.can_gather and comm.size > 1
+        #: The tables reduced by gathering the rows looked up (the rest: the flat buffer).
+        self.gathered = [name for name in getattr(model, "row_sparse", ()) if gather and name in params
+                         and params[name].ndim == 2 and params[name].nbytes >= self.gather_min_bytes]
         self.layout = []
         offset = 0
-        for name, p in model.parameters().items():
-            self.layout.append((name, offset, int(p.size), tuple(p.shape)))
-            offset += int(p.size)
+        for name, p in params.items():
+            if name not in self.gathered:
+                self.layout.append((name, offset, int(p.size), tuple(p.shape)))
+                offset += int(p.size)
         self.size = offset
         self.buffer = xp.zeros(offset + 2, dtype=model.dtype)
-        self.grads = {name: self.buffer[o:o + n].reshape(shape) for name, o, n, shape in self.layout}
+        views = {name: self.buffer[o:o + n].reshape(shape) for name, o, n, shape in self.layout}
+        self.grads = {name: views[name] if name in views else xp.zeros(p.shape, dtype=model.dtype)
+                      for name, p in params.items()}                  # in parameters() order
         self.allreduce_seconds = 0.0
         self.allreduce_calls = 0
+        #: Per gathered table: its reductions done by gathering rows and by summing it whole,
+        #: and the rows gathered (all ranks', all steps), for benchmarks/scaling.py's model.
+        self.gathers = dict.fromkeys(self.gathered, 0)
+        self.whole_tables = dict.fromkeys(self.gathered, 0)
+        self.gathered_rows = dict.fromkeys(self.gathered, 0)
 
     def share(self, idx: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, RowWindow]:
         """This rank's rows of the global batch ``idx`` (indices into the data, whose lengths
         are ``lengths``) and the window its dropout masks are cut from."""
-        lo, hi = share_bounds(len(idx), self.comm.size, self.comm.rank)
+        weights = lengths[idx] if self.balance_lengths else None
+        lo, hi = share_bounds(len(idx), self.comm.size, self.comm.rank, weights)
         return idx[lo:hi], RowWindow(start=lo, rows=len(idx), steps=int(lengths[idx].max()))
 
     def empty_shares(self, batch_rows: int) -> bool:
@@ -560,6 +634,8 @@ class DataParallel:
         comm.broadcast(flat)
         for name, o, n, shape in self.layout:
             params[name][...] = flat[o:o + n].reshape(shape)
+        for name in self.gathered:
+            comm.broadcast(params[name].reshape(-1))
         to_np = model.backend.to_numpy
         meta = comm.bcast_object({
             "rng": model.rng.bit_generator.state, "steps": opt.steps, "state": asdict(trainer.state),
@@ -574,22 +650,54 @@ class DataParallel:
 
     def reduce(self, grads: dict | None, loss: float, fraction: float, stop: bool):
         """Sum every rank's ``fraction``-weighted gradients and loss (``grads`` None: this
-        rank had no rows) and the stop votes. Returns (the global gradients as views of the
-        flat buffer, the global loss, whether any rank voted to stop)."""
-        buf, xp = self.buffer, self.model.backend.xp
+        rank had no rows) and the stop votes. Returns (the global gradients, views of the flat
+        buffer and the gathered tables' arrays, the global loss, whether any rank voted to
+        stop)."""
+        buf, backend = self.buffer, self.model.backend
         if grads is None:
             buf[:self.size] = 0
         else:
             for name, o, n, _ in self.layout:
-                xp.multiply(grads[name].reshape(-1), fraction, out=buf[o:o + n])
+                backend.xp.multiply(grads[name].reshape(-1), fraction, out=buf[o:o + n])
         buf[self.size] = loss * fraction
         buf[self.size + 1] = 1.0 if stop else 0.0
         t0 = time.perf_counter()
+        rows = [np.empty(0, np.int64) if grads is None else self.model.gradient_rows(name)
+                for name in self.gathered]
+        counts = np.array(self.comm.allgather_object([len(r) for r in rows]), np.int64) if rows else None
         self.comm.allreduce(buf)
-        tail = np.asarray(self.model.backend.to_numpy(buf[self.size:]))   # waits for the reduction
+        for j, name in enumerate(self.gathered):
+            self._reduce_table(name, None if grads is None else grads[name], rows[j], counts[:, j], fraction)
+        tail = np.asarray(backend.to_numpy(buf[self.size:]))             # waits for the reduction
         self.allreduce_seconds += time.perf_counter() - t0
         self.allreduce_calls += 1
         return self.grads, float(tail[0]), bool(tail[1] > 0)
+
+    def _reduce_table(self, name: str, grad, rows: np.ndarray, counts: np.ndarray, fraction: float) -> None:
+        """The global gradient of the gathered table ``name`` into ``self.grads[name]``, from
+        this rank's ``grad`` (None: no rows), the ``rows`` its share looked up and every
+        rank's count of them."""
+        backend, out = self.model.backend, self.grads[name]
+        xp, (V, E) = backend.xp, out.shape
+        if counts.sum() > self.gather_fraction * V:
+            if grad is None:
+                out[...] = 0
+            else:
+                xp.multiply(grad, fraction, out=out)
+            self.comm.allreduce(out.reshape(-1))
+            self.whole_tables[name] += 1
+            return
+        # the rows a rank names may include some with a zero gradient (a padding token's):
+        # they add nothing
+        mine = np.empty((0, E), out.dtype) if grad is None or not len(rows) else \
+            np.asarray(backend.to_numpy(grad[backend.asarray(rows)] * fraction), dtype=out.dtype)
+        every_row = self.comm.allgatherv(rows.astype(np.int64), counts)
+        every_value = self.comm.allgatherv(mine.reshape(-1), counts * E).reshape(-1, E)
+        # every rank's rows added up in rank order into the zeroed table: what the backend's
+        # embedding gradient does (compiled on cpu)
+        backend.embedding_grad(out, backend.asarray(every_row), backend.asarray(every_value), out=out)
+        self.gathers[name] += 1
+        self.gathered_rows[name] += int(counts.sum())
 
     def agree(self, vote: bool) -> bool:
         """Whether any rank votes yes (outside a step: at an epoch's end)."""

@@ -33,9 +33,14 @@ def embedding_forward(xp, weight, tokens):
     return weight[tokens]
 
 
-def embedding_grad(xp, weight, tokens, d_out):
-    """(V, E) sum of d_out's rows (N, E) per token id (N,), in token order (``add.at``)."""
-    grad = xp.zeros_like(weight)
+def embedding_grad(xp, weight, tokens, d_out, out=None):
+    """(V, E) sum of d_out's rows (N, E) per token id (N,), in token order (``add.at``), into
+    a new array or into ``out`` (weight's shape and dtype, zeroed first)."""
+    if out is None:
+        grad = xp.zeros_like(weight)
+    else:
+        grad = out
+        grad[...] = 0
     xp.add.at(grad, tokens, d_out)
     return grad
 

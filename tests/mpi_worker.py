@@ -66,9 +66,12 @@ class Inject(Callback):
 
 
 def train(out=None, dtype="float64", dropout=0.3, pooling="max", epochs=2, batch_size=7, n=29,
-          inject=None, comm=None, check_every=None, backend="numpy", ctc=False) -> dict:
-    """Train the test model; returns {"params", "history", "facts", "rng", "communicator"}
-    (on every rank). ``ctc``: a per-step head trained with the CTC objective."""
+          inject=None, comm=None, check_every=None, backend="numpy", ctc=False, ngram_buckets=0,
+          gather_min_bytes=None) -> dict:
+    """Train the test model; returns {"params", "history", "facts", "rng", "communicator",
+    "reductions"} (on every rank). ``ctc``: a per-step head trained with the CTC objective;
+    ``ngram_buckets``: an n-gram table; ``gather_min_bytes``: DataParallel's (0: gather the
+    embedding tables whatever their size)."""
     from lstm_engine import distributed
     from lstm_engine.classifier import SequenceClassifier
     from lstm_engine.objectives import CTC
@@ -80,9 +83,11 @@ def train(out=None, dtype="float64", dropout=0.3, pooling="max", epochs=2, batch
     distributed.prepare(comm, backend)
     if check_every is not None:
         distributed.DataParallel.check_every = check_every
+    if gather_min_bytes is not None:
+        distributed.DataParallel.gather_min_bytes = gather_min_bytes
     model = SequenceClassifier(4 if ctc else 3, vocab_size=9, embedding_dim=5, hidden_size=6, num_layers=2,
                                bidirectional=True, dropout=dropout, pooling=pooling, per_step=ctc,
-                               dtype=np.dtype(dtype), backend=backend, seed=0)
+                               ngram_buckets=ngram_buckets, dtype=np.dtype(dtype), backend=backend, seed=0)
     comm = distributed.for_backend(comm, model.backend)              # NCCL for cuda
     settings = TrainerSettings(epochs=epochs, batch_size=batch_size, seed=3, clip_norm=0.5, eval_batch_size=5,
                                monitor="label_error_rate" if ctc else "accuracy")
@@ -95,11 +100,15 @@ def train(out=None, dtype="float64", dropout=0.3, pooling="max", epochs=2, batch
                                    "local_size": comm.local_size, "cores": comm.cores,
                                    "numba_threads": os.environ.get("NUMBA_NUM_THREADS"),
                                    "mpi4py": "mpi4py" in sys.modules})
+    parallel = trainer.parallel
+    reductions = None if parallel is None else {"gathered": parallel.gathered, "gathers": parallel.gathers,
+                                                "whole_tables": parallel.whole_tables}
     result = {"params": model.state_dict(), "history": trainer.state.history, "facts": facts,
-              "rng": model.rng.bit_generator.state, "communicator": comm.name}
+              "rng": model.rng.bit_generator.state, "communicator": comm.name, "reductions": reductions}
     if out is not None and comm.is_root:
         np.savez(f"{out}.npz", **result["params"])
-        Path(f"{out}.json").write_text(json.dumps({k: result[k] for k in ("history", "facts", "rng", "communicator")}))
+        Path(f"{out}.json").write_text(json.dumps({k: result[k] for k in ("history", "facts", "rng", "communicator",
+                                                                          "reductions")}))
     return result
 
 
@@ -181,10 +190,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--inject", nargs=3, metavar=("ACTION", "RANK", "STEP"))
     parser.add_argument("--check-every", type=int)
     parser.add_argument("--ctc", action="store_true")
+    parser.add_argument("--ngram-buckets", type=int, default=0)
+    parser.add_argument("--gather-min-bytes", type=int)
     args = parser.parse_args(argv)
     inject = (args.inject[0], int(args.inject[1]), int(args.inject[2])) if args.inject else None
     train(args.out, args.dtype, args.dropout, args.pooling, inject=inject, check_every=args.check_every,
-          backend=args.backend, ctc=args.ctc)
+          backend=args.backend, ctc=args.ctc, ngram_buckets=args.ngram_buckets,
+          gather_min_bytes=args.gather_min_bytes)
 
 
 if __name__ == "__main__":

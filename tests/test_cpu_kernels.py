@@ -269,8 +269,12 @@ def test_layer_kernels_equal_the_array_code(dtype, threads):
             tokens = rng.integers(0, V, T * B)                      # repeats: rows accumulate
             d_out = rng.standard_normal((T * B, F)).astype(dtype)
             weight = rng.standard_normal((V, F)).astype(dtype)      # only its shape and dtype count
-            np.testing.assert_array_equal(cpu.embedding_grad(weight, tokens, d_out),
-                                          ref.embedding_grad(weight, tokens, d_out))
+            want = ref.embedding_grad(weight, tokens, d_out)
+            np.testing.assert_array_equal(cpu.embedding_grad(weight, tokens, d_out), want)
+            for backend in (cpu, ref):                   # into an array given (overwritten)
+                out = np.full_like(weight, 7)
+                assert backend.embedding_grad(weight, tokens, d_out, out=out) is out
+                np.testing.assert_array_equal(out, want)
     finally:
         set_num_threads(before)
 
@@ -368,6 +372,8 @@ def test_layer_kernels_refuse_what_would_index_out_of_bounds():
     for tokens in ([0, 4], [-1, 0]):
         with pytest.raises(ArgumentError, match="tokens"):
             cpu.embedding_grad(weight, np.array(tokens), d_out)
+    with pytest.raises(ArgumentError, match="out must be a C-contiguous float32 array of shape"):
+        cpu.embedding_grad(weight, np.array([0, 1]), d_out, out=np.zeros((4, 3), np.float64))
     with pytest.raises(ArgumentError, match="lengths"):
         cpu.max_over_steps(np.zeros((2, 2, 3), np.float32), np.array([1, 0]))
     with pytest.raises(ArgumentError, match="lengths"):
