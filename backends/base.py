@@ -30,8 +30,8 @@ Saved activations (what a training forward keeps for its backward, per step t):
 
 The model above this layer (stacking, directions, dropout, batch_first) is backend-agnostic
 and talks to a backend only through this class. Two steps of the layers around the stack
-(the max over steps of max pooling, the embedding table's gradient), the optimizer's Adam
-update and the gradients' squared norm are methods here too, with engine/layers.py's and
+(the max over steps of max pooling, the n-gram embedding's sum and the embedding table's
+gradient), the optimizer's Adam update and the gradients' squared norm are methods here too, with engine/layers.py's and
 engine/optim.py's array code as their default, so that a backend can compile them.
 The registry (backends/__init__.py) learns whether a backend can run here from the class
 alone (`needs`, `extra`, `unavailable_reason()`), so a backend's module must import without
@@ -142,6 +142,13 @@ class Backend(ABC):
         engine/layers.py's array code; the cpu backend compiles it."""
         from ..layers import max_over_steps
         return max_over_steps(self.xp, outputs, lengths)
+
+    def embedding_sum(self, weight, ids):
+        """weight (V, E), ids (K, T, B) -> (T, B, E): the sum of the K ids' rows at each step,
+        in id order (the n-gram embedding). The default is engine/layers.py's gather and sum;
+        the cpu backend compiles it into one pass without the (K, T, B, E) gather."""
+        from ..layers import embedding_sum
+        return embedding_sum(self.xp, weight, ids)
 
     def embedding_grad(self, weight, tokens, d_out, out=None):
         """weight (V, E), tokens (N,) ids, d_out (N, E) -> (V, E): d_out's rows summed per

@@ -281,13 +281,13 @@ class CpuBackend(Backend):
     #: their steps all reuse, and bounds the rest (benchmarks/memory.py).
     pool_cap = 256 * 2 ** 20
     #: Adam's update as one compiled pass over each parameter (cpu_layers.adam_update) instead
-    #: of NumPy's eleven: 3.3 ms against 16 per step for the default language-id model's 6.5
+    #: of NumPy's eleven: 2.3 ms against 21 per step for the default language-id model's 6.5
     #: million parameters, most of them its n-gram table (benchmarks/layer_kernels.py).
     compiled_adam = True
     #: The gradients' squared norm (for clipping) as one compiled float64 pass over each
-    #: gradient (cpu_layers.sum_of_squares) instead of a float64 copy and its sum: 0.38 ms
-    #: against 12 for the default language-id model's; a whole training step took 76 ms
-    #: against 86 with the float32 sum that clipping used before, at T 64 (benchmarks/layer_kernels.py).
+    #: gradient (cpu_layers.sum_of_squares) instead of a float64 copy and its sum: 0.48 ms
+    #: against 12.7 for the default language-id model's; a whole training step took 81 ms
+    #: against 90 with the float32 sum that clipping used before, at T 64 (benchmarks/layer_kernels.py).
     compiled_norm = True
 
     def __init__(self):
@@ -477,6 +477,18 @@ class CpuBackend(Backend):
         best, arg = np.empty((B, F), outputs.dtype), np.empty((B, F), np.int64)
         cpu_layers.max_over_steps(outputs, lengths, best, arg)
         return best, arg
+
+    def embedding_sum(self, weight, ids):
+        from ..errors import ArgumentError
+        from . import cpu_layers
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.ndim != 3 or not ids.shape[0] or weight.ndim != 2 \
+                or (ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0])):
+            raise ArgumentError(f"embedding_sum needs ids (K>=1, T, B) in [0, {weight.shape[0]}), got shape "
+                                f"{ids.shape}")
+        out = np.empty(ids.shape[1:] + weight.shape[1:], dtype=weight.dtype)
+        cpu_layers.embedding_sum(np.ascontiguousarray(weight), ids, out)
+        return out
 
     def embedding_grad(self, weight, tokens, d_out, out=None):
         from ..errors import ArgumentError

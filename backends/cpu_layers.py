@@ -2,14 +2,15 @@
 and the optimizer's update and gradient norm (engine/optim.py).
 
 These are the array work of a training step outside the recurrence that NumPy does slowly:
-a running maximum over steps is a Python loop of T vectorized calls, ``np.add.at`` is a
-scatter with per-element dispatch, Adam's update is eleven passes over each parameter and a
-scratch array where one pass does, and a float64 sum of squares is a float64 copy of each
-gradient first. At the default language-id model's shapes (B 128, T 64, 2x128 units, 48-wide
-embedding, 6.5 million parameters with the n-gram table) they take 0.17, 0.06, 3.3 and
-0.38 ms against NumPy's 3.9, 3.4, 16 and 12, and a whole training step 76 ms against 132
-(T 24: 32 against 69), on the 2-core AVX-512 host (benchmarks/layer_kernels.py,
-results/layer_kernels.json).
+a running maximum over steps is a Python loop of T vectorized calls, an n-gram embedding's
+sum gathers K rows per step into a (K, T, B, E) array first, ``np.add.at`` is a scatter
+with per-element dispatch, Adam's update is eleven passes over each parameter and a scratch
+array where one pass does, and a float64 sum of squares is a float64 copy of each gradient
+first. At the default language-id model's shapes (B 128, T 64, 2x128 units, 48-wide
+embedding, 6.5 million parameters with the n-gram table of 3 orders) they take 0.14, 0.19,
+0.08, 2.3 and 0.48 ms against NumPy's 4.1, 2.1, 3.5, 21 and 12.7, and a whole training
+step 81 ms against 145 (T 24: 35 against 81), on the 2-core AVX-512 host
+(benchmarks/layer_kernels.py, results/layer_kernels.json).
 
 Shapes (C-contiguous, time-major; names of engine/layers.py):
     T steps, B sequences, F features per step, N = T*B tokens, V vocabulary, E embedding width
@@ -18,6 +19,8 @@ Shapes (C-contiguous, time-major; names of engine/layers.py):
     best    (B, F)     the maximum of outputs[:lengths[b], b, f] (written)
     arg     (B, F)     int64, the first step that holds it (written), for the backward
     tokens  (N,)       int64 ids in [0, V)
+    ids     (K, T, B)  int64 ids in [0, V), K per step (one per n-gram order), summed by
+                       embedding_sum into out (T, B, E)
     d_out   (N, E)     the gradient of each token's embedding row
     grad    (V, E)     the table's gradient (written: zeroed, then accumulated)
     p, g, m, v (P,)    a parameter, its gradient, Adam's first and second moments, flat
@@ -56,6 +59,25 @@ def max_over_steps(outputs, lengths, best, arg):
                 better = value > current
                 best[b, f] = value if better else current
                 arg[b, f] = t if better else arg[b, f]
+
+
+@CPU_KERNELS.jit(parallel=True, error_model="numpy")
+def embedding_sum(weight, ids, out):
+    """``out[t, b] = weight[ids[0, t, b]] + weight[ids[1, t, b]] + ...`` added in that order,
+    as NumPy's sum over the gathered rows' first axis, one step's rows per thread.
+        weight (V, E), ids (K, T, B), out (T, B, E) (written): module docstring
+    """
+    K, T, B = ids.shape
+    E = weight.shape[1]
+    for t in prange(T):
+        for b in range(B):
+            first = ids[0, t, b]
+            for e in range(E):
+                out[t, b, e] = weight[first, e]
+            for k in range(1, K):
+                row = ids[k, t, b]
+                for e in range(E):
+                    out[t, b, e] += weight[row, e]
 
 
 @CPU_KERNELS.jit(parallel=True, error_model="numpy")

@@ -6,12 +6,13 @@ norm (backends/cpu_layers.py) against engine/layers.py's and engine/optim.py's N
 
 - step: a whole training step of the default language-id classifier (forward, loss, backward,
   gradient clipping, Adam) at the T of its longest training batches and of a middle one,
-  with the compiled max over steps, embedding gradient, Adam update and gradients' squared
-  norm, with the NumPy code, and with the compiled kernels but the float32 sum of squares
+  with the compiled max over steps, n-gram embedding sum, embedding gradient, Adam update and
+  gradients' squared norm, with the NumPy code, and with the compiled kernels but the float32 sum of squares
   that clipping used before the compiled one; the three are timed in alternation, so a change
   of the machine's load hits all;
-- kernels: each alone, compiled and NumPy, at the same shapes (Adam and the squared norm:
-  every parameter of the model, its n-gram table included).
+- kernels: each alone, compiled and NumPy, at the same shapes (the n-gram sum: the table's
+  rows of 3 orders per step; Adam and the squared norm: every parameter of the model, its
+  n-gram table included).
 Timings are medians after warm-up, with their spread (a step's range over the repeats, a
 kernel's fastest call) (lstm_engine.bench.time_call); the compiled kernels were
 loaded (compiled or read from Numba's cache) before any timing.
@@ -35,7 +36,7 @@ RESULTS = Path(__file__).parent / "results"
 #: and classes of its default corpus, and a batch of 128 at train_length 64 and at 24.
 MODEL = {"num_classes": 106, "vocab_size": 900, "embedding_dim": 48, "hidden_size": 128,
          "bidirectional": True, "pooling": "max", "dropout": 0.1, "ngram_buckets": 131072, "ngram_order": 4}
-KERNELS = ("max_over_steps", "embedding_grad", "adam_update", "sum_of_squares")
+KERNELS = ("max_over_steps", "embedding_sum", "embedding_grad", "adam_update", "sum_of_squares")
 BATCH = 128
 STEPS = (64, 24)
 
@@ -115,7 +116,9 @@ def kernel_times(T: int, B: int, model_config: dict, repeat: int) -> dict:
     weight = np.zeros((V, E), np.float32)
     tokens, d_out = rng.integers(1, V, T * B), rng.standard_normal((T * B, E)).astype(np.float32)
     row = {"T": T, "B": B}
+    ngram_ids = rng.integers(0, model_config["ngram_buckets"], (model_config["ngram_order"] - 1, T, B))
     for name, call in (("max_over_steps", lambda b: b.max_over_steps(outputs, lengths)),
+                       ("embedding_sum", lambda b: b.embedding_sum(params["ngram.weight"], ngram_ids)),
                        ("embedding_grad", lambda b: b.embedding_grad(weight, tokens, d_out)),
                        ("adam_update", lambda b: adam.step(params, grads, backend=b)),
                        ("sum_of_squares", lambda b: [b.sum_of_squares(g) for g in grads.values()])):

@@ -242,7 +242,7 @@ class SequenceClassifier:
         added to the tokens' embedding."""
         xp = self.backend.xp
         ids = layers.ngram_ids(xp, tokens, self.config["ngram_buckets"], earlier, self.config["ngram_order"])
-        return ids, layers.embedding_forward(xp, self.extra["ngram.weight"], ids).sum(axis=0)
+        return ids, self.backend.embedding_sum(self.extra["ngram.weight"], ids)
 
     def loss(self, logits, targets, lengths=None, label_smoothing: float = 0.0):
         """Cross-entropy of logits against int targets: (B,) for a classifier, (T, B) with

@@ -33,6 +33,12 @@ def embedding_forward(xp, weight, tokens):
     return weight[tokens]
 
 
+def embedding_sum(xp, weight, ids):
+    """ids (K, T, B) int -> (T, B, E): the sum of weight's rows of the K ids at each step, in
+    id order (the n-gram embedding: one id per order)."""
+    return embedding_forward(xp, weight, ids).sum(axis=0)
+
+
 def embedding_grad(xp, weight, tokens, d_out, out=None):
     """(V, E) sum of d_out's rows (N, E) per token id (N,), in token order (``add.at``), into
     a new array or into ``out`` (weight's shape and dtype, zeroed first)."""

@@ -275,6 +275,9 @@ def test_layer_kernels_equal_the_array_code(dtype, threads):
                 out = np.full_like(weight, 7)
                 assert backend.embedding_grad(weight, tokens, d_out, out=out) is out
                 np.testing.assert_array_equal(out, want)
+            for K in (1, 2, 3):                          # the n-gram embedding's sum, one id per order
+                ids = rng.integers(0, V, (K, T, B))
+                np.testing.assert_array_equal(cpu.embedding_sum(weight, ids), ref.embedding_sum(weight, ids))
     finally:
         set_num_threads(before)
 
@@ -372,6 +375,9 @@ def test_layer_kernels_refuse_what_would_index_out_of_bounds():
     for tokens in ([0, 4], [-1, 0]):
         with pytest.raises(ArgumentError, match="tokens"):
             cpu.embedding_grad(weight, np.array(tokens), d_out)
+    for ids in (np.array([[[0, 4]]]), np.array([[[-1, 0]]]), np.zeros((0, 1, 2), int), np.zeros((2, 2), int)):
+        with pytest.raises(ArgumentError, match="embedding_sum needs ids"):
+            cpu.embedding_sum(weight, ids)
     with pytest.raises(ArgumentError, match="out must be a C-contiguous float32 array of shape"):
         cpu.embedding_grad(weight, np.array([0, 1]), d_out, out=np.zeros((4, 3), np.float64))
     with pytest.raises(ArgumentError, match="lengths"):
