@@ -29,10 +29,11 @@ Saved activations (what a training forward keeps for its backward, per step t):
                         (the cpu backend keeps it packed with x as xh, see cpu_kernels)
 
 The model above this layer (stacking, directions, dropout, batch_first) is backend-agnostic
-and talks to a backend only through this class. Two steps of the layers around the stack
+and talks to a backend only through this class. Three steps of the layers around the stack
 (the max over steps of max pooling, the n-gram embedding's sum and the embedding table's
-gradient), the optimizer's Adam update and the gradients' squared norm are methods here too, with engine/layers.py's and
-engine/optim.py's array code as their default, so that a backend can compile them.
+gradient), the optimizer's Adam update and the gradients' squared norm are methods here
+too, with engine/layers.py's and engine/optim.py's array code as their default, so that a
+backend can compile them.
 The registry (backends/__init__.py) learns whether a backend can run here from the class
 alone (`needs`, `extra`, `unavailable_reason()`), so a backend's module must import without
 its heavy dependencies: Numba and CuPy are imported inside methods or by sibling kernel
