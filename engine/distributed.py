@@ -174,8 +174,11 @@ class Communicator:
     def allgather_object(self, obj) -> list:
         raise NotImplementedError
 
-    #: Whether ``allgatherv`` is there (DataParallel then gathers row-sparse gradients).
-    can_gather = True
+    @property
+    def can_gather(self) -> bool:
+        """Whether this communicator has ``allgatherv`` (DataParallel then gathers row-sparse
+        gradients by their rows)."""
+        return type(self).allgatherv is not Communicator.allgatherv
 
     def allgatherv(self, buffer: np.ndarray, counts) -> np.ndarray:
         """Every rank's 1-D host ``buffer`` (rank r's holds counts[r] elements, the same
@@ -325,9 +328,8 @@ class NcclCommunicator(Communicator):
     always 0). NCCL refuses two ranks of one communicator on the same GPU."""
 
     name = "nccl"
-    #: NCCL sums a whole table on the GPUs' links faster than its rows would go through the
-    #: hosts and MPI (NCCL's own allgather takes equal counts only).
-    can_gather = False
+    # No allgatherv (so no gathered tables): NCCL sums a whole table on the GPUs' links faster
+    # than its rows would go through the hosts and MPI, and its own allgather takes equal counts.
 
     def __init__(self, mpi: Communicator, device_id: int | None = None):
         nccl = _load_nccl()
