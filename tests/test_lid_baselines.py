@@ -407,3 +407,28 @@ def test_held_out_mode_trains_without_the_held_out_source_and_tests_on_it(bench,
     assert not again["runs"]["held_out"]["timing"]["trained_here"]
     assert again["views"]["held_out"]["lstm"] == {**held["lstm"], **{k: again["views"]["held_out"]["lstm"][k]
                                                                      for k in ("ms_per_string", "ms_per_string_single")}}
+
+
+def test_lid_windows_reads_one_held_out_model_with_each_window(bench, fixture_corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "BASELINES", {})
+    run = tmp_path / "run"
+    bench.main(["--train", str(run), "--held-out", "fortunes", "--backend", "numpy", "--out", str(tmp_path / "b.json"),
+                "--set", "epochs=1", "--set", "hidden_size=6", "--set", "embedding_dim=4", "--set", "train_length=24",
+                "--set", "sources=gettext,libreoffice-help,gnome-user-docs,fortunes"])
+    windows = load_benchmark("lid_windows")
+    monkeypatch.setattr(windows, "COMPARISON_LIMIT", 5)
+    out = tmp_path / "w.json"
+    data = windows.main(["--runs", str(run), "--windows", "0", "6", "--backend", "numpy", "--out", str(out)])
+    assert json.loads(out.read_text(encoding="utf-8")) == data
+    scored = data["runs"]["run"]
+    assert scored["trained_window"] == {"above": 24, "size": 16, "stride": 8}
+    whole, six = scored["by_window"]["0"], scored["by_window"]["6"]
+    assert whole["window"] is None and six["window"] == {"above": 24, "size": 6, "stride": 3}
+    held = whole["held_out"]
+    assert held["n"] > 5 and whole["outside_comparison"]["n"] == held["n"] - 5
+    assert set(held["by_group"]) == {"fortunes"} and whole["validation"]["n"] > 0
+    # text up to 24 characters is read whole either way; longer text is read with its windows
+    assert six["held_out"]["by_length"]["<=20"] == held["by_length"]["<=20"]
+    with pytest.raises(SystemExit):
+        windows.main(["--runs", str(run), "--windows", "-1"])
+    assert "--windows: sizes are 0 (no windows) or more" in capsys.readouterr().err

@@ -176,7 +176,7 @@ def test_unknown_characters_map_to_the_unknown_id(lid_run):
 def test_language_id_reads_text_longer_than_its_training_in_windows(lid_run):
     from lstm_engine.data import Examples
     pred = load_predictor(lid_run, backend="numpy")
-    assert pred.encoder["window"] == {"above": 64, "size": 32, "stride": 16}     # the defaults
+    assert pred.encoder["window"] == {"above": 64, "size": 16, "stride": 8}      # the defaults
     long_text = "abba cd " * 12
     encoded, _ = pred.task.encode(Examples([long_text], ["aa"]), pred.encoder, pred.labels)
     assert encoded.window == pred.encoder["window"]           # evaluation reads windows too
