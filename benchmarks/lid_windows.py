@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lid_baselines  # noqa: E402
+import lid_baselines
 
 OUT = Path(__file__).parent / "results" / "lid_windows.json"
 #: The comparison's sample (lid_baselines.py --limit 10000, --seed 0).
