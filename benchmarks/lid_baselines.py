@@ -104,12 +104,13 @@ class View:
                     None if self.groups is None else [self.groups[i] for i in indices])
 
 
-def checkpoint_views(predictor) -> tuple[list[View], list[str]]:
+def checkpoint_views(predictor, data=None) -> tuple[list[View], list[str]]:
     """The views of a checkpoint's own data (its task rebuilds the corpus with the data options
-    stored in the checkpoint): the test split, and when the run held sources out, their strings
-    whole and cut to their first characters. Also how the rebuilt corpus differs from the one
-    the model was trained on (empty: the same)."""
-    data = predictor.task.load(predictor.data_options)
+    stored in the checkpoint, unless the caller passes that ``data``): the test split, and when
+    the run held sources out, their strings whole and cut to their first characters. Also how
+    the rebuilt corpus differs from the one the model was trained on (empty: the same)."""
+    if data is None:
+        data = predictor.task.load(predictor.data_options)
     manifest = getattr(predictor, "manifest", None)
     changes = predictor.task.data_changes(manifest, data.manifest) \
         if manifest is not None and data.manifest is not None else []
@@ -533,8 +534,8 @@ def machine_facts() -> dict:
     }
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
 
 
 def _pair(row: dict) -> str:

@@ -30,10 +30,6 @@ OUT = Path(__file__).parent / "results" / "lid_windows.json"
 COMPARISON_LIMIT, COMPARISON_SEED = 10000, 0
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
-
-
 def score_windows(run: Path, windows: list[int], backend: str) -> dict:
     from lstm_engine.tasks.language_id import window_spec
     predictor = lid_baselines.load_lstm(str(run), backend)
@@ -41,21 +37,21 @@ def score_windows(run: Path, windows: list[int], backend: str) -> dict:
     if trained is None:
         raise SystemExit(f"{run}: its encoder reads no windows, so the length above which they apply "
                          "is not stored; use a run trained with window > 0")
-    views, changes = lid_baselines.checkpoint_views(predictor)
+    data = predictor.task.load(predictor.data_options)           # the corpus, built once
+    views, changes = lid_baselines.checkpoint_views(predictor, data)
     if changes:
         raise SystemExit(f"{run}: the corpus rebuilt here differs from the one it trained on: {changes}")
     held = next(v for v in views if v.name == "held_out")
     compared = set(lid_baselines.stratified_sample(held.gold, COMPARISON_LIMIT, seed=COMPARISON_SEED))
     outside = held.subset([i for i in range(len(held.gold)) if i not in compared])
-    validation = predictor.task.load(predictor.data_options).splits["validation"]
+    validation = data.splits["validation"]
     sets = {"validation": lid_baselines.View("validation", list(validation.inputs), list(validation.labels)),
             "held_out": held, "outside_comparison": outside}
     out = {"trained_window": trained, "by_window": {}}
+    whole = {key: value for key, value in predictor.encoder.items() if key != "window"}
     for size in windows:
-        predictor.encoder = {key: value for key, value in predictor.encoder.items() if key != "window"}
         spec = window_spec(size, trained["above"])
-        if spec is not None:
-            predictor.encoder["window"] = spec
+        predictor.encoder = whole if spec is None else {**whole, "window": spec}
         row = {"window": spec}
         for name, view in sets.items():
             start = time.perf_counter()
@@ -64,7 +60,8 @@ def score_windows(run: Path, windows: list[int], backend: str) -> dict:
                          "seconds": round(time.perf_counter() - start, 1)}
         out["by_window"][str(size)] = row
         print(f"{run.name} window {size}: " + ", ".join(
-            f"{name} {_percent(row[name]['lstm'])} (>50 {_percent(row[name]['by_length']['>50']['lstm'])})"
+            f"{name} {lid_baselines._percent(row[name]['lstm'], 2)} "
+            f"(>50 {lid_baselines._percent(row[name]['by_length']['>50']['lstm'], 2)})"
             for name in sets), file=sys.stderr, flush=True)
     return out
 
