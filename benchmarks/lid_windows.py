@@ -10,7 +10,7 @@ Each model is scored by text length (``lid_baselines.score``) on
   source,
 - the held-out strings that ``lid_baselines.py --limit 10000`` does not compare on
   (``outside_comparison``), so that a window chosen there is not chosen on the comparison's
-  strings.
+  strings (scored from the held-out strings' predictions, so it has no time of its own).
 Results: ``benchmarks/results/lid_windows.json``, by run, then window (0: the whole text only).
 """
 
@@ -43,10 +43,11 @@ def score_windows(run: Path, windows: list[int], backend: str) -> dict:
         raise SystemExit(f"{run}: the corpus rebuilt here differs from the one it trained on: {changes}")
     held = next(v for v in views if v.name == "held_out")
     compared = set(lid_baselines.stratified_sample(held.gold, COMPARISON_LIMIT, seed=COMPARISON_SEED))
-    outside = held.subset([i for i in range(len(held.gold)) if i not in compared])
+    outside_rows = [i for i in range(len(held.gold)) if i not in compared]
+    outside = held.subset(outside_rows)
     validation = data.splits["validation"]
     sets = {"validation": lid_baselines.View("validation", list(validation.inputs), list(validation.labels)),
-            "held_out": held, "outside_comparison": outside}
+            "held_out": held}
     out = {"trained_window": trained, "by_window": {}}
     whole = {key: value for key, value in predictor.encoder.items() if key != "window"}
     for size in windows:
@@ -58,11 +59,14 @@ def score_windows(run: Path, windows: list[int], backend: str) -> dict:
             predicted = predictor.predict(view.texts)
             row[name] = {**lid_baselines.score(view.texts, view.gold, {"lstm": predicted}, view.groups),
                          "seconds": round(time.perf_counter() - start, 1)}
+            if name == "held_out":              # the outside strings are a part of them: not read again
+                row["outside_comparison"] = lid_baselines.score(
+                    outside.texts, outside.gold, {"lstm": [predicted[i] for i in outside_rows]}, outside.groups)
         out["by_window"][str(size)] = row
         print(f"{run.name} window {size}: " + ", ".join(
             f"{name} {lid_baselines._percent(row[name]['lstm'], 2)} "
             f"(>50 {lid_baselines._percent(row[name]['by_length']['>50']['lstm'], 2)})"
-            for name in sets), file=sys.stderr, flush=True)
+            for name in (*sets, "outside_comparison")), file=sys.stderr, flush=True)
     return out
 
 

@@ -77,9 +77,9 @@ def _start(out: Path, data: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_while_writing(child: subprocess.Popen, rng: random.Random) -> bool:
+def _kill_while_writing(child: subprocess.Popen, rng: random.Random) -> None:
     """Wait for the start of a random (2nd-4th: the 1st is config.json) file write, then kill
-    within its first ~30 ms; False if the run finished first."""
+    within its first ~30 ms, unless the run finishes first."""
     writes, wanted = 0, rng.randint(2, 4)
     for line in child.stdout:
         if line.strip() == "W":
@@ -87,21 +87,18 @@ def _kill_while_writing(child: subprocess.Popen, rng: random.Random) -> bool:
             if writes == wanted:
                 time.sleep(rng.uniform(0.0, 0.03))
                 child.send_signal(signal.SIGKILL)
-                return True
+                return
         if line.strip() == "D":
-            return False
-    return False
+            return
 
 
-def _kill_at_random(child: subprocess.Popen, rng: random.Random) -> bool:
-    """Kill at a uniformly random moment of the run (after its imports); False if it ended first."""
+def _kill_at_random(child: subprocess.Popen, rng: random.Random) -> None:
+    """Kill at a uniformly random moment of the run (after its imports), unless it ends first."""
     assert child.stdout.readline().strip() == "R", child.stderr.read()
     try:
         child.wait(timeout=rng.uniform(0.0, 1.5))
-        return False
     except subprocess.TimeoutExpired:
         child.send_signal(signal.SIGKILL)
-        return True
 
 
 def _params(path: Path) -> dict:
@@ -121,16 +118,16 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, lid_tsv):
     epochs_seen = []
     while kills < KILLS:
         child = _start(out, lid_tsv)
-        killed = (_kill_while_writing if kills % 2 else _kill_at_random)(child, rng)
+        (_kill_while_writing if kills % 2 else _kill_at_random)(child, rng)
         child.wait(timeout=120)
-        # a kill sent in the last milliseconds of the run can find it already exited (rc 0)
-        if not killed or child.returncode == 0:  # the run completed before the kill: start over
+        # the exit says whether the kill landed: a kill sent in the last milliseconds of the
+        # run can find it already exited
+        if child.returncode != -signal.SIGKILL:  # the run completed before the kill: start over
             assert child.returncode == 0, child.stderr.read()
             for f in out.iterdir():
                 f.unlink()
             continue
         kills += 1
-        assert child.returncode == -signal.SIGKILL
         leftovers = [p.name for p in out.glob(".*.tmp")] if out.exists() else []
         in_write += bool(leftovers)
         for p in out.glob(".*.tmp"):
