@@ -489,6 +489,13 @@ def first_chars(text: str, count: int = FIRST_CHARS) -> str:
     return " ".join(text.split())[:count].strip()
 
 
+def without_accents(text: str) -> str:
+    """``text`` as typed without accents: each Latin and Greek letter as the training option
+    ``unaccent_fraction`` writes it ('é' -> 'e', 'ł' -> 'l'; ``language_id.unaccented``)."""
+    from lstm_engine.tasks.language_id import unaccented
+    return "".join(unaccented(ch) for ch in text)
+
+
 #: Sentences a new user would try (the README's, then everyday conversation in several
 #: languages), with their language: each must come out right.
 README_EXAMPLES = [

@@ -432,3 +432,33 @@ def test_lid_windows_reads_one_held_out_model_with_each_window(bench, fixture_co
     with pytest.raises(SystemExit):
         windows.main(["--runs", str(run), "--windows", "-1"])
     assert "--windows: sizes are 0 (no windows) or more" in capsys.readouterr().err
+
+
+def test_without_accents(bench):
+    # the letters that training's unaccent_fraction rewrites; other scripts keep their marks
+    assert bench.without_accents("Čeština, żółw, Ελλάδα, йогурт") == "Cestina, zolw, Ελλαδα, йогурт"
+    assert bench.without_accents("plain text") == "plain text"
+
+
+def test_lid_tuning_scores_a_kept_run_again(bench, fixture_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BASELINES", {})
+    runs = tmp_path / "runs"
+    # the fixture's man page is German with an accent ("erklärt")
+    bench.main(["--train", str(runs / "tiny"), "--held-out", "fortunes,manpages", "--backend", "numpy", "--out",
+                str(tmp_path / "b.json"), "--set", "epochs=1", "--set", "hidden_size=6", "--set", "embedding_dim=4",
+                "--set", "sources=gettext,libreoffice-help,gnome-user-docs,fortunes,manpages"])
+    tuning = load_benchmark("lid_tuning")
+    out = tmp_path / "t.json"
+    out.write_text(json.dumps({"experiments": {"tiny": {"settings": {"epochs": 1}, "train_seconds": 1.5}}}),
+                   encoding="utf-8")
+    tuning.main(["--rescore", "tiny", "--keep-runs", str(runs), "--backend", "numpy", "--out", str(out)])
+    entry = json.loads(out.read_text(encoding="utf-8"))["experiments"]["tiny"]
+    # the training figures stay; the scores are today's
+    assert entry["settings"] == {"epochs": 1} and entry["train_seconds"] == 1.5 and entry["scored"]
+    assert entry["examples"]["n"] == len(bench.EXAMPLES) and 0 <= entry["held_out_first20"] <= 1
+    accents = entry["held_out_unaccented"]
+    assert accents["n"] > 0 and 0 <= accents["as_written"] <= 1 and 0 <= accents["unaccented"] <= 1
+    with pytest.raises(SystemExit, match="no finished run"):
+        tuning.main(["--rescore", "other", "--keep-runs", str(runs), "--out", str(out)])
+    with pytest.raises(SystemExit):
+        tuning.main(["--rescore", "tiny", "--out", str(out)])
