@@ -33,9 +33,11 @@ reason in the results.
 A library can only name the languages it was trained on, so each row is restricted to the
 strings whose gold language the library can output at all, and the LSTM is scored on exactly
 those strings too: each row is a side-by-side on one subset. Per row: the subset size and
-languages, both accuracies overall and by string length (<= 20, 21-50, > 50 characters), and
-the library's time per string (one call per string, as the libraries are normally used; the
-LSTM is timed batched over the whole view, and one string per call on 200 of them). The
+languages, both accuracies overall and by string length (<= 20, 21-50, > 50 characters), with
+the strings each system alone gets right and an exact McNemar p-value (``paired``: whether the
+difference is more than chance on those strings), and the library's time per string (one call
+per string, as the libraries are normally used; the LSTM is timed batched over the whole view,
+and one string per call on 200 of them). The
 libraries choose among all of their own languages, the LSTM among all of ours: that difference
 is part of what is measured. A library that does not know a language cannot confuse it with
 its neighbour (langdetect knows Croatian but not Serbian or Bosnian), so each row also has the
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -362,15 +365,37 @@ def accuracy(predicted: Sequence[str | None], gold: Sequence[str]) -> float | No
     return sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
 
 
+def mcnemar_p(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar p-value: how likely a split of the discordant strings (one
+    system right, the other wrong) at least this uneven is when both are equally accurate
+    (a fair coin per discordant string)."""
+    n = only_first + only_second
+    tail = sum(math.comb(n, k) for k in range(min(only_first, only_second) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(predicted_a: Sequence[str | None], predicted_b: Sequence[str | None], gold: Sequence[str]) -> dict:
+    """Two systems on the same strings: how many each alone gets right, and ``mcnemar_p``
+    (whether the difference between their accuracies is more than chance on these strings)."""
+    a_only = sum(a == g != b for a, b, g in zip(predicted_a, predicted_b, gold, strict=True))
+    b_only = sum(b == g != a for a, b, g in zip(predicted_a, predicted_b, gold, strict=True))
+    return {"lstm_only_right": a_only, "baseline_only_right": b_only, "p": mcnemar_p(a_only, b_only)}
+
+
 def score(texts: Sequence[str], gold: Sequence[str], systems: dict[str, Sequence[str | None] | None],
           groups: Sequence[str] | None = None) -> dict:
     """n and each system's accuracy, overall and per length bucket (and per group, e.g. the
     held-out source, when ``groups`` are given). A system given as None (the LSTM when there
-    is no checkpoint) scores None."""
+    is no checkpoint) scores None. With both a ``baseline`` and an ``lstm``, also their
+    ``paired`` comparison on the same strings."""
     def rates(indices):
-        return {name: None if predicted is None else accuracy([predicted[i] for i in indices],
-                                                              [gold[i] for i in indices])
-                for name, predicted in systems.items()}
+        out = {name: None if predicted is None else accuracy([predicted[i] for i in indices],
+                                                             [gold[i] for i in indices])
+               for name, predicted in systems.items()}
+        if systems.get("baseline") is not None and systems.get("lstm") is not None:
+            out["paired"] = paired([systems["lstm"][i] for i in indices], [systems["baseline"][i] for i in indices],
+                                   [gold[i] for i in indices])
+        return out
 
     everything = range(len(gold))
     by_length = {}

@@ -141,12 +141,26 @@ def test_evaluate_baseline_restricts_both_systems_to_the_supported_subset(bench)
     # among the library's languages, "kurz" gets the LSTM's second choice, de; a*30 stays fr
     assert row["lstm_its_languages"] == pytest.approx(4 / 5)
     short, mid, long_ = (row["by_length"][b] for b in ("<=20", "21-50", ">50"))
-    assert short == {"n": 3, "baseline": 1.0, "lstm": pytest.approx(2 / 3), "lstm_its_languages": 1.0}
-    assert mid == {"n": 1, "baseline": 1.0, "lstm": 0.0, "lstm_its_languages": 0.0}
-    assert long_ == {"n": 1, "baseline": 0.0, "lstm": 1.0, "lstm_its_languages": 1.0}
+    assert short == {"n": 3, "baseline": 1.0, "lstm": pytest.approx(2 / 3), "lstm_its_languages": 1.0,
+                     "paired": {"lstm_only_right": 0, "baseline_only_right": 1, "p": 1.0}}
+    assert mid == {"n": 1, "baseline": 1.0, "lstm": 0.0, "lstm_its_languages": 0.0,
+                   "paired": {"lstm_only_right": 0, "baseline_only_right": 1, "p": 1.0}}
+    assert long_ == {"n": 1, "baseline": 0.0, "lstm": 1.0, "lstm_its_languages": 1.0,
+                     "paired": {"lstm_only_right": 1, "baseline_only_right": 0, "p": 1.0}}
+    # b*60 only the LSTM gets right, kurz and a*30 only the library
+    assert row["paired"] == {"lstm_only_right": 1, "baseline_only_right": 2, "p": 1.0}
     assert row["top_errors"] == [["fr", "en", 1]]
     assert row["no_answer"] == 0 and row["unexpected_labels"] == []
     assert row["ms_per_string"] >= 0 and row["library_labels"] == 5
+
+
+def test_mcnemar_p(bench):
+    # exact two-sided binomial test of the discordant strings against a fair coin
+    assert bench.mcnemar_p(0, 0) == 1.0 and bench.mcnemar_p(3, 3) == 1.0
+    assert bench.mcnemar_p(5, 0) == bench.mcnemar_p(0, 5) == pytest.approx(2 / 32)
+    assert bench.mcnemar_p(0, 10) == pytest.approx(2 / 1024)
+    assert bench.mcnemar_p(61, 56) == pytest.approx(0.7117, abs=1e-4)      # scipy.stats.binomtest(56, 117)
+    assert bench.mcnemar_p(20, 5) == pytest.approx(0.004077, abs=1e-6)
 
 
 def test_evaluate_baseline_counts_no_answers_and_unexpected_labels(bench):
@@ -256,7 +270,8 @@ def test_main_from_checkpoint(bench, fakes, tmp_path, capsys):
     assert held["n"] == first["n"] == 3
     assert held["lstm"]["accuracy"] == pytest.approx(2 / 3)
     assert held["lstm"]["by_group"]["gnome-user-docs"] == {"n": 2, "accuracy": 0.5}
-    every_right = {"n": 1, "baseline": 1.0, "lstm": 1.0, "lstm_its_languages": 1.0}
+    every_right = {"n": 1, "baseline": 1.0, "lstm": 1.0, "lstm_its_languages": 1.0,
+                   "paired": {"lstm_only_right": 0, "baseline_only_right": 0, "p": 1.0}}
     assert held["baselines"]["german"]["by_group"] == {"fortunes": every_right, "gnome-user-docs": every_right}
     assert held["lstm"]["by_length"][">50"]["n"] == 0 and first["lstm"]["by_length"]["21-50"]["n"] == 0
     printed = capsys.readouterr().out
