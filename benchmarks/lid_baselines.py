@@ -16,6 +16,8 @@ DIR, or takes the run already there, and compares on it. The strings come in vie
 - ``held_out``: every string of the held-out sources (with a breakdown by source): text of a
   domain the model never trained on, the cross-domain figure;
 - ``held_out_first20``: the same strings cut to their first 20 characters (short text);
+- ``held_out_unaccented``: the held-out strings that carry accents, typed without them
+  (``without_accents``: é -> e, ł -> l), as people often type;
 - ``tsv``: the ``split == test`` lines of a ``label<TAB>text<TAB>split`` file.
 
 ``--default-run DIR`` also trains the plain default run (``lstm-engine run``, the README's
@@ -110,8 +112,9 @@ class View:
 def checkpoint_views(predictor, data=None) -> tuple[list[View], list[str]]:
     """The views of a checkpoint's own data (its task rebuilds the corpus with the data options
     stored in the checkpoint, unless the caller passes that ``data``): the test split, and when
-    the run held sources out, their strings whole and cut to their first characters. Also how
-    the rebuilt corpus differs from the one the model was trained on (empty: the same)."""
+    the run held sources out, their strings whole, cut to their first characters and (those
+    with accents) typed without their accents. Also how the rebuilt corpus differs from the one
+    the model was trained on (empty: the same)."""
     if data is None:
         data = predictor.task.load(predictor.data_options)
     manifest = getattr(predictor, "manifest", None)
@@ -127,6 +130,11 @@ def checkpoint_views(predictor, data=None) -> tuple[list[View], list[str]]:
             groups += [source] * len(examples.inputs)
         views.append(View("held_out", texts, gold, groups))
         views.append(View("held_out_first20", [first_chars(t) for t in texts], gold, groups))
+        plain = [without_accents(t) for t in texts]
+        accented = [i for i, (t, p) in enumerate(zip(texts, plain)) if p != t]
+        if accented:
+            views.append(View("held_out_unaccented", [plain[i] for i in accented], [gold[i] for i in accented],
+                              [groups[i] for i in accented]))
     return views, changes
 
 

@@ -31,13 +31,14 @@ def codes(bench):
 
 
 def test_the_readme_shows_the_committed_comparison(bench):
-    """The README's three comparison tables are what --table makes of the committed results."""
+    """The README's four comparison tables are what --table makes of the committed results."""
     root = SCRIPT.parents[1]
     results = json.loads((root / "benchmarks" / "results" / "lid_baselines.json").read_text())
     readme = (root / "README.md").read_text()
     assert bench.cross_domain_table(results) in readme
     assert bench.same_choice_table(results) in readme
     assert bench.markdown_table(results, "in_domain") in readme
+    assert bench.markdown_table(results, "held_out_unaccented") in readme
 
 
 # ---------------------------------------------------------------- code mapping
@@ -274,6 +275,9 @@ def test_main_from_checkpoint(bench, fakes, tmp_path, capsys):
                    "paired": {"lstm_only_right": 0, "baseline_only_right": 0, "p": 1.0}}
     assert held["baselines"]["german"]["by_group"] == {"fortunes": every_right, "gnome-user-docs": every_right}
     assert held["lstm"]["by_length"][">50"]["n"] == 0 and first["lstm"]["by_length"]["21-50"]["n"] == 0
+    # the one held-out string with an accent ("länger"), typed without it
+    plain = data["views"]["held_out_unaccented"]
+    assert plain["n"] == 1 and plain["lstm"]["by_group"] == {"fortunes": {"n": 1, "accuracy": 1.0}}
     printed = capsys.readouterr().out
     assert printed.strip() == bench.tables(data)
     assert bench.cross_domain_table(data).splitlines()[2].startswith("| perfect 1 | 3 | 2 |")
@@ -473,6 +477,9 @@ def test_lid_tuning_scores_a_kept_run_again(bench, fixture_corpus, tmp_path, mon
     assert entry["examples"]["n"] == len(bench.EXAMPLES) and 0 <= entry["held_out_first20"] <= 1
     accents = entry["held_out_unaccented"]
     assert accents["n"] > 0 and 0 <= accents["as_written"] <= 1 and 0 <= accents["unaccented"] <= 1
+    # the comparison's view of the same strings
+    compared = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["views"]["held_out_unaccented"]
+    assert compared["n"] == accents["n"] and compared["lstm"]["accuracy"] == pytest.approx(accents["unaccented"])
     with pytest.raises(SystemExit, match="no finished run"):
         tuning.main(["--rescore", "other", "--keep-runs", str(runs), "--out", str(out)])
     with pytest.raises(SystemExit):
