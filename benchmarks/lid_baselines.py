@@ -524,9 +524,9 @@ def first_chars(text: str, count: int = FIRST_CHARS) -> str:
 
 def without_accents(text: str) -> str:
     """``text`` as typed without accents: each Latin and Greek letter as the training option
-    ``unaccent_fraction`` writes it ('é' -> 'e', 'ł' -> 'l'; ``language_id.unaccented``)."""
-    from lstm_engine.tasks.language_id import unaccented
-    return "".join(unaccented(ch) for ch in text)
+    ``unaccent_fraction`` writes it ('é' -> 'e', 'ł' -> 'l'; ``language_id.unaccented_text``)."""
+    from lstm_engine.tasks.language_id import unaccented_text
+    return unaccented_text(text)
 
 
 #: Sentences a new user would try (the README's, then everyday conversation in several

@@ -521,6 +521,12 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def save(results: dict, path: Path) -> None:
+    """The results file, rewritten after each run or rescore, so an interrupted grid keeps what it has."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or None,
             "cpu_count": os.cpu_count(), "python": platform.python_version()}
@@ -556,14 +562,13 @@ def main(argv=None) -> dict | None:
     for name in args.rescore:
         print(f"scoring {name} again ...", file=sys.stderr)
         rescore(results, name, args.keep_runs, args.backend)
-        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        save(results, args.out)
     for name in names:
         print(f"running {name} ...", file=sys.stderr)
         results["experiments"][name] = run_experiment(name, EXPERIMENTS[name], args.backend, args.keep_runs)
         results["machine"] = machine()
         results["held_out_sources"] = HELD_OUT
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        save(results, args.out)
         print(markdown_table({"experiments": {name: results["experiments"][name]}}), file=sys.stderr)
     if args.table or names:
         print(markdown_table(results))

@@ -82,6 +82,23 @@ def unaccented(ch: str) -> str:
     return ch
 
 
+class _UnaccentedTable(dict):
+    """``str.translate``'s table of ``unaccented``, filled one code point at a time as text
+    needs it (each character's Unicode lookups once, not once per occurrence)."""
+
+    def __missing__(self, code: int) -> str:
+        self[code] = plain = unaccented(chr(code))
+        return plain
+
+
+_UNACCENTED = _UnaccentedTable()
+
+
+def unaccented_text(text: str) -> str:
+    """``text`` with ``unaccented`` applied to every character: as typed without accents."""
+    return text.translate(_UNACCENTED)
+
+
 def char_ids(chars: str) -> dict[str, int]:
     """An encoder's characters -> their token ids (from FIRST_ID, in the encoder's order)."""
     return {ch: i + FIRST_ID for i, ch in enumerate(chars)}
