@@ -74,6 +74,11 @@ _WITH_LO = "gettext,libreoffice-help,gnome-user-docs,firefox-l10n,thunderbird-l1
            "wesnoth,manpages,wordfreq"
 
 
+#: The default sources with the Universal Declaration of Human Rights.
+_WITH_UDHR = "gettext,libreoffice-help,gnome-user-docs,firefox-l10n,thunderbird-l10n,fortunes,wesnoth,manpages," \
+             "wordfreq,udhr"
+
+
 def _seeds(name: str, settings: dict, seeds=(0, 1, 2)) -> dict:
     """``name`` with ``settings`` once per seed (0: the name and settings as they are; s: the
     name ending in -seed<s>), for the comparison's one bucket that moves with the seed."""
@@ -367,6 +372,17 @@ EXPERIMENTS: dict[str, dict] = {
     # 90.1%, 90.7% and the fortunes 0.1-0.4 points lower; that sentence still comes out wrong
     **_seeds("f-src1200-lr1e-2-crop-0.9-4ep-lower-ng128k-phrases-wesnoth-thunderbird-adamw0.03-order4-manclean-win16-unaccent0.1",
              {**_NG128K, "window": 16, "epochs": 4, "unaccent_fraction": 0.1}),
+    # the Universal Declaration of Human Rights as one more source (udhr): Croatian has no prose
+    # in training when GNOME's help is held out, and its held-out prose is taken for Serbian.
+    # Not adopted: held-out 96.9%, 96.8%, 96.8% against 97.1%, 97.0%, 97.1% (fortunes 96.3%,
+    # 96.3%, 96.2% against 96.8%, 96.4%, 96.4%), first 20 characters 91.5%, 91.6%, 91.4%
+    # against 91.9%, 91.6%, 91.9%. Croatian help over 50 characters (langdetect's strings) was
+    # not right more often: 53, 65, 66 taken for Serbian or Bosnian against 58, 59, 53, more of
+    # them for Bosnian (22, 16, 24 against 12, 12, 17), whose declaration is nearly the Croatian
+    # one word for word, as with the hunspell split. The conversational examples 27, 27, 25 of
+    # 27 against 26, 26, 25
+    **_seeds("f-src1200-lr1e-2-crop-0.9-4ep-lower-ng128k-phrases-wesnoth-thunderbird-adamw0.03-order4-manclean-win16-udhr",
+             {**_NG128K, "window": 16, "epochs": 4, "sources": _WITH_UDHR}),
     # twice the rows again (262,144), to see where the table stops paying. Not adopted: held-out
     # 96.0% and 96.4% against 96.5% and 96.6%, over 50 characters 97.2% and 97.7% against 97.9%
     # and 98.0%, training 399 s and 405 s against 271 s and 269 s

