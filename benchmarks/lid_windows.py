@@ -12,6 +12,13 @@ Each model is scored by text length (``lid_baselines.score``) on
   (``outside_comparison``), so that a window chosen there is not chosen on the comparison's
   strings (scored from the held-out strings' predictions, so it has no time of its own).
 Results: ``benchmarks/results/lid_windows.json``, by run, then window (0: the whole text only).
+
+Both held-out sets are still the comparison's two domains. A third domain keeps the choice
+apart from them altogether: ``lid_tuning.py``'s ``...-dev-wesnoth`` runs train on every
+default source but Wesnoth's dialogue, so their held-out strings are Wesnoth's, a domain that
+neither they nor the comparison's runs are scored on elsewhere:
+
+    python benchmarks/lid_windows.py --runs RUN-dev-wesnoth ... --out benchmarks/results/lid_windows_dev.json
 """
 
 from __future__ import annotations
