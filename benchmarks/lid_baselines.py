@@ -6,6 +6,8 @@ same strings, in-domain and on domains the model never trained on; writes the fi
     python benchmarks/lid_baselines.py --table                # the README tables from the results file
     python benchmarks/lid_baselines.py --checkpoint runs/lid-held-out --limit 2000 --baselines py3langid,cld3
     python benchmarks/lid_baselines.py --tsv strings.tsv [--checkpoint CKPT]
+    # the same held-out model reading long text as windows of 24 instead of its own 16
+    python benchmarks/lid_baselines.py --checkpoint runs/lid-held-out --window 24 --limit 10000 --out ...
 
 ``--train DIR`` trains the default language-id run with whole sources held out of training
 (``--held-out``, default fortunes and gnome-user-docs: the ``held_out_sources`` setting) into
@@ -93,6 +95,24 @@ def load_lstm(checkpoint: str, backend: str):
     """The trained model behind a `lstm-engine run` checkpoint."""
     from lstm_engine.predictor import load_predictor
     return load_predictor(checkpoint, backend=backend)
+
+
+def read_with_window(predictor, size: int, trained: dict | None = None) -> dict | None:
+    """Make ``predictor`` read text longer than its windows' threshold as windows of ``size``
+    characters (0: the whole text only) instead of its checkpoint's, and return that window
+    (None for 0). ``trained`` is the checkpoint's window (default: the predictor's now; pass it
+    to set a window again after 0). Windows are read only when text is classified, so one
+    trained model can be scored with each. SystemExit when the checkpoint's encoder reads no
+    windows (the threshold is not stored)."""
+    from lstm_engine.tasks.language_id import window_spec
+    trained = trained or predictor.encoder.get("window")
+    if trained is None:
+        raise SystemExit("the checkpoint's encoder reads no windows, so the length above which they apply "
+                         "is not stored; use a run trained with window > 0")
+    spec = window_spec(size, trained["above"])
+    whole = {key: value for key, value in predictor.encoder.items() if key != "window"}
+    predictor.encoder = whole if spec is None else {**whole, "window": spec}
+    return spec
 
 
 @dataclass
@@ -745,6 +765,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a setting over the defaults for the runs this trains (for a quick try)")
     parser.add_argument("--tsv", help="label<TAB>text<TAB>split file: its test lines are the strings")
     parser.add_argument("--backend", default="cpu", help="engine backend for the LSTM (default cpu)")
+    parser.add_argument("--window", type=int, metavar="N",
+                        help="read the LSTM's long text as windows of N characters (0: whole) instead of its "
+                             "checkpoint's (see lid_windows.py)")
     parser.add_argument("--limit", type=int, help="at most N strings per view, stratified by language")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subsample")
     parser.add_argument("--baselines", default=",".join(BASELINES),
@@ -756,6 +779,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give --train DIR, --checkpoint (its data and the LSTM), --tsv (strings only) or --table")
     if args.train and args.checkpoint:
         parser.error("--train trains the checkpoint it compares: give one of --train and --checkpoint")
+    if args.window is not None and (args.window < 0 or not (args.checkpoint or args.train)):
+        parser.error(f"--window: a size of 0 (no windows) or more, for the LSTM of --checkpoint or --train; "
+                     f"got {args.window}{'' if args.checkpoint or args.train else ' without either'}")
     args.baselines = [name.strip() for name in args.baselines.split(",") if name.strip()]
     unknown = [name for name in args.baselines if name not in BASELINES]
     if unknown:
@@ -785,6 +811,8 @@ def main(argv=None) -> dict:
         results["runs"]["held_out"] = {**run_facts(args.train), "timing": timing}
         checkpoint = str(args.train)
     predictor = load_lstm(checkpoint, args.backend) if checkpoint else None
+    if args.window is not None:
+        read_with_window(predictor, args.window)
     if args.tsv:
         views, changes = [View("tsv", *read_tsv(args.tsv))], []
     else:
@@ -798,7 +826,9 @@ def main(argv=None) -> dict:
         print(f"warning: the rebuilt corpus differs from the model's: {message}", file=sys.stderr)
     if predictor is not None:
         results["lstm"] = {"checkpoint": checkpoint, "backend": args.backend, "labels": len(predictor.labels),
-                           "training": training_facts(checkpoint)}
+                           "training": training_facts(checkpoint),
+                           "window": getattr(predictor, "encoder", {}).get("window"),
+                           "window_from": "checkpoint" if args.window is None else "--window"}
         if "examples" not in results["runs"].get("default", {}):
             results["lstm"]["examples"] = check_examples(predictor)
     lstm = {}

@@ -38,7 +38,6 @@ COMPARISON_LIMIT, COMPARISON_SEED = 10000, 0
 
 
 def score_windows(run: Path, windows: list[int], backend: str) -> dict:
-    from lstm_engine.tasks.language_id import window_spec
     predictor = lid_baselines.load_lstm(str(run), backend)
     trained = predictor.encoder.get("window")
     if trained is None:
@@ -56,11 +55,8 @@ def score_windows(run: Path, windows: list[int], backend: str) -> dict:
     sets = {"validation": lid_baselines.View("validation", list(validation.inputs), list(validation.labels)),
             "held_out": held}
     out = {"trained_window": trained, "by_window": {}}
-    whole = {key: value for key, value in predictor.encoder.items() if key != "window"}
     for size in windows:
-        spec = window_spec(size, trained["above"])
-        predictor.encoder = whole if spec is None else {**whole, "window": spec}
-        row = {"window": spec}
+        row = {"window": lid_baselines.read_with_window(predictor, size, trained)}
         for name, view in sets.items():
             start = time.perf_counter()
             predicted = predictor.predict(view.texts)

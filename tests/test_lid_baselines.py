@@ -451,6 +451,19 @@ def test_lid_windows_reads_one_held_out_model_with_each_window(bench, fixture_co
     with pytest.raises(SystemExit):
         windows.main(["--runs", str(run), "--windows", "-1"])
     assert "--windows: sizes are 0 (no windows) or more" in capsys.readouterr().err
+    # the comparison reads the same model with another window when asked, and says which it read
+    six_held = bench.main(["--checkpoint", str(run), "--window", "6", "--backend", "numpy",
+                           "--out", str(tmp_path / "b6.json")])
+    assert six_held["lstm"]["window"] == {"above": 24, "size": 6, "stride": 3}
+    assert six_held["lstm"]["window_from"] == "--window"
+    assert six_held["views"]["held_out"]["lstm"]["accuracy"] == six["held_out"]["lstm"]
+    own = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["lstm"]
+    assert own["window"] == {"above": 24, "size": 16, "stride": 8} and own["window_from"] == "checkpoint"
+    for argv, message in [(["--checkpoint", str(run), "--window", "-1"], "--window: a size of 0"),
+                          (["--tsv", str(tmp_path / "x.tsv"), "--window", "16"], "without either")]:
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_without_accents(bench):

@@ -173,7 +173,7 @@ class LanguageIdSettings(TaskSettings):
     # 98.47%, 98.41% and 98.54% (in all -0.03 to -0.05 points). 12 lost more in-domain for little
     # more held-out (benchmarks/lid_windows.py, lid_windows.json). Those strings are of the
     # comparison's two domains: on a third, Wesnoth's dialogue held out of three more runs, 24
-    # and 32 lead 16 by 0.01-0.15 points over 50 characters and 16 is level with none
+    # and 32 lead 16 by 0.03-0.15 points over 50 characters and 16 is level with none
     # (lid_windows_dev.json), so 16 stays the test domains' choice (see the README)
     window: int = setting(int, 16, "Texts longer than train_length are also read as windows of this "
                           "many characters, one every window/2, whose log-probabilities add to the "
