@@ -174,7 +174,9 @@ class LanguageIdSettings(TaskSettings):
     # more held-out (benchmarks/lid_windows.py, lid_windows.json). Those strings are of the
     # comparison's two domains: on a third, Wesnoth's dialogue held out of three more runs, 24
     # and 32 lead 16 by 0.03-0.15 points over 50 characters and 16 is level with none
-    # (lid_windows_dev.json), so 16 stays the test domains' choice (see the README)
+    # (lid_windows_dev.json): 16 is the test domains' choice, and stays (over every length ahead
+    # of 24 on GNOME's help, level on the fortunes, behind on Wesnoth); the README gives the
+    # comparison read with 24 as well
     window: int = setting(int, 16, "Texts longer than train_length are also read as windows of this "
                           "many characters, one every window/2, whose log-probabilities add to the "
                           "whole text's; 0 (or not shorter than train_length): the whole text only.",
