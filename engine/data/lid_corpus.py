@@ -652,11 +652,11 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["
     resolved = resolve_versions(packages, cache_root, apt=apt, refresh_lists=refresh_lists and download,
                                 report=fetched) if packages else {}
 
-    def corpus_key(versions: dict[str, str], files: dict) -> str:
+    def corpus_key(versions: dict[str, str], declaration: bool) -> str:
         return _digest({"format": CORPUS_FORMAT, "options": options, "packages": versions,
                         "gettext": catalogs_fingerprint(locale_root) if "gettext" in options["sources"] else None,
                         "wordfreq": word_lists.version() if word_lists.NAME in options["sources"] else None,
-                        "files": {name: udhr.VERSION for name, (path, _) in files.items() if path},
+                        "udhr": udhr.VERSION if declaration else None,
                         "root": str(Path(locale_root).resolve()), "sources": {n: _source_format(n) for n in SOURCES}})
 
     def cached_corpus(key: str) -> LidCorpus | None:
@@ -672,10 +672,9 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["
             log.warning("rebuilding: the corpus cache file for %s is unreadable (%s)", key, e)
         return None
 
-    # Expected: the one-file sources there (cached, or downloads allowed); checked once fetched.
-    expected = {name: (udhr.tarball_path(cache_root), "") for name in options["sources"]
-                if name == udhr.NAME and (download or udhr.tarball_path(cache_root).is_file())}
-    intended = corpus_key({name: info.version for name, info in resolved.items()}, expected)
+    # The declaration expected when asked for and cached or downloadable; checked once fetched.
+    intended = corpus_key({name: info.version for name, info in resolved.items()},
+                          udhr.NAME in options["sources"] and (download or udhr.tarball_path(cache_root).is_file()))
     corpus = cached_corpus(intended)
     if corpus is not None:
         return corpus
@@ -691,7 +690,8 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["
         fetched, downloads, files = pending.result()
     fetched.missing.update(lookup.missing)            # the lookup's reasons say more
     fetched.lists_refreshed = lookup.lists_refreshed
-    actual = corpus_key({name: item.version for name, item in fetched.fetched.items()}, files)
+    actual = corpus_key({name: item.version for name, item in fetched.fetched.items()},
+                        files.get(udhr.NAME, (None, ""))[0] is not None)
     if actual != intended:
         corpus = cached_corpus(actual)
         if corpus is not None:
