@@ -472,3 +472,68 @@ def test_an_opt_in_source_is_read_only_when_asked(locale_root, tmp_path):
     assert lid_corpus.check_options(sources="gettext,libreoffice-l10n")["sources"] == ["gettext", "libreoffice-l10n"]
     without = pairs(load(locale_root, tmp_path, sources=None))
     assert not any(origin == "libreoffice-l10n" for _, origin in without.values())
+
+
+# --- text the user brings (extra_data) ----------------------------------------------------
+
+EXTRA_HR = [f"Rečenica broj {k} je hrvatska i dovoljno duga." for k in range(40)]
+
+
+def extra_tsv(path, lines):
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in lines), encoding="utf-8")
+    return path
+
+
+def test_extra_data_joins_the_corpus_as_a_source(locale_root, tmp_path):
+    data = extra_tsv(tmp_path / "mine.tsv", [*(("hrv", text) for text in EXTRA_HR),
+                                             ("de", "Hilfeseite 1 hat den Absatz 2 mit Inhalt."),   # LibreOffice's
+                                             ("es", SHARED_DE),                                     # German elsewhere
+                                             ("deu", "Ein ganz eigener deutscher Satz von mir."),
+                                             ("und", "Ein Satz ohne Sprache bleibt draußen.")])
+    corpus = load(locale_root, tmp_path, extra_data=str(data))
+    got = pairs(corpus)
+    # ISO 639-3 labels (Tatoeba's, WiLI's) become the corpus's; a new language is a new class
+    assert {got[("hr", text)][1] for text in EXTRA_HR} == {"extra"}
+    assert got[("de", "Ein ganz eigener deutscher Satz von mir.")][1] == "extra"
+    # de-duplicated against the other sources (it comes last) and ambiguous across languages
+    assert got[("de", "Hilfeseite 1 hat den Absatz 2 mit Inhalt.")][1] == "libreoffice-help"
+    assert SHARED_DE not in {text for _, text in got}
+    assert not any("ohne Sprache" in text for _, text in got)
+    # every line is a document of its own: its split is the corpus's, not all train
+    assert {got[("hr", text)][0] for text in EXTRA_HR} == set(SPLITS)
+    source = corpus.manifest["sources"]["extra"]
+    assert source["status"] == "ok" and source["kept"]["hr"] == 40 and source["read"]["de"] == 2
+    assert source["version"] == f"mine.tsv sha256:{hashlib.sha256(data.read_bytes()).hexdigest()[:16]}"
+    assert corpus.manifest["options"]["extra_data"] == str(data.resolve())
+    assert corpus.manifest["options"]["sources"][-1] == "extra"
+
+
+def test_extra_data_is_capped_held_out_and_keyed_by_its_content(locale_root, tmp_path):
+    data = extra_tsv(tmp_path / "mine.tsv", [("hr", text) for text in EXTRA_HR])
+    capped = load(locale_root, tmp_path, extra_data=str(data), max_per_source=10)
+    assert capped.manifest["sources"]["extra"]["kept"]["hr"] == 10
+    # held out: tested on, in the languages the model learns from the other sources
+    mine = [f"Mein eigener Satz Nummer {k} auf Deutsch." for k in range(5)]
+    other = extra_tsv(tmp_path / "other.tsv", [*(("hr", text) for text in EXTRA_HR), *(("de", t) for t in mine)])
+    held = load(locale_root, tmp_path, extra_data=str(other), held_out_sources="extra")
+    assert sorted(held.held_out["extra"].inputs) == sorted(mine)
+    assert "hr" not in held.splits["train"].labels and "de" in held.splits["train"].labels
+    # an edited file is read again (the cache is keyed by its bytes, not its name)
+    before = load(locale_root, tmp_path, extra_data=str(data))
+    extra_tsv(data, [("hr", text) for text in EXTRA_HR[:20]])
+    after = load(locale_root, tmp_path, extra_data=str(data))
+    assert before.manifest["key"] != after.manifest["key"] and not after.manifest["from_cache"]
+    assert after.manifest["sources"]["extra"]["read"]["hr"] == 20
+    assert load(locale_root, tmp_path, extra_data=str(data)).manifest["from_cache"]
+    # without extra_data the corpus (and its key) is what it was
+    assert "extra_data" not in lid_corpus.check_options() and "extra" not in lid_corpus.check_options()["sources"]
+
+
+def test_extra_data_bad_options(locale_root, tmp_path):
+    with pytest.raises(ArgumentError, match="extra_data: no such file or folder"):
+        load(locale_root, tmp_path, extra_data=str(tmp_path / "nowhere.tsv"))
+    with pytest.raises(ArgumentError, match="'extra' is the text of extra_data=PATH, which is not set"):
+        load(locale_root, tmp_path, sources="gettext,extra")
+    from lstm_engine.tasks import get_task
+    with pytest.raises(ArgumentError, match="set one of them, not both"):
+        get_task("language-id").load({"data": "a.tsv", "extra_data": "b.tsv"})

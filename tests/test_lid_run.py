@@ -68,7 +68,7 @@ def test_the_settings_reach_the_corpus(fixture_corpus, tmp_path):
     data = task.load(task.data_options(config))
     assert fixture_corpus.seen == {"sources": "gettext,fortunes", "held_out_sources": "fortunes", "min_strings": 1000,
                                    "max_per_source": 50, "max_per_language": lid_corpus.DEFAULTS["max_per_language"],
-                                   "min_letters": 12,
+                                   "min_letters": 12, "extra_data": None,
                                    "download": False}
     assert data.manifest["options"]["sources"] == ["gettext", "fortunes"] and data.manifest["options"]["min_letters"] == 12
     with pytest.raises(ArgumentError, match="unknown source.*nonsense"):

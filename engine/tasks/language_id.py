@@ -5,7 +5,8 @@ catalogs, Debian packages of help pages, Firefox and Thunderbird language packs,
 Wesnoth campaigns' dialogue and man pages, and wordfreq's word lists), with its held-out
 sources as evaluation sets of domains the model never trains on and its manifest stored in
 every checkpoint; ``sources=gettext`` is the catalogs alone. ``data`` may instead name a
-WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV. Text is NFC-normalised, lower-cased (``lowercase``) and cut to
+WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV, which replaces the corpus,
+and ``extra_data`` one that joins it as one more source (``extra_text``). Text is NFC-normalised, lower-cased (``lowercase``) and cut to
 ``max_length`` characters when classified, ``train_length`` in training; characters seen fewer
 than ``min_char_count`` times in training share the unknown id 1 (0 is padding). Text longer
 than ``train_length`` is also classified as windows of ``window`` characters, whose
@@ -117,7 +118,7 @@ def unaccented_ids(chars: str) -> np.ndarray:
 _CORPUS = lid_corpus.DEFAULTS
 #: The settings that are options of the default corpus (``load_lid_corpus``'s keywords).
 CORPUS_SETTINGS = ("sources", "held_out_sources", "min_strings", "max_per_source", "max_per_language",
-                   "min_letters", "download")
+                   "min_letters", "extra_data", "download")
 
 
 def _training_length(config: dict) -> int:
@@ -150,6 +151,9 @@ class LanguageIdSettings(TaskSettings):
                                            "sources cut first); none: all.", low=1, optional=True)
     min_letters: int = setting(int, _CORPUS["min_letters"], "Default corpus: a sentence or message needs "
                                "this many letters to be kept.", low=1)
+    extra_data: str | None = setting(str, _CORPUS["extra_data"], "Default corpus: text you bring, added to it as the source "
+                                     "'extra' (a label<TAB>text TSV, a Tatoeba sentences.csv or a WiLI-2018 "
+                                     "folder; --data replaces the corpus instead).", optional=True)
     download: bool = setting(bool, True, "Default corpus: fetch missing packages with apt-get download "
                              "(false: only what the cache holds).")
     # a model trained on 64 characters classifies longer text better for seeing more of it
@@ -277,6 +281,9 @@ class LanguageId(Task):
 
     def load(self, options: dict) -> TaskData:
         if options.get("data"):
+            if options.get("extra_data"):
+                raise ArgumentError("extra_data adds to the default corpus and data replaces it: set one of "
+                                    f"them, not both (data={options['data']!r}, extra_data={options['extra_data']!r})")
             from ..data.text_formats import load_text_data
             return TaskData(load_text_data(options["data"]))
         corpus = lid_corpus.load_lid_corpus(**{name: options[name] for name in CORPUS_SETTINGS if name in options})
