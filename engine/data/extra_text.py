@@ -13,7 +13,7 @@ TSV, a Tatoeba ``sentences.csv`` or a WiLI-2018 folder. What a file says about s
 used: every line is a document of its own, whose split the corpus decides (its sentences stay
 together). Labels become the corpus's: locale names as the catalogs' are (``pt_BR`` -> ``pt``),
 and ISO 639-3 codes, Tatoeba's and WiLI's, by ``langcodes`` (``hrv`` -> ``hr``, ``cmn`` ->
-``zh``; installed with the ``corpus`` extra). A label the corpus does not otherwise have is
+``zh``). A label the corpus does not otherwise have is
 a new class, if it has ``min_strings`` strings.
 
 The file's content (its SHA-256) keys the source's and the corpus's cache files: an edited
@@ -81,10 +81,7 @@ def corpus_label(label: str) -> str | None:
     locale = normalise_language(label.strip())
     if locale is not None and len(locale) == 2:
         return locale
-    try:
-        import langcodes
-    except ImportError:
-        return locale or tag.partition("-")[0].lower()
+    import langcodes                     # here: import lstm_engine stays fast
     try:
         language = langcodes.Language.get(langcodes.standardize_tag(tag, macro=True)).language
     except (ValueError, LookupError):
