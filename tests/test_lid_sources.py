@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lstm_engine.data import debian_packages as dp
 from lstm_engine.data import (firefox_l10n, fortunes, gnome_user_docs, libreoffice_help, libreoffice_l10n, manpages,
-                              udhr, wesnoth, word_lists)
+                              udhr, warzone, wesnoth, word_lists)
 from lstm_engine.data.lid_text import clean_text, language_of_package_suffix, split_sentences
 from lstm_engine.errors import DataError
 
@@ -187,7 +187,7 @@ def test_every_package_a_source_can_fetch_is_of_a_known_family():
     from lstm_engine.data.lid_corpus import PACKAGE_SOURCES
     family = re.compile(r"^(libreoffice-(help|l10n)-[a-z-]+|gnome-user-docs|(firefox-esr|thunderbird)-l10n-[a-z-]+"
                         r"|fortunes(-[a-z]+)?"
-                        r"|manpages(-[a-z-]+)?|wesnoth-1\.16-[a-z]+)$")
+                        r"|manpages(-[a-z-]+)?|wesnoth-1\.16-[a-z]+|warzone2100-data)$")
     names = [p for source in PACKAGE_SOURCES.values() for p in source.packages]
     assert len(names) == len(set(names)) > 150
     assert all(family.match(name) for name in names), [n for n in names if not family.match(n)]
@@ -580,6 +580,27 @@ def test_wesnoth_message_text():
     assert wesnoth.message_text("$unit.name| feels stronger!").strip() == "feels stronger!"
     assert wesnoth.message_text("Move $second_unit[0].name to the keep").split() == ["Move", "to", "the", "keep"]
     assert wesnoth.message_text("A^B") == "B" and wesnoth.message_text("no context here") == "no context here"
+
+
+def _warzone_path(locale: str) -> str:
+    return f"usr/share/locale/{locale}/LC_MESSAGES/warzone2100.mo"
+
+
+def test_warzone_reads_its_catalogs_only():
+    assert [warzone.SOURCE.select(_warzone_path(locale)) for locale in ("hr", "ro", "pt_BR", "la")] == [True] * 4
+    # the package's other files, and any other catalog, are not its text
+    assert not warzone.SOURCE.select("usr/share/locale/hr/LC_MESSAGES/other.mo")
+    assert not warzone.SOURCE.select("usr/share/games/warzone2100/base.wz")
+    croatian = catalog_bytes({"Commander, we have found the command centre.": "Zapovjedniče, pronašli smo zapovjedni centar.",
+                              "Unit lost!": "Unit lost!"})
+    files = [(_warzone_path("hr"), croatian), (_warzone_path("la"), croatian), (_warzone_path("en_GB"), croatian),
+             (_warzone_path("sr@latin"), croatian)]
+    read = {(label, key): paragraphs() for label, key, paragraphs in warzone.SOURCE.documents(None, files)}
+    key = "warzone2100#Commander, we have found the command centre."
+    assert read[("hr", key)] == ["Zapovjedniče, pronašli smo zapovjedni centar."]
+    assert read[("en", key)] == ["Commander, we have found the command centre."]
+    assert {label for label, _ in read} == {"hr", "en"}          # Latin, British English, modifiers: not read
+    assert ("hr", "warzone2100#Unit lost!") not in read             # an untranslated copy
 
 
 def test_wesnoth_documents_share_a_key_per_message_and_take_english_from_the_msgids():

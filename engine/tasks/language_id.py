@@ -2,7 +2,7 @@
 
 Default data: the many-source corpus (``lstm_engine.data.lid_corpus``: the machine's gettext
 catalogs, Debian packages of help pages, Firefox and Thunderbird language packs, fortunes, the
-Wesnoth campaigns' dialogue and man pages, and wordfreq's word lists), with its held-out
+Wesnoth campaigns' and Warzone 2100's dialogue, man pages, and wordfreq's word lists), with its held-out
 sources as evaluation sets of domains the model never trains on and its manifest stored in
 every checkpoint; ``sources=gettext`` is the catalogs alone. ``data`` may instead name a
 WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV, which replaces the corpus,

@@ -1,0 +1,33 @@
+"""Warzone 2100's messages (``warzone2100-data``): the campaigns' briefings and radio dialogue
+("Commander, we have found the New Paradigm's command centre") besides the game's interface,
+in 40 languages, Croatian and Romanian among them, which have no story text elsewhere.
+
+The package holds one gettext catalog per locale,
+``usr/share/locale/<locale>/LC_MESSAGES/warzone2100.mo``. A message and all its translations
+are one document (one split), keyed by the msgid; English is the msgids themselves, so the
+``en_GB`` catalog is not read, and a translation equal to its msgid is an untranslated copy,
+dropped (``gettext_corpus.catalog_documents``). Left out: Latin (``la``), which no other source
+has, and locales with a modifier.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .gettext_corpus import catalog_source
+
+_LOCALE = re.compile(r"/locale/([^/]+)/LC_MESSAGES/(warzone2100)\.mo$")
+_LEFT_OUT = {"la"}
+
+
+def message_text(text: str) -> str:
+    """A message as the shared cleaning takes it (format specifiers go there)."""
+    return text
+
+
+SOURCE = catalog_source(
+    name="warzone2100",
+    description="Warzone 2100 (campaign briefings and dialogue, game interface)",
+    packages=["warzone2100-data"],
+    root="usr/share/locale/", locale=_LOCALE, message_text=message_text, left_out=_LEFT_OUT,
+)
