@@ -54,12 +54,12 @@ def _files(path: Path) -> list[Path]:
 
 def fingerprint(path: str | os.PathLike) -> str:
     """SHA-256 of the data's bytes (of a folder's files, in name order, with their names)."""
-    files = _files(Path(path))
-    return _sha256(str(path), Path(path).is_dir(), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    files = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(Path(path)))
+    return _sha256(Path(path).is_dir(), files)
 
 
 @functools.lru_cache(maxsize=8)
-def _sha256(path: str, folder: bool, files: tuple) -> str:
+def _sha256(folder: bool, files: tuple) -> str:
     # keyed by the files' sizes and times too: a corpus build asks three times, an edit reads again
     digest = hashlib.sha256()
     for name, _, _ in files:

@@ -188,10 +188,11 @@ def catalog_documents(files: list[tuple[str, bytes]], locale: re.Pattern, messag
 
 
 def catalog_source(*, name: str, description: str, packages, root: str, locale: re.Pattern,
-                   message_text: Callable[[str], str], left_out=frozenset()) -> PackageSource:
+                   message_text: Callable[[str], str] = str, left_out=frozenset()) -> PackageSource:
     """A ``PackageSource`` of ``packages`` that each carry catalogs of many languages under
     ``root`` (the ones ``locale`` finds: see ``package_catalog``), read by
-    ``catalog_documents``; the label of each text comes from its catalog's path."""
+    ``catalog_documents``; the label of each text comes from its catalog's path. Without
+    ``message_text`` a message goes to the shared cleaning as it is."""
     return PackageSource(
         name=name, description=description, packages=dict.fromkeys(packages),
         select=lambda path: path.startswith(root) and locale.search(path) is not None,

